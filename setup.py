@@ -29,5 +29,9 @@ setuptools.setup(
         'console_scripts': console_scripts,
         'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
     },
+    classifiers=['Intended Audience :: Science/Research', 'Programming Language :: Python :: 3',
+                 'Topic :: Scientific/Engineering :: Artificial Intelligence'],
+    url=cfg['git_url'],
+    project_urls={'Source': cfg['git_url']},
     zip_safe=False,
 )

@@ -1,0 +1,67 @@
+"""The papermill runner and the `eae-run` command: profiles, typed overrides, failures that name the notebook."""
+import subprocess, sys
+from pathlib import Path
+import nbformat, pytest
+from entropic_ae.experiments import ExperimentFailed, experiment_notebooks, main, run_experiments
+
+TOY = '''
+from pathlib import Path
+import matplotlib.pyplot as plt
+from entropic_ae.experiments import resolve_params, save_figure
+PROFILES = {"quick": {"n": 3, "scale": 1.0}, "full": {"n": 30, "scale": 1.0}}
+p = resolve_params(PROFILES, profile, n=n, scale=scale)
+if p.scale < 0: raise RuntimeError("negative scale requested")
+fig, ax = plt.subplots(); ax.plot(range(p.n))
+save_figure(fig, Path(figures_dir)/f"toy_{profile}.png")
+'''
+
+def make_nb(folder, name, body):
+    params = nbformat.v4.new_code_cell('profile = "quick"\nfigures_dir = "."\nn = None\nscale = None')
+    params.metadata['tags'] = ['parameters']
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, folder/f'{name}.ipynb')
+
+@pytest.fixture
+def toy(tmp_path):
+    exp = tmp_path/'experiments'; exp.mkdir()
+    make_nb(exp, 'a_toy', TOY)
+    return tmp_path, exp
+
+def test_runner_writes_figure_and_executed_notebook(toy):
+    root, exp = toy
+    out = run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
+    assert out == [root/'runs'/'quick'/'a_toy.ipynb'] and out[0].exists()
+    assert (root/'figs'/'toy_quick.png').read_bytes()[:4] == b'\x89PNG'
+
+def test_bad_override_fails_naming_parameter_and_keeps_figure(toy):
+    root, exp = toy
+    run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
+    before = (root/'figs'/'toy_quick.png').read_bytes()
+    with pytest.raises(ExperimentFailed) as e:
+        run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params={'n': 'many'}, progress=False)
+    assert e.value.notebook == 'a_toy.ipynb' and 'n must be an integer' in str(e.value)
+    assert (root/'figs'/'toy_quick.png').read_bytes() == before
+
+def test_cli_exit_code_names_failing_notebook(toy):
+    root, exp = toy
+    make_nb(exp, 'b_fails', TOY.replace('p.scale < 0', 'True'))
+    r = subprocess.run([sys.executable, '-m', 'entropic_ae.experiments', '--profile', 'quick', '--experiments-dir', str(exp),
+                        '--runs-dir', str(root/'runs'), '--figures-dir', str(root/'figs')], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert 'FAILED: b_fails.ipynb' in r.stderr
+    assert (root/'figs'/'toy_quick.png').exists()  # the notebook before the failing one still delivered
+
+def test_cli_rejects_unknown_profile_and_notebook(toy, capsys):
+    root, exp = toy
+    assert main(['--profile', 'fast', '--experiments-dir', str(exp)]) == 2
+    assert 'profile must be one of' in capsys.readouterr().err
+    assert main(['--only', 'nope', '--experiments-dir', str(exp), '--profile', 'quick']) == 2
+    assert 'unknown notebook' in capsys.readouterr().err
+
+def test_repository_experiments_have_parameters_cell():
+    for nb_path in experiment_notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        tagged = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
+        assert len(tagged) == 1, f'{nb_path.name} needs exactly one cell tagged parameters'
+        assert 'profile' in tagged[0].source and 'figures_dir' in tagged[0].source, nb_path.name

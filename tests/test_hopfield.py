@@ -1,0 +1,138 @@
+"""Random asymmetric Hopfield model: exact enumeration against brute force, the exact annealed values,
+bad input, and a smoke run of the experiment notebook."""
+import itertools, math
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from entropic_ae import hopfield as H
+from entropic_ae.hopfield import (N_MAX, annealed_entropy, count_fixed_points, count_fixed_points_brute,
+                                  counts_from_histogram, expected_fixed_points, fixed_point_entropy, log_p_stable,
+                                  min_stability_histogram, random_couplings, sample_fixed_points, stability_cut)
+
+DS = [0.0, 0.2, 0.45, 0.8, 1.3, 2.2, 3.1, -0.6]   # no field lies within rounding error of zero for N <= 12
+
+@pytest.mark.parametrize('N', range(2, 13))
+def test_fast_counter_equals_brute_force(N):
+    for k in range(3):
+        J = random_couplings(N, seed=123, sample=k)
+        ref = [count_fixed_points_brute(J, d) for d in DS]
+        assert count_fixed_points(J, DS, device='cpu').tolist() == ref
+        for L in {1, (N - 1)//2 or 1, N - 1}:
+            assert count_fixed_points(J, DS, device='cpu', low_bits=L).tolist() == ref
+        assert count_fixed_points(J, DS, device='cpu', backend='torch', low_bits=max(1, N//2)).tolist() == ref
+
+def test_histogram_sums_and_torch_batches():
+    J = random_couplings(16, seed=5)
+    h = min_stability_histogram(J, device='cpu')
+    assert h.sum() == 2**16 and h.shape == (31,)
+    assert (h[1::2] == 0).all()                          # min u has the parity of N - 1 = 15 (odd)
+    L = 6
+    small = 2*H._hist_torch(H._check_couplings(J), L, torch.device('cpu'), batch_bytes=16*2**L*3)   # several batches, ragged end
+    assert (small == h).all()
+    assert (min_stability_histogram(J, device='cpu', low_bits=9) == h).all()
+
+def test_exact_ties_and_sign_zero():
+    assert stability_cut(16, 0.0) == 1 and stability_cut(16, 1.0) == -3 and stability_cut(16, 1.0 + 1e-12) == -4
+    assert stability_cut(100, 0.1) == -1          # the float 0.1 is slightly larger than 1/10
+    # D = 0 and odd N: states with a zero field are not fixed points
+    J = random_couplings(9, seed=2)
+    h = min_stability_histogram(J, device='cpu')
+    assert counts_from_histogram(h, 9, [0.0])[0] == h[9:].sum() == count_fixed_points_brute(J, 0.0)
+    # N = 4, D = 1.5: D√N = 3 exactly and u = -3 is possible (u has the parity of N - 1): a tie, counted unstable
+    for k in range(5):
+        J4 = random_couplings(4, seed=0, sample=k)
+        c = count_fixed_points(J4, [1.4999, 1.5, 1.5001])
+        assert c[0] == c[1] == count_fixed_points_brute(J4, 1.5) and c[2] >= c[1]
+
+def _all_networks_mean(N, Ds):
+    "Exact E[#FP] by averaging over every ±1 coupling matrix of size N (vectorised brute force)."
+    n_off = N*(N - 1)
+    bits = torch.tensor(list(itertools.product([-1., 1.], repeat=n_off)), dtype=torch.float64)  # [2^n_off, n_off]
+    J = torch.zeros(len(bits), N, N, dtype=torch.float64)
+    off = ~torch.eye(N, dtype=torch.bool)
+    J[:, off] = bits
+    s = torch.tensor(H._spins(N), dtype=torch.float64)                                            # [2^N, N]
+    Js = torch.einsum('mij,sj->msi', J, s)/math.sqrt(N)
+    return [float((torch.sign(d*s + Js) == s).all(-1).sum(-1).double().mean()) for d in Ds]
+
+def test_expected_count_is_exact_for_tiny_networks():
+    Ds = [0.0, 0.3, 0.6, 1.0, 1.8]
+    for N in [2, 3, 4]:
+        np.testing.assert_allclose(_all_networks_mean(N, Ds), [expected_fixed_points(N, d) for d in Ds], rtol=1e-12)
+
+@pytest.mark.parametrize('N', [9, 10])
+def test_mean_count_matches_first_moment(N):
+    Ds = [0.0, 0.5, 1.0, 2.0]
+    df = sample_fixed_points(N, Ds, 300, seed=99, progress=False)
+    g = df.groupby('D').n_fp
+    for d, m, se in zip(Ds, g.mean(), g.sem()):
+        assert abs(m - expected_fixed_points(N, d)) < 4.5*se + 1e-9, (N, d, m, se)
+
+def test_annealed_tends_to_theory_without_overflow():
+    for N in [10**4, 10**4 + 1, 10**4 + 7]:
+        for d in [0.25, 0.5, 1.0, 1.5, 2.0, 3.0]:
+            S = fixed_point_entropy(d)
+            amp = math.exp(-d*d/2)/math.sqrt(2*math.pi)/math.exp(S - math.log(2))/math.sqrt(N)   # lattice saw-tooth
+            a = annealed_entropy(N, d)
+            assert math.isfinite(a) and abs(a - S) < amp + 1/N
+            assert abs(annealed_entropy(N, d, 'gauss') - S) < 1/N
+    assert math.isfinite(annealed_entropy(10**6, 0.5)) and expected_fixed_points(10**4, 1.0) == math.inf
+    assert annealed_entropy(50, -30.0) == -math.inf or annealed_entropy(50, -30.0) < -10
+    # D = 0: exactly one expected fixed point for even N, fewer for odd N
+    assert expected_fixed_points(20, 0.0) == pytest.approx(1.0, rel=1e-12)
+    assert expected_fixed_points(21, 0.0) < 0.05
+
+def test_gaussian_first_moment_by_monte_carlo():
+    N, d = 5, 0.7
+    g = torch.Generator().manual_seed(0)
+    h = d + torch.randn(400_000, N - 1, generator=g, dtype=torch.float64).sum(1)/math.sqrt(N)
+    p = float((h > 0).double().mean())
+    assert abs(math.log(p) - log_p_stable(N, d, 'gauss')) < 4*math.sqrt((1 - p)/(p*400_000))
+
+def test_sampling_table():
+    df = sample_fixed_points([6, 8], [0.5, 1.5], [2, 3], seed=4, progress=False)
+    assert list(df.columns) == ['N', 'D', 'sample', 'n_fp'] and len(df) == 2*2 + 3*2
+    row = df[(df.N == 8) & (df['sample'] == 2) & (df.D == 1.5)].n_fp.item()
+    assert row == count_fixed_points(random_couplings(8, 4, 2), 1.5)[0]
+
+def test_bad_input_names_the_parameter():
+    J = random_couplings(8)
+    with pytest.raises(ValueError, match='N must be >= 2'): random_couplings(1)
+    with pytest.raises(ValueError, match=r'N \(the size of J\) must be <= 40'): count_fixed_points(random_couplings(N_MAX + 1), 1.0)
+    with pytest.raises(ValueError, match=r'N \(the size of J\) must be >= 2'): count_fixed_points(np.zeros((1, 1), np.int8), 1.0)
+    with pytest.raises(ValueError, match='D must be finite'): count_fixed_points(J, float('nan'))
+    with pytest.raises(ValueError, match=r'D\[1\] must be finite'): count_fixed_points(J, [0.5, float('inf')])
+    with pytest.raises(TypeError, match='D must be a real number'): count_fixed_points(J, 'large')
+    with pytest.raises(ValueError, match='D must be finite'): fixed_point_entropy(float('-inf'))
+    with pytest.raises(ValueError, match='D must be finite'): annealed_entropy(10, float('nan'))
+    with pytest.raises(ValueError, match='N must be >= 2'): annealed_entropy(1, 1.0)
+    with pytest.raises(TypeError, match='N must be an integer'): annealed_entropy(10.0, 1.0)
+    with pytest.raises(ValueError, match='couplings must be one of'): annealed_entropy(10, 1.0, 'binary')
+    with pytest.raises(ValueError, match='J must have 0 on the diagonal'): count_fixed_points(3*J, 1.0)
+    with pytest.raises(ValueError, match='J must be a square'): count_fixed_points(J[:, :5], 1.0)
+    with pytest.raises(ValueError, match='low_bits must be >= 1'): count_fixed_points(J, 1.0, low_bits=0)
+    with pytest.raises(ValueError, match='backend must be one of'): count_fixed_points(J, 1.0, backend='cuda')
+    with pytest.raises(ValueError, match=r'Ns\[1\] must be <= 40'): sample_fixed_points([8, 50], 1.0, 1, progress=False)
+    with pytest.raises(ValueError, match='n_samples must be an int or have one entry per N'): sample_fixed_points([8, 10], 1.0, [1], progress=False)
+    with pytest.raises(ValueError, match=r'N \(the size of J\) must be <= 20 for the brute-force counter'): count_fixed_points_brute(random_couplings(21), 1.0)
+
+NB = Path(__file__).resolve().parent.parent/'nbs'/'experiments'/'hopfield_fixed_points.ipynb'
+
+def test_experiment_notebook_smoke(tmp_path):
+    import papermill as pm
+    params = dict(profile='quick', figures_dir=str(tmp_path), device='cpu', Ns=[8, 10], n_samples=[4, 3],
+                  D_grid=[0.0, 1.0, 2.0], table_Ds=[1.0, 2.0], annealed_Ns=[16], N_large=200, D0_Ns=[5, 6], D0_samples=4)
+    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=params, kernel_name='python3',
+                        cwd=str(NB.parent), progress_bar=False)
+    for name in ['hopfield_fixed_points_quick.png', 'hopfield_finite_size_quick.png']:
+        assert (tmp_path/name).read_bytes()[:4] == b'\x89PNG'
+    tab = pd.read_csv(tmp_path/'hopfield_table_quick.csv')
+    assert tab.D.tolist() == [1.0, 2.0] and (tab.N == 10).all() and tab.quenched.notna().all()
+    counts = pd.read_csv(tmp_path/'hopfield_fixed_points_quick.csv')
+    assert set(counts.metric) == {'n_fixed_points', 'n_fixed_points_D0'} and len(counts) == (4 + 3)*3 + 2*4
+
+def test_experiment_notebook_rejects_bad_override(tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match='n_samples must have one entry per N'):
+        pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=dict(figures_dir=str(tmp_path), Ns=[8, 10], n_samples=[4]),
+                            kernel_name='python3', cwd=str(NB.parent), progress_bar=False)
+    assert not any(tmp_path.glob('*.png'))

@@ -1,0 +1,104 @@
+"Tests for entropic_ae.flatness: local energy and denoising profiles, histograms, bad input."
+import math
+import pytest, torch
+from entropic_ae.data import random_features
+from entropic_ae.models import shallow_ae, deep_ae, recon_error
+from entropic_ae.replicas import replica
+from entropic_ae.flatness import dataset_loss, local_energy, denoising, param_histograms, log_bins
+
+SIG = [0., 0.05, 0.1, 0.2, 0.4]
+
+@pytest.fixture(scope='module')
+def data():
+    return random_features(N=16, D=3, P=64, P_test=32, seed=1)
+
+@pytest.fixture(scope='module')
+def trained(data):
+    torch.manual_seed(0)
+    m = deep_ae(16, 4, H=12, y=3, seeds=[3, 4, 5])
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad(); recon_error(m(data.x_train), data.x_train).sum().backward(); opt.step()
+    return m
+
+def test_sigma_zero_is_training_loss(trained, data):
+    with torch.no_grad(): ref = recon_error(trained(data.x_train), data.x_train)
+    assert torch.equal(local_energy(trained, data.x_train, [0.], seed=0)[:, 0], ref)
+    assert torch.equal(local_energy(trained, data.x_train, SIG, seed=0)[:, 0], ref)
+    # with chunks: identical to the chunked data-set loss the training loop reports
+    assert torch.equal(local_energy(trained, data.x_train, SIG, batch_size=10)[:, 0],
+                       dataset_loss(trained, data.x_train, batch_size=10))
+    torch.testing.assert_close(dataset_loss(trained, data.x_train, batch_size=10), ref)
+
+def test_denoising_sigma_zero_is_recon_error(trained, data):
+    with torch.no_grad(): ref = recon_error(trained(data.x_train), data.x_train)
+    assert torch.equal(denoising(trained, data.x_train, [0., 0.2], seed=0)[:, 0], ref)
+
+def test_profiles_increase_with_sigma(trained, data):
+    le = local_energy(trained, data.x_train, SIG, n_draws=20, seed=0)
+    assert le.shape == (3, len(SIG)) and (le.diff(dim=1) > 0).all()
+    dn = denoising(trained, data.x_train, [0., 0.1, 0.3, 0.6], n_draws=20, seed=0)
+    assert dn.shape == (3, 4) and (dn.diff(dim=1) > 0).all()
+
+def test_no_side_effects_and_no_grad(trained, data):
+    before = [p.detach().clone() for p in trained.parameters()]
+    le = local_energy(trained, data.x_train, SIG, n_draws=3)
+    assert not le.requires_grad
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters()))
+
+def test_seeded_and_chunk_draw_invariance(trained, data):
+    a = local_energy(trained, data.x_train, SIG, n_draws=6, seed=7)
+    assert torch.equal(a, local_energy(trained, data.x_train, SIG, n_draws=6, seed=7))
+    assert not torch.equal(a, local_energy(trained, data.x_train, SIG, n_draws=6, seed=8))
+    torch.testing.assert_close(local_energy(trained, data.x_train, SIG, n_draws=6, seed=7, batch_size=9), a)
+    torch.testing.assert_close(local_energy(trained, data.x_train, SIG, n_draws=6, seed=7, draws_per_pass=4), a)
+    # common random numbers across σ: the value at σ does not depend on the other σ in the list
+    torch.testing.assert_close(local_energy(trained, data.x_train, [0.2], n_draws=6, seed=7)[:, 0], a[:, 3])
+
+def test_stacked_equals_single(trained, data):
+    "Replica r measured with its own seed equals the single model measured alone (also with a shared int seed)."
+    per = local_energy(trained, data.x_train, SIG, n_draws=4, seed=[10, 11, 12])
+    shared = local_energy(trained, data.x_train, SIG, n_draws=4, seed=5)
+    dper = denoising(trained, data.x_train, [0.3], n_draws=4, seed=[10, 11, 12])
+    for r in range(3):
+        one = replica(trained, r)
+        torch.testing.assert_close(local_energy(one, data.x_train, SIG, n_draws=4, seed=[10 + r])[0], per[r])
+        torch.testing.assert_close(local_energy(one, data.x_train, SIG, n_draws=4, seed=5)[0], shared[r])
+        torch.testing.assert_close(denoising(one, data.x_train, [0.3], n_draws=4, seed=[10 + r])[0], dper[r])
+
+def test_rescaling_invariance(data):
+    "Multiplicative noise does not see the ReLU rescaling w_in -> c w_in, w_out -> w_out / c of a hidden unit."
+    m = deep_ae(16, 4, H=12, y=2, seeds=[0, 1], dtype=torch.float64)
+    x = data.x_train.double()
+    ref = local_energy(m, x, SIG, n_draws=5, seed=3)
+    with torch.no_grad():
+        l0, l1 = m.layers[0], m.layers[1]
+        c = torch.rand(2, 1, 12, dtype=torch.float64) * 10 + 0.1
+        l0.weight.mul_(c); l0.bias.mul_(c); l1.weight.div_(c.transpose(1, 2))
+    torch.testing.assert_close(local_energy(m, x, SIG, n_draws=5, seed=3), ref)
+
+def test_histograms(trained, data):
+    trained.zero_grad(set_to_none=True)
+    rows = param_histograms(trained, run='t', epoch=3)
+    assert rows and all(r['metric'] == 'weight_hist' for r in rows)
+    recon_error(trained(data.x_train), data.x_train).sum().backward()
+    edges = log_bins(1e-6, 1., per_decade=2)
+    rows = param_histograms(trained, bins=edges, run='t', epoch=3, replicas=[0, 2], eval_on='replicas')
+    assert {r['replica'] for r in rows} == {0, 2} and {r['metric'] for r in rows} == {'weight_hist', 'grad_hist'}
+    assert {r['bin'] for r in rows} == set(range(len(edges) + 1))
+    for name, p in trained.named_parameters():
+        for metric in ('weight_hist', 'grad_hist'):
+            n = sum(r['value'] for r in rows if r['layer'] == name and r['metric'] == metric and r['replica'] == 2)
+            assert n == p[0].numel()
+    assert rows[0]['lo'] == 0 and rows[len(edges)]['hi'] == math.inf and rows[0]['eval_on'] == 'replicas'
+
+def test_bad_input(trained, data):
+    x = data.x_train
+    with pytest.raises(ValueError, match=r'sigmas\[1\]'): local_energy(trained, x, [0.1, -0.2])
+    with pytest.raises(ValueError, match='sigmas'): denoising(trained, x, [])
+    with pytest.raises(ValueError, match='n_draws'): local_energy(trained, x, [0.1], n_draws=0)
+    with pytest.raises(ValueError, match='batch_size'): denoising(trained, x, [0.1], batch_size=0)
+    with pytest.raises(ValueError, match='seed'): local_energy(trained, x, [0.1], seed=[1, 2])
+    with pytest.raises(ValueError, match='seed'): local_energy(trained, x, [0.1], seed=-1)
+    with pytest.raises(ValueError, match='draws_per_pass'): local_energy(trained, x, [0.1], draws_per_pass=0)
+    with pytest.raises(ValueError, match='bins'): param_histograms(trained, bins=[1., 0.5])

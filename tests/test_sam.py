@@ -1,19 +1,11 @@
 "Tests for entropic_ae.sam: exactness at rho=0, the perturbation, per-replica equivalence, state dicts, and the BN / AMP / accumulation recipes."
-import copy, functools, math, warnings
+import copy, functools, math, pickle, warnings
 import pytest
 import torch
 from torch import nn
 from entropic_ae.sam import SAM, asam_param_groups, disable_running_stats, enable_running_stats
 
 mse = nn.functional.mse_loss
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny tensors: a thread pool only adds overhead (and is very slow on a busy shared CPU)
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def data(n=48, d=5, seed=0, dtype=torch.float64):
@@ -187,9 +179,15 @@ def test_state_dict_round_trip():
     o3 = SAM(m3.parameters(), base=torch.optim.Adam, rho=0.2, lr=1e-2)
     o3.load_state_dict(adam.state_dict())
     assert o3.param_groups[0]['rho'] == 0.2 and len(o3.base_optimizer.state) == 4
-    # deepcopy keeps the sharing
-    o4 = copy.deepcopy(o1)
-    assert o4.param_groups is o4.base_optimizer.param_groups
+    # deepcopy and pickle keep the sharing
+    for o4 in (copy.deepcopy(o1), pickle.loads(pickle.dumps(o1))):
+        assert o4.param_groups is o4.base_optimizer.param_groups and o4.param_groups[0]['rho'] == 0.07
+        assert len(o4.base_optimizer.state) == 4
+    # reloading the base optimizer on its own (as a training loop saving wrapped optimizers may do) keeps the sharing
+    o1.base_optimizer.load_state_dict(o1.base_optimizer.state_dict())
+    sched = torch.optim.lr_scheduler.ExponentialLR(o1, gamma=0.5)
+    o1.step(closure_for(m1, x, y)); sched.step()
+    assert o1.param_groups is o1.base_optimizer.param_groups and o1.base_optimizer.param_groups[0]['lr'] == 5e-3
 
 
 # ---------------------------------------------------------------- stacked replicas

@@ -1,0 +1,213 @@
+"Tests for entropic_ae.train.fit: stacked = one by one, divergence handling, checkpoints, tidy output, bad input."
+import math
+from functools import partial
+import pandas as pd
+import pytest, torch
+from entropic_ae.data import random_features
+from entropic_ae.models import shallow_ae, deep_ae, recon_error
+from entropic_ae.replicas import barycentre, replica
+from entropic_ae.optim import Replicated, EntropySGD, Exponential
+from entropic_ae.sam import SAM
+from entropic_ae.train import fit, FitResult
+
+SEEDS = [3, 7, 11]
+# 48 patterns, bs 12: 4 steps per epoch
+KW = dict(bs=12, record_every=1, energy_sigmas=(0., 0.1, 0.3), denoise_sigmas=(0., 0.2), n_draws=3, progress=False)
+
+@pytest.fixture(scope='module')
+def data():
+    d = random_features(N=12, D=3, P=48, P_test=24, seed=0, dtype=torch.float64)
+    return d
+
+def ae(y=3, seeds=SEEDS, deep=False):
+    return (deep_ae(12, 3, H=8, y=y, seeds=seeds, dtype=torch.float64) if deep else
+            shallow_ae(12, 3, y=y, seeds=seeds, dtype=torch.float64))
+
+def params(m): return [p.detach().clone() for p in m.parameters()]
+
+@pytest.mark.parametrize('opt_func', [partial(torch.optim.Adam, lr=1e-2),
+                                      partial(Replicated, base=torch.optim.Adam, gamma=0., lr=1e-2),
+                                      partial(SAM, base=torch.optim.SGD, rho=0.05, per_replica=True, lr=0.5, momentum=0.9)],
+                         ids=['adam', 'replicated-gamma0', 'sam-per-replica'])
+def test_stacked_equals_one_by_one(data, opt_func):
+    "THE key property: a stack of k independent replicas trains exactly like k separate runs with the same seeds."
+    st = fit(ae(deep=True), data, epochs=3, opt_func=opt_func, seeds=SEEDS, **KW)
+    sdf = st.df
+    for r, s in enumerate(SEEDS):
+        one = fit(ae(1, [s], deep=True), data, epochs=3, opt_func=opt_func, seeds=[s], **KW)
+        for a, b in zip(st.model.parameters(), one.model.parameters()):
+            torch.testing.assert_close(a[r], b[0], rtol=1e-9, atol=1e-11)
+        mine = sdf[sdf.replica == r].drop(columns='replica').reset_index(drop=True)
+        theirs = one.df[one.df.replica == 0].drop(columns='replica').reset_index(drop=True)
+        assert len(mine) == len(theirs) > 0
+        pd.testing.assert_frame_equal(mine, theirs, check_exact=False, rtol=1e-8, atol=1e-12)
+
+def test_records(data):
+    res = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
+              eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+    df = res.df
+    assert isinstance(res, FitResult) and res.epochs == 2 and res.alive.all()
+    assert set(df.epoch) == {0, 1, 2}
+    assert {'train_loss', 'test_loss', 'local_energy', 'denoising', 'weight_hist', 'grad_hist'} <= set(df.metric)
+    assert 'local_energy' not in set(df[df.eval_on == 'ensemble'].metric)
+    assert set(df[df.eval_on != 'replicas'].replica) == {-1}
+    # σ = 0 of the local energy profile is exactly the recorded training loss
+    le0 = df[(df.metric == 'local_energy') & (df.sigma == 0)].set_index(['eval_on', 'replica', 'epoch']).value
+    tl = df[(df.metric == 'train_loss') & (df.eval_on != 'ensemble')].set_index(['eval_on', 'replica', 'epoch']).value
+    assert le0.sort_index().equals(tl.sort_index())
+    last = df[df.epoch == 2]
+    x = data.x_train
+    with torch.no_grad():
+        bary = recon_error(barycentre(res.model)(x), x)[0].item()
+        ens = recon_error(res.model(x).mean(0, keepdim=True), x)[0].item()
+    get = lambda ev: last[(last.metric == 'train_loss') & (last.eval_on == ev)].value.item()
+    assert get('barycentre') == pytest.approx(bary, rel=1e-12) and get('ensemble') == pytest.approx(ens, rel=1e-12)
+
+def test_record_every_and_last_epoch(data):
+    res = fit(ae(), data, epochs=5, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
+              **{**KW, 'record_every': 2, 'histograms': False, 'energy_sigmas': None, 'denoise_sigmas': ()})
+    assert sorted(set(res.df.epoch)) == [0, 2, 4, 5]
+    assert set(res.df.metric) == {'train_loss', 'test_loss'}
+
+def test_csv_roundtrip(data, tmp_path):
+    res = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
+              eval_on=('replicas', 'barycentre'), **KW)
+    path = res.save_csv(tmp_path / 'sub' / 'run.csv')
+    df = pd.read_csv(path)
+    assert {'run', 'replica', 'epoch', 'metric', 'sigma', 'value', 'eval_on', 'layer', 'bin', 'lo', 'hi'} <= set(df.columns)
+    assert len(df) == len(res.rows)
+    assert df.value.dtype.kind == 'f' and df.epoch.dtype.kind == 'i'
+    assert set(df.eval_on) == {'replicas', 'barycentre'}
+
+class PoisonedAdam(torch.optim.Adam):
+    "Adam that writes nan into the replicas `who` of every parameter right after its step number `at`."
+    def __init__(self, params, at=5, who=(1,), **kw):
+        super().__init__(params, **kw); self.at, self.who, self.n = at, list(who), 0
+    def step(self, closure=None):
+        out = super().step(closure); self.n += 1
+        if self.n == self.at:
+            with torch.no_grad():
+                for g in self.param_groups:
+                    for p in g['params']: p[self.who] = float('nan')
+        return out
+
+def test_divergence_freezes_one_replica(data):
+    clean = fit(ae(), data, epochs=3, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
+    one_epoch = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
+    bad = fit(ae(), data, epochs=3, opt_func=partial(PoisonedAdam, lr=1e-2, at=5), seeds=SEEDS, **KW)
+    assert bad.alive.tolist() == [True, False, True] and bad.epochs == 3
+    st = bad.df[bad.df.metric == 'status']
+    assert len(st) == 1 and st.replica.item() == 1 and st.epoch.item() == 2 and st.value.item() == 6
+    assert st.status.item() == 'diverged'
+    for a, b, c in zip(clean.model.parameters(), bad.model.parameters(), one_epoch.model.parameters()):
+        assert torch.equal(a[[0, 2]], b[[0, 2]])      # the others are untouched
+        assert torch.equal(b[1], c[1])                # frozen at the last finite values (after 4 = 1 epoch of steps)
+    for st_ in bad.optimizer.state.values():
+        assert all(torch.isfinite(v).all() for v in st_.values() if torch.is_tensor(v))
+    df = bad.df[(bad.df.replica == 1) & (bad.df.metric != 'status')]
+    assert set(df.epoch) == {0, 1}                    # no metrics for the frozen replica after it diverged
+    assert bad.df.value.map(math.isfinite).all()
+
+class NanLossAfter:
+    "recon_error, except that from the `at`-th training call on, replica `who`'s loss is nan (a forward overflow)."
+    def __init__(self, at, who=1): self.at, self.who, self.n = at, who, 0
+    def __call__(self, xhat, x):
+        loss = recon_error(xhat, x)
+        if x.dim() == 3:                                # training minibatch [y, b, N]; evaluation passes [b, N]
+            self.n += 1
+            if self.n >= self.at:
+                bad = torch.zeros_like(loss); bad[self.who] = float('nan'); loss = loss + bad
+        return loss
+
+def test_divergence_with_coupling(data):
+    "A replica whose loss overflows under γ > 0: frozen (finite) at its last parameters, the others keep training."
+    opt = lambda ps: Replicated(ps, base=torch.optim.Adam, gamma=0.5, lr=1e-2)
+    ref = fit(ae(), data, epochs=1, opt_func=opt, seeds=SEEDS, **KW)     # 4 steps
+    res = fit(ae(), data, epochs=3, opt_func=opt, seeds=SEEDS, eval_on=('replicas', 'barycentre'),
+              loss_fn=NanLossAfter(at=6), **KW)
+    assert res.alive.tolist() == [True, False, True]
+    st = res.df[res.df.metric == 'status']
+    assert st.replica.tolist() == [1] and st.value.tolist() == [6]
+    # frozen where its loss was last finite: at step 5, i.e. after 4 updates = one epoch
+    for a, b in zip(res.model.parameters(), ref.model.parameters()): assert torch.equal(a[1], b[1])
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+    assert res.df.value.map(math.isfinite).all()
+    moved = [not torch.equal(a[0], b[0]) for a, b in zip(res.model.parameters(), ref.model.parameters())]
+    assert all(moved)
+
+def test_all_diverge_stops_cleanly(data):
+    res = fit(ae(), data, epochs=4, opt_func=partial(PoisonedAdam, lr=1e-2, at=2, who=(0, 1, 2)), seeds=SEEDS, **KW)
+    assert not res.alive.any() and res.epochs == 1
+    st = res.df[res.df.metric == 'status']
+    assert sorted(st.replica) == [0, 1, 2] and set(st.value) == {3}
+    assert set(res.df.epoch) == {0, 1}
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+class CrashingAdam(torch.optim.Adam):
+    def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0
+    def step(self, closure=None):
+        self.n += 1
+        if self.n == self.at: raise RuntimeError('simulated crash')
+        return super().step(closure)
+
+@pytest.mark.parametrize('kind', ['adam', 'replicated-scoped', 'sam-momentum'])
+def test_resume_equals_uninterrupted(data, tmp_path, kind):
+    "Crash in epoch 3, resume from the epoch-2 checkpoint: same parameters, same rows, same γ history."
+    def opt_func(crash):
+        base = partial(CrashingAdam, at=10 if crash else 0)
+        if kind == 'adam': return partial(base, lr=1e-2)
+        if kind == 'replicated-scoped': return lambda ps: Replicated(ps, base=base, gamma=Exponential(0.05, 0.5), lr=1e-2)
+        sgd = lambda ps, **kw: CrashingSGD(ps, at=10 if crash else 0, **kw)
+        return lambda ps: SAM(ps, base=sgd, rho=0.05, per_replica=True, lr=0.3, momentum=0.9)
+    run = lambda crash, **kw: fit(ae(), data, epochs=4, opt_func=opt_func(crash), seeds=SEEDS,
+                                  eval_on=('replicas', 'barycentre'), **KW, **kw)
+    full = run(False)
+    ck = tmp_path / 'ck.pt'
+    with pytest.raises(RuntimeError, match='simulated crash'): run(True, ckpt_path=ck)
+    saved = torch.load(ck, weights_only=True)
+    assert saved['epoch'] == 2
+    again = run(False, ckpt_path=ck, resume=True)
+    for a, b in zip(full.model.parameters(), again.model.parameters()): assert torch.equal(a, b)
+    pd.testing.assert_frame_equal(full.df, again.df)
+    if kind == 'replicated-scoped':
+        assert (full.df.metric == 'gamma').sum() == 4
+        assert full.optimizer.gamma_history == again.optimizer.gamma_history
+    assert torch.load(ck, weights_only=True)['epoch'] == 4
+
+class CrashingSGD(torch.optim.SGD):
+    def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0
+    def step(self, closure=None):
+        self.n += 1
+        if self.n == self.at: raise RuntimeError('simulated crash')
+        return super().step(closure)
+
+def test_resume_without_checkpoint_starts_fresh(data, tmp_path):
+    a = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
+    b = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
+            ckpt_path=tmp_path / 'none.pt', resume=True, **KW)
+    pd.testing.assert_frame_equal(a.df, b.df)
+    assert (tmp_path / 'none.pt').exists()
+
+def test_gamma_and_entropy_sgd(data):
+    res = fit(ae(), data, epochs=2, opt_func=lambda ps: EntropySGD(ps, lr=0.5, gamma=0.03, L=3, seed=0), seeds=SEEDS,
+              **{**KW, 'histograms': False})
+    g = res.df[res.df.metric == 'gamma']
+    assert list(g.epoch) == [1, 2] and (g.eval_on == 'optimizer').all()
+    assert res.alive.all() and res.df.value.map(math.isfinite).all()
+
+def test_device_and_default_seeds(data):
+    m = ae(2, [5, 6])
+    res = fit(m, (data.x_train.float(), None), epochs=1, device='cpu', **{**KW, 'histograms': False})
+    assert res.model is m and next(m.parameters()).device.type == 'cpu'
+    assert 'test_loss' not in set(res.df.metric)
+
+def test_bad_input(data):
+    f = lambda **kw: fit(ae(), data, **{'epochs': 1, 'progress': False, **kw})
+    for kw, name in [(dict(epochs=0), 'epochs'), (dict(epochs=1.5), 'epochs'), (dict(bs=0), 'bs'),
+                     (dict(record_every=0), 'record_every'), (dict(n_draws=0), 'n_draws'),
+                     (dict(energy_sigmas=[0.1, -0.1]), 'energy_sigmas'), (dict(denoise_sigmas=[float('nan')]), 'denoise_sigmas'),
+                     (dict(eval_on='centroid'), 'eval_on'), (dict(eval_on=('replicas', 'mean')), 'eval_on'),
+                     (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(resume=True), 'ckpt_path'),
+                     (dict(ckpt_every=0), 'ckpt_every'), (dict(eval_bs=0), 'eval_bs')]:
+        with pytest.raises((ValueError, TypeError), match=name): f(**kw)
+    with pytest.raises(TypeError, match='data'): fit(ae(), 'data', epochs=1)

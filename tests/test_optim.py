@@ -143,6 +143,15 @@ def test_replicated_epoch_end_scopes_gamma():
     assert opt.epoch_end() == 1.5 and opt.epoch_end() == 2.
     assert opt.gamma_history == [1., 1.5, 2.]
 
+def test_schedule_is_copied_per_optimizer():
+    "A partial holding a schedule can build optimizers for several runs without them sharing one counter."
+    make = partial(Replicated, gamma=Exponential(1., 1.), lr=1e-3)
+    a, b = make(stacked(2)), make(stacked(2))
+    a.epoch_end(); a.epoch_end()
+    assert a.gamma == 4. and b.gamma == 1. and make.keywords['gamma'].t == 0
+    e = EntropySGD([nn.Parameter(torch.zeros(2))], gamma=make.keywords['gamma'])
+    assert e.schedule is not make.keywords['gamma']
+
 # ------------------------------------------------------------------ state dicts and lr schedulers
 def roundtrip(sd):
     buf = io.BytesIO(); torch.save(sd, buf); buf.seek(0)

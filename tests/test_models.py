@@ -26,7 +26,8 @@ def test_stacked_linear_per_replica_inputs():
     with torch.no_grad():
         out = lin(x)
         for r in range(3): torch.testing.assert_close(out[r], x[r] @ lin.weight[r] + lin.bias[r])
-    with pytest.raises(ValueError, match='x'): lin(torch.randn(2, 6, 5))
+    with pytest.raises(ValueError, match="x must"): lin(torch.randn(2, 6, 5))
+    with pytest.raises(ValueError, match="x must"): lin(torch.randn(6, 4))
 
 @pytest.mark.parametrize('make', [lambda **kw: shallow_ae(12, 3, **kw), lambda **kw: deep_ae(12, 3, H=9, bottleneck_relu=True, **kw)])
 def test_replica_equals_single_model(make):

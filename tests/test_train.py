@@ -206,7 +206,7 @@ def test_bad_input(data):
     for kw, name in [(dict(epochs=0), 'epochs'), (dict(epochs=1.5), 'epochs'), (dict(bs=0), 'bs'),
                      (dict(record_every=0), 'record_every'), (dict(n_draws=0), 'n_draws'),
                      (dict(energy_sigmas=[0.1, -0.1]), 'energy_sigmas'), (dict(denoise_sigmas=[float('nan')]), 'denoise_sigmas'),
-                     (dict(eval_on='centroid'), 'eval_on'), (dict(eval_on=('replicas', 'mean')), 'eval_on'),
+                     (dict(eval_on='centroid'), 'eval_on'), (dict(eval_on=None), 'eval_on'), (dict(eval_on=('replicas', 'mean')), 'eval_on'),
                      (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(resume=True), 'ckpt_path'),
                      (dict(ckpt_every=0), 'ckpt_every'), (dict(eval_bs=0), 'eval_bs')]:
         with pytest.raises((ValueError, TypeError), match=name): f(**kw)

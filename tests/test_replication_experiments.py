@@ -1,0 +1,62 @@
+"""Smoke tests of the replication experiment notebooks (Figs 4.2-4.4): tiny papermill runs that must write the
+figure, the tidy CSV with the expected metrics, and the verdict table; bad overrides fail before anything is written."""
+from pathlib import Path
+import pandas as pd
+import papermill as pm
+import pytest
+
+EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
+TINY = dict(N=24, D=6, P_test=48, trials=2, y=2, epochs=3, bs=32, record_every=1)
+
+def run(name, tmp_path, **params):
+    pm.execute_notebook(str(EXP/f'{name}.ipynb'), str(tmp_path/f'{name}_out.ipynb'), kernel_name='python3',
+                        cwd=str(EXP), progress_bar=False, parameters=dict(figures_dir=str(tmp_path), **params))
+    png, csv, verdict = (tmp_path/f'{name}_quick{s}' for s in ('.png', '.csv', '_verdict.csv'))
+    assert png.read_bytes()[:4] == b'\x89PNG'
+    return pd.read_csv(csv), pd.read_csv(verdict)
+
+def check_arms(df, trials):
+    fin = df[df.final == True]
+    got = set(zip(fin.arm, fin.eval_on))
+    assert got == {('adam', 'replicas'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('sam', 'replicas')}
+    assert set(fin.trial) == set(range(trials))
+    rep = df[df.arm == 'replicated']
+    assert {'gamma', 'dist_to_barycentre'} <= set(rep.metric)
+    assert (rep[rep.metric == 'gamma'].value > 0).all()
+    assert fin.value.notna().all()
+
+def test_flatness_notebook(tmp_path):
+    df, vt = run('replication_flatness', tmp_path, P=96, B=6, archs=['deep', 'shallow'], n_draws=2,
+                 energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2], **TINY)
+    check_arms(df, 2)
+    fin = df[df.final == True]
+    assert {'train_loss', 'test_loss', 'local_energy', 'denoising'} <= set(fin.metric)
+    assert set(fin.arch) == {'deep', 'shallow'}
+    le = fin[fin.metric == 'local_energy']
+    assert sorted(le.sigma.unique()) == [0.0, 0.1]
+    # sigma = 0 of the local energy is exactly the training loss
+    key = ['arch', 'arm', 'eval_on', 'trial']
+    a = le[le.sigma == 0].set_index(key).value.sort_index()
+    b = fin[fin.metric == 'train_loss'].set_index(key).value.sort_index()
+    pd.testing.assert_series_equal(a, b, check_names=False, rtol=1e-6)
+    assert {'diff', 'diff_se', 'z', 'status'} <= set(vt.columns) and len(vt) == 2 * 4 * 3
+
+def test_bottleneck_notebook(tmp_path):
+    df, vt = run('replication_bottleneck', tmp_path, P=96, widths=[3, 8], **TINY)
+    check_arms(df, 2)
+    assert sorted(df[df.final == True].B.unique()) == [3, 8]
+    assert set(vt.metric) == {'test_loss', 'train_loss', 'gap'} and set(vt.B) == {3, 8}
+
+def test_patterns_notebook(tmp_path):
+    df, vt = run('replication_patterns', tmp_path, Ps=[32, 96], P_ref=96, B=6, **TINY)
+    check_arms(df, 2)
+    fin = df[df.final == True]
+    assert sorted(fin.P.unique()) == [32, 96]
+    # same step budget: P = 32 trains three times as many epochs as P_ref = 96
+    assert fin[fin.P == 32].epoch.max() == 9 and fin[fin.P == 96].epoch.max() == 3
+    assert (vt.vs == 'trend').sum() == 5
+
+def test_bad_override_fails_before_writing(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match='widths must lie in'):
+        run('replication_bottleneck', tmp_path, widths=[4, 500], **TINY)
+    assert not list(tmp_path.glob('replication_bottleneck_quick*'))

@@ -60,19 +60,18 @@ def save_figure(fig, path, dpi:int=150) -> Path:
     return path
 
 # %% ../nbs/09_experiments.ipynb #3d995ad9
-def elbow(widths, errors, n_knots:int=2000) -> float:
-    "Knot of the best continuous two-segment linear fit of log(`errors`) against `widths`."
+def elbow(widths, errors) -> float:
+    "Width farthest below the chord of the normalised log(`errors`)-vs-`widths` curve (the chord/Kneedle rule)."
     B = torch.as_tensor(widths, dtype=torch.float64)
-    y = torch.as_tensor(errors, dtype=torch.float64).log()
-    if B.ndim != 1 or B.shape != y.shape or len(B) < 4:
-        raise ValueError(f"widths and errors must be 1-D of equal length >= 4, got {tuple(B.shape)} and {tuple(y.shape)}")
-    if not torch.isfinite(y).all(): raise ValueError("errors must be positive and finite")
-    knots = torch.linspace(float(B.min()), float(B.max()), n_knots, dtype=torch.float64)[1:-1]
-    X = torch.stack([torch.ones_like(B).expand(len(knots), -1), B.expand(len(knots), -1),
-                     (B - knots[:, None]).clamp(min=0)], dim=-1)               # [knots, n, 3]
-    coef = torch.linalg.lstsq(X, y.expand(len(knots), -1)[..., None]).solution
-    sse = ((X @ coef).squeeze(-1) - y).pow(2).sum(-1)
-    return float(knots[sse.argmin()])
+    y = torch.as_tensor(errors, dtype=torch.float64)
+    if B.ndim != 1 or B.shape != y.shape or len(B) < 3:
+        raise ValueError(f"widths and errors must be 1-D of equal length >= 3, got {tuple(B.shape)} and {tuple(y.shape)}")
+    if not (torch.isfinite(y).all() and (y > 0).all()): raise ValueError("errors must be positive and finite")
+    if not (B[1:] > B[:-1]).all(): raise ValueError(f"widths must be strictly increasing, got {B.tolist()}")
+    y = y.log()
+    if y[0] <= y[-1]: raise ValueError("errors must fall from the first width to the last for an elbow to exist")
+    below = (B[-1] - B) / (B[-1] - B[0]) - (y - y[-1]) / (y[0] - y[-1])   # chord minus curve, both in [0, 1]
+    return float(B[below.argmax()])
 
 # %% ../nbs/09_experiments.ipynb #f80192af
 def default_profile() -> str:

@@ -20,6 +20,11 @@ class Params(dict):
         try: return self[k]
         except KeyError: raise AttributeError(k) from None
 
+def _literal(s:str):
+    "A command-line value as a Python literal when it parses as one, else the string itself."
+    try: return ast.literal_eval(s)
+    except (ValueError, SyntaxError): return s
+
 def _check_like(name, value, default):
     "Check `value` against the type of `default`, naming `name` in any error."
     if isinstance(default, bool):
@@ -31,6 +36,7 @@ def _check_like(name, value, default):
         if not isinstance(value, str): raise TypeError(f"{name} must be a string, got {value!r}")
         return value
     if isinstance(default, (list, tuple)):
+        if isinstance(value, str): value = _literal(value)   # papermill's `-p` hands lists over as strings
         if not isinstance(value, (list, tuple)): raise TypeError(f"{name} must be a list, got {value!r}")
         if not default: return list(value)
         return [_check_like(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value)]
@@ -123,11 +129,6 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     return done
 
 # %% ../nbs/09_experiments.ipynb #cf72937d
-def _literal(s:str):
-    "A command-line value as a Python literal when it parses as one, else the string itself."
-    try: return ast.literal_eval(s)
-    except (ValueError, SyntaxError): return s
-
 def _parser():
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
     ap.add_argument('--profile', default='auto', help="quick | full | auto (full on CUDA, quick otherwise)")

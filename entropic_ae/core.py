@@ -5,11 +5,13 @@
 # %% ../nbs/00_core.ipynb #04bb7332
 from __future__ import annotations
 import math, numbers, os, tempfile, csv
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['check_int', 'check_float', 'check_sigmas', 'check_choice', 'default_device', 'make_generator', 'tidy', 'write_csv']
+__all__ = ['check_int', 'check_float', 'check_sigmas', 'check_choice', 'default_device', 'make_generator', 'tidy', 'atomic_path',
+           'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -66,17 +68,27 @@ def tidy(run, replica, epoch, metric:str, value, sigma=float('nan'), **extra) ->
     return dict(run=run, replica=replica, epoch=epoch, metric=metric, sigma=float(sigma), value=float(value), **extra)
 
 # %% ../nbs/00_core.ipynb #61b0ec84
-def write_csv(rows:list[dict], path) -> Path:
-    "Write `rows` (dicts, possibly with different keys) to `path` atomically; returns the path."
+def _umask() -> int:
+    u = os.umask(0); os.umask(u); return u
+
+@contextmanager
+def atomic_path(path):
+    "Yield a temporary file next to `path` to write; it replaces `path` on success and is removed on error."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix or '.tmp')
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=fields, restval='')
-            w.writeheader(); w.writerows(rows)
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())       # the permissions of a plain open(), not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
-    return path
+
+def write_csv(rows:list[dict], path) -> Path:
+    "Write `rows` (dicts, possibly with different keys) to `path` atomically; returns the path."
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval='')
+        w.writeheader(); w.writerows(rows)
+    return Path(path)

@@ -6,8 +6,9 @@
 from __future__ import annotations
 import argparse, ast, os, sys, tempfile, time
 from pathlib import Path
+import numpy as np
 import torch
-from .core import check_int, check_float, check_choice
+from .core import check_int, check_float, check_choice, atomic_path
 
 # %% auto #0
 __all__ = ['Params', 'resolve_params', 'save_figure', 'elbow', 'default_profile', 'experiments_dir', 'experiment_notebooks',
@@ -54,22 +55,14 @@ def resolve_params(profiles:dict, profile:str, **given) -> Params:
 # %% ../nbs/09_experiments.ipynb #991105a7
 def save_figure(fig, path, dpi:int=150) -> Path:
     "Save matplotlib `fig` to `path` atomically (parent folders are created)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches='tight')
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight')
+    return Path(path)
 
 # %% ../nbs/09_experiments.ipynb #3d995ad9
 def elbow(widths, errors) -> float:
     "Width farthest below the chord of the normalised log(`errors`)-vs-`widths` curve (the chord/Kneedle rule)."
-    B = torch.as_tensor(widths, dtype=torch.float64)
-    y = torch.as_tensor(errors, dtype=torch.float64)
+    B, y = (v.detach().cpu().double() if isinstance(v, torch.Tensor)      # lists, arrays (also read-only) or tensors
+            else torch.from_numpy(np.array(v, dtype=np.float64)) for v in (widths, errors))
     if B.ndim != 1 or B.shape != y.shape or len(B) < 3:
         raise ValueError(f"widths and errors must be 1-D of equal length >= 3, got {tuple(B.shape)} and {tuple(y.shape)}")
     if not (torch.isfinite(y).all() and (y > 0).all()): raise ValueError("errors must be positive and finite")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #6b17ce61
 from __future__ import annotations
-import math, numbers, os, tempfile
+import math, numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import check_int, check_sigmas, check_choice, default_device, tidy, write_csv
+from .core import check_int, check_sigmas, check_choice, default_device, tidy, write_csv, atomic_path
 from .models import recon_error
 from .replicas import replica, stack, barycentre, ensemble_forward
 from .flatness import dataset_loss, local_energy, denoising, param_histograms, _n_rep
@@ -114,14 +114,8 @@ def _nonfinite_params(params, y:int) -> Tensor:
 # %% ../nbs/07_train.ipynb #f21c1f14
 def _save_ckpt(state:dict, path) -> Path:
     "Atomically `torch.save` `state` to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(state, tmp); os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    with atomic_path(path) as tmp: torch.save(state, tmp)
+    return Path(path)
 
 def _load_ckpt(path, device) -> dict:
     try: return torch.load(path, map_location=device, weights_only=True)

@@ -246,6 +246,7 @@ class LoopReplicated:
 # %% ../nbs/04_optim.ipynb #0203e83c
 class EntropySGD(torch.optim.Optimizer):
     "Entropy-SGD: an SGLD estimate ⟨w'⟩ of the local Gibbs mean around w, then an outer step along γ(w − ⟨w'⟩)."
+    fresh_batches = True   # every closure call wants a new minibatch (one per Langevin step); `train.fit` obliges
     def __init__(self, params, lr:float=0.1, gamma:float|Scoping=0.03, L:int=5, inner_lr:float=0.1,
                  noise:float=1e-4, alpha:float=0.75, momentum:float=0., nesterov:bool=False,
                  weight_decay:float=0., scope:str='step', seed:int|None=None):

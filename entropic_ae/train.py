@@ -124,6 +124,11 @@ def _load_ckpt(path, device) -> dict:
                            f"(does the optimizer state hold non-tensor objects?): {e}") from e
 
 # %% ../nbs/07_train.ipynb #b48c4717
+def _fresh_batch(x:Tensor, gens, b:int) -> Tensor:
+    "A new minibatch [y, b, N] of rows of `x`, drawn uniformly for each replica from its own generator."
+    idx = torch.stack([torch.randint(x.shape[0], (b,), generator=g) for g in gens]).to(x.device)
+    return x[idx]
+
 def _split_data(data):
     if isinstance(data, Tensor): return data, None
     if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
@@ -147,7 +152,8 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
         seeds:Sequence[int]|None=None, record_every:int=1, energy_sigmas=(0., 0.05, 0.1, 0.2, 0.3),
         denoise_sigmas=(0., 0.1, 0.2, 0.3, 0.5), n_draws:int=20, run='run', eval_on=('replicas',),
         ckpt_path=None, resume:bool=False, progress:bool=True, device=None, ckpt_every:int=1,
-        loss_fn:Callable=recon_error, eval_bs:int|None=None, histograms:bool=True, snapshot_every:int=1) -> FitResult:
+        loss_fn:Callable=recon_error, eval_bs:int|None=None, histograms:bool=True, snapshot_every:int=1,
+        fresh_batches:bool|None=None) -> FitResult:
     "Train all stacked replicas of `model` on `data` for `epochs` epochs with `opt_func(params)`, recording tidy metrics."
     # ---- check everything before touching the model or the disk
     epochs = check_int('epochs', epochs, lo=1)
@@ -165,6 +171,8 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     for e in eval_on: check_choice('eval_on', e, EVAL_ON)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    if fresh_batches is not None and not isinstance(fresh_batches, bool):
+        raise TypeError(f"fresh_batches must be None, True or False, got {fresh_batches!r}")
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
     x_train, x_test = _split_data(data)
     if x_train.shape[0] < 1: raise ValueError("data.x_train must have at least one row")
@@ -178,6 +186,7 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     dt = params[0].dtype                                   # data follow the model's device and dtype
     x_train = x_train.to(dev, dt); x_test = None if x_test is None else x_test.to(dev, dt)
     opt = opt_func(params)
+    fresh = getattr(opt, 'fresh_batches', False) if fresh_batches is None else fresh_batches
     gens = [torch.Generator().manual_seed(s) for s in seeds]   # minibatch order, one stream per replica (CPU)
     live = torch.ones(y, dtype=torch.bool, device=dev)
     rows, start, step = [], 0, 0
@@ -235,8 +244,9 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
 
             def closure():
                 opt.zero_grad()
+                xc = xb if st['first'] is None or not fresh else _fresh_batch(x_train, gens, xb.shape[1])
                 with torch.enable_grad():
-                    loss = loss_fn(model(xb), xb)               # [y]
+                    loss = loss_fn(model(xc), xc)               # [y]
                     ok = live & torch.isfinite(loss.detach())
                     all_ok = bool(ok.all())
                     obj = loss.sum() if all_ok else torch.where(ok, loss, torch.zeros_like(loss)).sum()

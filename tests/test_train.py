@@ -211,3 +211,30 @@ def test_bad_input(data):
                      (dict(ckpt_every=0), 'ckpt_every'), (dict(eval_bs=0), 'eval_bs')]:
         with pytest.raises((ValueError, TypeError), match=name): f(**kw)
     with pytest.raises(TypeError, match='data'): fit(ae(), 'data', epochs=1)
+
+def _batches_seen(data, opt_func, **kw):
+    "Per step, the batches (row sums per replica) that each closure call trained on."
+    seen = []
+    def loss_fn(xhat, x):
+        if x.ndim == 3: seen.append(x.detach().sum(-1).clone())   # training batches [y, b, N]; not the evaluations
+        return recon_error(xhat, x)
+    res = fit(ae(), data, epochs=1, opt_func=opt_func, loss_fn=loss_fn, **{**KW, 'record_every': 1, 'energy_sigmas': None,
+                                                                             'denoise_sigmas': None, 'histograms': False}, **kw)
+    return res, seen
+
+def test_entropy_sgd_draws_a_minibatch_per_langevin_step(data):
+    "Algorithm 2 samples a new minibatch at every inner step; SAM must see one batch twice."
+    esgd = partial(EntropySGD, lr=0.1, gamma=0.5, L=3, inner_lr=0.05, noise=0., seed=0)
+    _, seen = _batches_seen(data, esgd)
+    assert len(seen) == 4 * 3                                  # 4 steps x L closure calls (the anchor's gradient is Langevin step 1)
+    steps = torch.stack(seen).reshape(4, 3, 3, -1)             # [step, call, y, b]
+    for s in steps:
+        assert not torch.equal(s[1], s[0]) and not torch.equal(s[2], s[0]) and not torch.equal(s[2], s[1])
+    _, same = _batches_seen(data, esgd, fresh_batches=False)
+    st = torch.stack(same).reshape(4, 3, 3, -1)
+    assert all(torch.equal(s[l], s[0]) for s in st for l in range(3))
+    _, sam = _batches_seen(data, partial(SAM, base=torch.optim.SGD, rho=0.05, lr=0.1))
+    assert len(sam) == 4 * 2
+    st = torch.stack(sam).reshape(4, 2, 3, -1)                 # SAM: two closure calls per step, on the same batch
+    assert all(torch.equal(s[1], s[0]) for s in st)
+    with pytest.raises(TypeError, match='fresh_batches'): fit(ae(), data, epochs=1, fresh_batches='yes')

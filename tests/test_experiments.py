@@ -65,3 +65,14 @@ def test_repository_experiments_have_parameters_cell():
         tagged = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
         assert len(tagged) == 1, f'{nb_path.name} needs exactly one cell tagged parameters'
         assert 'profile' in tagged[0].source and 'figures_dir' in tagged[0].source, nb_path.name
+
+def test_every_parameter_is_visible_to_papermill():
+    "`papermill --help-notebook` lists every assignment of the parameters cell (an `=` in a comment hides it)."
+    import ast
+    from papermill.translators import PythonTranslator
+    for nb_path in experiment_notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        src = next(c.source for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+        assigned = {t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets}
+        seen = {p.name for p in PythonTranslator.inspect({'source': src})}
+        assert seen == assigned, f'{nb_path.name}: papermill cannot parse {sorted(assigned - seen)}'

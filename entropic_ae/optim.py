@@ -146,6 +146,8 @@ class Replicated(torch.optim.Optimizer):
         for g in self.param_groups:
             if not isinstance(g['lr'], Tensor): check_float('lr', g['lr'], lo=0.)
         self.y = _replica_axis([p for g in self.param_groups for p in g['params']], y)
+        self.active = torch.ones(self.y, dtype=torch.bool)   # replicas in the ensemble (see `drop_replicas`)
+        self._everyone = True
 
     @property
     def gamma(self) -> float:
@@ -160,17 +162,36 @@ class Replicated(torch.optim.Optimizer):
         "Advance the scoping schedule by one epoch; returns the new γ."
         return self.schedule.step()
 
+    def drop_replicas(self, mask):
+        "Take the replicas flagged in the bool `mask` [y] out of the ensemble for good: no pull, no share of the barycentre."
+        mask = torch.as_tensor(mask).detach().cpu()
+        if mask.dtype != torch.bool or tuple(mask.shape) != (self.y,):
+            raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
+        self.active = self.active & ~mask
+        self._everyone = bool(self.active.all())
+
     def _with_grad(self, group): return [p for p in group['params'] if p.grad is not None]
+
+    def _centre(self, p:Tensor) -> Tensor:
+        "Barycentre of `p` over the replicas in the ensemble, shape [1, ...]."
+        return p.mean(0, keepdim=True) if self._everyone else p[self.active.to(p.device)].mean(0, keepdim=True)
+
+    def _members(self, p:Tensor) -> Tensor:
+        "[y, 1, ...]: 1 for replicas in the ensemble, 0 for dropped ones."
+        return self.active.to(p.device, p.dtype).view(-1, *[1]*(p.dim() - 1))
 
     def _pull_gradients(self, gamma:float):
         for group in self.param_groups:
-            for p in self._with_grad(group): p.grad.add_(p - p.mean(0, keepdim=True), alpha=gamma)
+            for p in self._with_grad(group):
+                pull = p - self._centre(p)
+                if not self._everyone: pull.mul_(self._members(p))
+                p.grad.add_(pull, alpha=gamma)
 
     def _pull_weights(self, gamma:float):
         for group in self.param_groups:
             w = min(float(group['lr'])*gamma, 1.)
             if w > 0:
-                for p in self._with_grad(group): p.lerp_(p.mean(0, keepdim=True), w)
+                for p in self._with_grad(group): p.lerp_(self._centre(p), w if self._everyone else w*self._members(p))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -179,7 +200,7 @@ class Replicated(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         gamma = self.gamma
-        on = gamma > 0 and self.y > 1
+        on = gamma > 0 and int(self.active.sum()) > 1
         if on and self.coupling == 'gradient': self._pull_gradients(gamma)
         self.base.step()
         if on and self.coupling == 'elastic': self._pull_weights(gamma)
@@ -187,7 +208,8 @@ class Replicated(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         sd = self.base.state_dict()
-        sd['replicated'] = dict(coupling=self.coupling, y=self.y, schedule=self.schedule.state_dict())
+        sd['replicated'] = dict(coupling=self.coupling, y=self.y, schedule=self.schedule.state_dict(),
+                                active=self.active.tolist())
         return sd
 
     def load_state_dict(self, state_dict:dict):
@@ -199,7 +221,10 @@ class Replicated(torch.optim.Optimizer):
                 raise ValueError(f"state_dict: saved with coupling={extra['coupling']!r}, this optimizer uses {self.coupling!r}")
         self.base.load_state_dict(sd)
         self.param_groups, self.state = self.base.param_groups, self.base.state
-        if extra is not None: self.schedule.load_state_dict(extra['schedule'])
+        if extra is not None:
+            self.schedule.load_state_dict(extra['schedule'])
+            self.active = torch.tensor(extra.get('active', [True]*self.y), dtype=torch.bool)
+            self._everyone = bool(self.active.all())
 
     def __repr__(self):
         return f'Replicated(y={self.y}, coupling={self.coupling!r}, gamma={self.schedule!r},\n  base={self.base!r})'

@@ -85,18 +85,23 @@ def _rep_view(t:Tensor, mask:Tensor) -> Tensor:
     "`mask` `[y]` shaped to broadcast against `t` `[y, ...]`."
     return mask.view(-1, *([1] * (t.dim() - 1)))
 
-def _state_tensors(opt):
-    "Per-parameter state tensors of `opt` and of any optimizer it wraps, as `(param, key, tensor)`."
+def _optimizers(opt):
+    "`opt` and every optimizer it wraps (SAM's base, `Replicated`'s base, ...), each once."
     seen, todo = set(), [opt]
     while todo:
         o = todo.pop()
         if id(o) in seen: continue
         seen.add(id(o))
+        yield o
+        todo += [v for v in vars(o).values() if isinstance(v, torch.optim.Optimizer)]
+
+def _state_tensors(opt):
+    "Per-parameter state tensors of `opt` and of any optimizer it wraps, as `(param, key, tensor)`."
+    for o in _optimizers(opt):
         for p, st in getattr(o, 'state', {}).items():
             if isinstance(st, dict):
                 for k, v in st.items():
                     if isinstance(v, Tensor) and isinstance(p, Tensor) and v.shape == p.shape: yield p, k, v
-        todo += [v for v in vars(o).values() if isinstance(v, torch.optim.Optimizer)]
 
 @torch.no_grad()
 def _clean_state_(opt, dead:Tensor):
@@ -232,6 +237,8 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
         with torch.no_grad():
             for s, p in zip(snap, params): p[bad] = s[bad]
         _clean_state_(opt, bad)
+        for o in _optimizers(opt):                         # a replicated ensemble goes on without them
+            if callable(getattr(o, 'drop_replicas', None)): o.drop_replicas(bad.cpu())
 
     for epoch in bar:
         perms = torch.stack([torch.randperm(P, generator=g) for g in gens]).to(dev)

@@ -278,6 +278,26 @@ def test_entropy_sgd_lr_scheduler_and_grad():
     assert (w.grad > 0).all()                      # p.grad holds the outer gradient γ(w − μ)
 
 # ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize('coupling', ['elastic', 'gradient'])
+def test_dropped_replica_leaves_the_ensemble(coupling):
+    "After `drop_replicas`, the members train exactly as a smaller ensemble and the dropped one as an uncoupled run."
+    X, idx = data(), batches(15, 3)
+    kw = dict(gamma=Exponential(0.5, 0.5), coupling=coupling, lr=1e-2)
+    m3 = stacked(3); o3 = Replicated(m3, **kw); o3.drop_replicas(torch.tensor([False, False, True]))
+    m2 = stacked(2); o2 = Replicated(m2, **kw)
+    m1 = stacked(1, seeds=[2]); o1 = Replicated(m1, lr=1e-2)
+    train_stacked(m3, o3, X, idx, epoch_len=5)
+    train_stacked(m2, o2, X, [i[:2] for i in idx], epoch_len=5)
+    train_stacked(m1, o1, X, [i[2:] for i in idx])
+    assert maxdiff([p[:2] for p in m3.parameters()], list(m2.parameters())) < 1e-12
+    assert maxdiff([p[2:] for p in m3.parameters()], list(m1.parameters())) < 1e-12
+    o = Replicated(stacked(3), **kw); o.load_state_dict(roundtrip(o3.state_dict()))
+    assert o.active.tolist() == [True, True, False]
+    o.drop_replicas(torch.tensor([True, False, False]))      # one member left: no coupling at all
+    assert o.active.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match='mask'): o.drop_replicas(torch.tensor([True, False]))
+    with pytest.raises(ValueError, match='mask'): o.drop_replicas(torch.tensor([1, 0, 0]))
+
 def test_bad_input_replicated():
     with pytest.raises(ValueError, match='params'):       # leading axes disagree: not stacked replicas
         Replicated(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).parameters())

@@ -126,6 +126,7 @@ def test_divergence_with_coupling(data):
     res = fit(ae(), data, epochs=3, opt_func=opt, seeds=SEEDS, eval_on=('replicas', 'barycentre'),
               loss_fn=NanLossAfter(at=6), **KW)
     assert res.alive.tolist() == [True, False, True]
+    assert res.optimizer.active.tolist() == [True, False, True]      # and out of the barycentre the others are pulled to
     st = res.df[res.df.metric == 'status']
     assert st.replica.tolist() == [1] and st.value.tolist() == [6]
     # frozen where its loss was last finite: at step 5, i.e. after 4 updates = one epoch

@@ -133,15 +133,15 @@ def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss
 # %% ../nbs/06_flatness.ipynb #a43df6bd
 @torch.no_grad()
 def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
-              batch_size:int|None=None) -> Tensor:
-    "Error `[y, S]` between `model(x + σξ)` and the clean `x`, ξ ~ N(0, 1) iid, averaged over `n_draws` corruptions."
+              batch_size:int|None=None, target:Tensor|None=None) -> Tensor:
+    "Error `[y, S]` between `model(x + σξ)` and the clean `x` (or `target`), ξ ~ N(0, 1) iid, averaged over `n_draws` corruptions."
     sigmas = check_sigmas('sigmas', sigmas)
     n_draws = check_int('n_draws', n_draws, lo=1)
     batch_size = _check_bs('batch_size', batch_size)
     dev, y = model_device(model), _n_rep(model)
     noise = _Noise(seed, y, dev)
-    x = x.to(dev)
-    base_loss = dataset_loss(model, x, loss_fn, batch_size)
+    x = x.to(dev); target = x if target is None else target.to(dev)
+    base_loss = dataset_loss(model, x, loss_fn, batch_size, target)
     out = torch.empty(y, len(sigmas), dtype=base_loss.dtype, device=dev)
     pos = [i for i, s in enumerate(sigmas) if s > 0]
     for i, s in enumerate(sigmas):
@@ -152,12 +152,12 @@ def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn
     acc = torch.zeros(len(pos), y, dtype=base_loss.dtype, device=dev)
     for _ in range(n_draws):
         for a, b in parts:
-            xb = x[a:b]
+            xb, tb = x[a:b], target[a:b]
             xi = noise.draw(torch.empty(1 if shared else y, *xb.shape, dtype=x.dtype, device=dev))
             if shared: xi = xi[0]
             w = 1. if len(parts) == 1 else (b - a) / n
             for i, q in enumerate(pos):
-                acc[i] += loss_fn(model(xb + sigmas[q] * xi), xb) * w
+                acc[i] += loss_fn(model(xb + sigmas[q] * xi), tb) * w
     out[:, pos] = (acc / n_draws).T
     return out
 

@@ -51,7 +51,7 @@ class EnsembleModel(nn.Module):
 EVAL_ON = ('replicas', 'barycentre', 'ensemble')
 
 def _evaluate(model, x_train, x_test, live, epoch, run, eval_on, loss_fn, energy_sigmas, denoise_sigmas,
-              n_draws, seeds, eval_bs, histograms) -> list[dict]:
+              n_draws, seeds, eval_bs, histograms, t_train=None, t_test=None) -> list[dict]:
     "Tidy metric rows for `model` (stacked) on every target in `eval_on`, for the replicas flagged in `live`."
     ids = [r for r, ok in enumerate(live.tolist()) if ok]
     rows = []
@@ -63,16 +63,16 @@ def _evaluate(model, x_train, x_test, live, epoch, run, eval_on, loss_fn, energy
             m = barycentre(sub) if ev == 'barycentre' else EnsembleModel(sub)
             who, seed = [-1], int(seeds[ids[0]])
         pick = (lambda t: t[ids]) if ev == 'replicas' else (lambda t: t)
-        res = {'train_loss': dataset_loss(m, x_train, loss_fn, eval_bs)}
-        if x_test is not None: res['test_loss'] = dataset_loss(m, x_test, loss_fn, eval_bs)
+        res = {'train_loss': dataset_loss(m, x_train, loss_fn, eval_bs, t_train)}
+        if x_test is not None: res['test_loss'] = dataset_loss(m, x_test, loss_fn, eval_bs, t_test)
         for name, v in res.items():
             rows += [tidy(run, r, epoch, name, v, eval_on=ev) for r, v in zip(who, pick(v).tolist())]
         profiles = []
         if energy_sigmas and ev != 'ensemble':
             profiles.append(('local_energy', energy_sigmas,
-                             local_energy(m, x_train, energy_sigmas, n_draws, seed, loss_fn, eval_bs)))
+                             local_energy(m, x_train, energy_sigmas, n_draws, seed, loss_fn, eval_bs, t_train)))
         if denoise_sigmas:
-            profiles.append(('denoising', denoise_sigmas, denoising(m, x_train, denoise_sigmas, n_draws, seed, loss_fn, eval_bs)))
+            profiles.append(('denoising', denoise_sigmas, denoising(m, x_train, denoise_sigmas, n_draws, seed, loss_fn, eval_bs, t_train)))
         for name, sig, v in profiles:
             for r, vals in zip(who, pick(v).tolist()):
                 rows += [tidy(run, r, epoch, name, val, sigma=s, eval_on=ev) for s, val in zip(sig, vals)]
@@ -129,16 +129,31 @@ def _load_ckpt(path, device) -> dict:
                            f"(does the optimizer state hold non-tensor objects?): {e}") from e
 
 # %% ../nbs/07_train.ipynb #b48c4717
-def _fresh_batch(x:Tensor, gens, b:int) -> Tensor:
-    "A new minibatch [y, b, N] of rows of `x`, drawn uniformly for each replica from its own generator."
-    idx = torch.stack([torch.randint(x.shape[0], (b,), generator=g) for g in gens]).to(x.device)
-    return x[idx]
+def _fresh_idx(P:int, gens, b:int, device) -> Tensor:
+    "Indices [y, b] of a new minibatch, drawn uniformly for each replica from its own generator."
+    return torch.stack([torch.randint(P, (b,), generator=g) for g in gens]).to(device)
 
 def _split_data(data):
-    if isinstance(data, Tensor): return data, None
-    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
-    if hasattr(data, 'x_train'): return data.x_train, getattr(data, 'x_test', None)
-    raise TypeError(f"data must have x_train (and x_test), or be a tensor or an (x_train, x_test) pair; got {type(data).__name__}")
+    "`(x_train, x_test, t_train, t_test)`; targets `t_*` are None for an autoencoder (the target is the input)."
+    if isinstance(data, Tensor): return data, None, None, None
+    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1], None, None
+    if not hasattr(data, 'x_train'):
+        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair; "
+                        f"got {type(data).__name__}")
+    x_train, x_test = data.x_train, getattr(data, 'x_test', None)
+    t_train, t_test = getattr(data, 't_train', None), getattr(data, 't_test', None)
+    if t_train is None and t_test is not None: raise ValueError("data.t_test is given but data.t_train is not")
+    if t_train is not None:
+        if t_train.shape[0] != x_train.shape[0]:
+            raise ValueError(f"data.t_train has {t_train.shape[0]} rows, data.x_train {x_train.shape[0]}")
+        if x_test is not None and (t_test is None or t_test.shape[0] != x_test.shape[0]):
+            raise ValueError(f"data.t_test must give one target per row of data.x_test ({x_test.shape[0]})")
+    return x_train, x_test, t_train, t_test
+
+def _to(t:Tensor|None, dev, dt) -> Tensor|None:
+    "Move data to `dev`; floating tensors also take the model's dtype, integer labels keep theirs."
+    if t is None: return None
+    return t.to(dev, dt) if t.is_floating_point() else t.to(dev)
 
 def _sigmas_or_none(name, s):
     if s is None or (isinstance(s, Sequence) and len(s) == 0): return None
@@ -179,7 +194,7 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     if fresh_batches is not None and not isinstance(fresh_batches, bool):
         raise TypeError(f"fresh_batches must be None, True or False, got {fresh_batches!r}")
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
-    x_train, x_test = _split_data(data)
+    x_train, x_test, t_train, t_test = _split_data(data)
     if x_train.shape[0] < 1: raise ValueError("data.x_train must have at least one row")
     y = _n_rep(model)
     seeds = _check_seeds(seeds, model, y)
@@ -189,13 +204,13 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params: raise ValueError("model has no trainable parameters")
     dt = params[0].dtype                                   # data follow the model's device and dtype
-    x_train = x_train.to(dev, dt); x_test = None if x_test is None else x_test.to(dev, dt)
+    x_train, x_test, t_train, t_test = (_to(t, dev, dt) for t in (x_train, x_test, t_train, t_test))
     opt = opt_func(params)
     fresh = getattr(opt, 'fresh_batches', False) if fresh_batches is None else fresh_batches
     gens = [torch.Generator().manual_seed(s) for s in seeds]   # minibatch order, one stream per replica (CPU)
     live = torch.ones(y, dtype=torch.bool, device=dev)
     rows, start, step = [], 0, 0
-    ev_kw = dict(run=run, eval_on=eval_on, loss_fn=loss_fn, energy_sigmas=energy_sigmas, denoise_sigmas=denoise_sigmas,
+    ev_kw = dict(t_train=t_train, t_test=t_test, run=run, eval_on=eval_on, loss_fn=loss_fn, energy_sigmas=energy_sigmas, denoise_sigmas=denoise_sigmas,
                  n_draws=n_draws, seeds=seeds, eval_bs=eval_bs, histograms=histograms)
 
     def evaluate(epoch):
@@ -246,14 +261,18 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
         for i in range(n_batches):
             idx = perms[:, i * bs:(i + 1) * bs]                # [y, b]: each replica its own minibatch
             xb = x_train[idx]                                  # [y, b, N]
+            tb = xb if t_train is None else t_train[idx]       # targets: the input itself for an autoencoder
             st = dict(first=None, bad=torch.zeros(y, dtype=torch.bool, device=dev))
             take_snap = step % snapshot_every == 0
 
             def closure():
                 opt.zero_grad()
-                xc = xb if st['first'] is None or not fresh else _fresh_batch(x_train, gens, xb.shape[1])
+                xc, tc = xb, tb
+                if st['first'] is not None and fresh:
+                    i2 = _fresh_idx(P, gens, xb.shape[1], dev)
+                    xc = x_train[i2]; tc = xc if t_train is None else t_train[i2]
                 with torch.enable_grad():
-                    loss = loss_fn(model(xc), xc)               # [y]
+                    loss = loss_fn(model(xc), tc)               # [y]
                     ok = live & torch.isfinite(loss.detach())
                     all_ok = bool(ok.all())
                     obj = loss.sum() if all_ok else torch.where(ok, loss, torch.zeros_like(loss)).sum()

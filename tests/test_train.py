@@ -239,3 +239,61 @@ def test_entropy_sgd_draws_a_minibatch_per_langevin_step(data):
     st = torch.stack(sam).reshape(4, 2, 3, -1)                 # SAM: two closure calls per step, on the same batch
     assert all(torch.equal(s[1], s[0]) for s in st)
     with pytest.raises(TypeError, match='fresh_batches'): fit(ae(), data, epochs=1, fresh_batches='yes')
+
+# ------------------------------------------------------------------ supervised: targets next to the inputs
+from types import SimpleNamespace
+from entropic_ae.models import MLP, cross_entropy, error_rate
+from entropic_ae.flatness import dataset_loss
+
+def labelled(data):
+    "Random-feature patterns labelled by their first hidden feature (c_0 = 0 or 1)."
+    return SimpleNamespace(x_train=data.x_train, t_train=data.c_train[:, 0].long(),
+                           x_test=data.x_test, t_test=data.c_test[:, 0].long())
+
+def mlp(y=3, seeds=SEEDS): return MLP([12, 8, 2], y=y, seeds=seeds, dtype=torch.float64)
+
+def test_supervised_stacked_equals_one_by_one(data):
+    sup = labelled(data)
+    kw = dict(KW, loss_fn=cross_entropy, opt_func=partial(torch.optim.Adam, lr=1e-2))
+    st = fit(mlp(), sup, epochs=3, seeds=SEEDS, eval_on=('replicas', 'barycentre'), **kw)
+    df = st.df
+    for r, s in enumerate(SEEDS):
+        one = fit(mlp(1, [s]), sup, epochs=3, seeds=[s], **kw)
+        for a, b in zip(st.model.parameters(), one.model.parameters()):
+            torch.testing.assert_close(a[r], b[0], rtol=1e-9, atol=1e-11)
+    last = df[(df.epoch == 3) & (df.eval_on == 'replicas')]
+    with torch.no_grad():
+        ce_train = cross_entropy(st.model(sup.x_train), sup.t_train)
+        ce_test = dataset_loss(st.model, sup.x_test, cross_entropy, None, sup.t_test)
+    torch.testing.assert_close(torch.tensor(last[last.metric == 'train_loss'].value.values), ce_train)
+    torch.testing.assert_close(torch.tensor(last[last.metric == 'test_loss'].value.values), ce_test)
+    for prof in ('local_energy', 'denoising'):                  # both profiles start at the training loss
+        at0 = last[(last.metric == prof) & (last.sigma == 0)].value.values
+        torch.testing.assert_close(torch.tensor(at0), ce_train)
+    first = df[(df.epoch == 0) & (df.eval_on == 'replicas')]
+    assert last[last.metric == 'train_loss'].value.mean() < first[first.metric == 'train_loss'].value.mean()
+
+def test_supervised_fresh_batches_keep_targets_with_inputs(data):
+    "Every batch the loss sees pairs each input row with its own label, also for Entropy-SGD's fresh Langevin batches."
+    x = torch.rand(48, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)   # distinct rows
+    sup = SimpleNamespace(x_train=x, t_train=torch.arange(48))  # the label is the row number
+    x_of = {tuple(r.tolist()): i for i, r in enumerate(sup.x_train)}
+    checked = []
+    class Spy(MLP):
+        def forward(self, x): self.last = x; return super().forward(x)
+    model = Spy([12, 8, 48], y=3, seeds=SEEDS, dtype=torch.float64)
+    def loss_fn(logits, t):
+        if t.dim() == 2:                                        # a training batch [y, b]
+            rows = torch.tensor([[x_of[tuple(r.tolist())] for r in rep] for rep in model.last])
+            assert torch.equal(rows, t); checked.append(1)
+        return cross_entropy(logits, t)
+    fit(model, sup, epochs=1, loss_fn=loss_fn, opt_func=partial(EntropySGD, lr=0.1, gamma=0.5, L=3, inner_lr=0.05),
+        seeds=SEEDS, **{**KW, 'energy_sigmas': None, 'denoise_sigmas': None})
+    assert len(checked) == 4 * 3
+
+def test_supervised_bad_targets(data):
+    sup = labelled(data)
+    f = lambda d: fit(mlp(), d, epochs=1, loss_fn=cross_entropy, progress=False)
+    with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': sup.t_train[:-1]}))
+    with pytest.raises(ValueError, match='t_test'): f(SimpleNamespace(**{**vars(sup), 't_test': None}))
+    with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': None}))

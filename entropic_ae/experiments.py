@@ -125,7 +125,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
 def _parser():
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
     ap.add_argument('--profile', default='auto', help="quick | full | auto (full on CUDA, quick otherwise)")
-    ap.add_argument('--only', nargs='+', metavar='NOTEBOOK', help='run only these experiment notebooks (by name)')
+    ap.add_argument('--only', nargs='+', action='extend', metavar='NOTEBOOK', help='run only these experiment notebooks (by name)')
     ap.add_argument('--runs-dir', default='runs', help='where executed notebooks go (default: runs/)')
     ap.add_argument('--figures-dir', default='figures', help='where figures and tables go (default: figures/)')
     ap.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),

@@ -76,3 +76,8 @@ def test_every_parameter_is_visible_to_papermill():
         assigned = {t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets}
         seen = {p.name for p in PythonTranslator.inspect({'source': src})}
         assert seen == assigned, f'{nb_path.name}: papermill cannot parse {sorted(assigned - seen)}'
+
+def test_only_accepts_several_names_and_repeats():
+    from entropic_ae.experiments import _parser
+    assert _parser().parse_args(['--only', 'a', '--only', 'b', 'c']).only == ['a', 'b', 'c']
+    assert _parser().parse_args([]).only is None

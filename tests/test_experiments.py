@@ -81,3 +81,24 @@ def test_only_accepts_several_names_and_repeats():
     from entropic_ae.experiments import _parser
     assert _parser().parse_args(['--only', 'a', '--only', 'b', 'c']).only == ['a', 'b', 'c']
     assert _parser().parse_args([]).only is None
+
+@pytest.mark.parametrize('profile', ['quick', 'full'])
+def test_every_profile_passes_its_notebooks_own_checks(profile, tmp_path):
+    """The set-up cell of each experiment (profiles, typed parameters, consistency checks) accepts both profiles, so a
+    `full` run on a GPU machine does not die on a typo after the quick profile was the only one ever executed here."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        for nb_path in experiment_notebooks():
+            nb = nbformat.read(nb_path, as_version=4)
+            params = next(c.source for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+            setup = next(c.source for c in nb.cells if 'PROFILES = {' in c.source)
+            ns = {}
+            exec(params, ns)
+            ns.update(profile=profile, figures_dir=str(tmp_path), device='cpu')
+            exec(setup, ns)
+            p = ns['p']
+            assert set(ns['PROFILES'][profile]) <= set(p), nb_path.name
+            assert not list(tmp_path.iterdir()), f'{nb_path.name} wrote files in its set-up cell'
+    finally:
+        torch.set_num_threads(threads)

@@ -13,11 +13,11 @@ import torch
 from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, check_sigmas, tidy
 from .models import deep_ae, shallow_ae, recon_error
-from .replicas import n_replicas, replica, stack, barycentre
+from .replicas import n_replicas, replica, stack, barycentre, _sq_distances
 from .optim import Replicated, Exponential
 from .sam import SAM
 from .flatness import dataset_loss, local_energy, denoising, model_device
-from .train import fit
+from .train import fit, _split_data
 
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated', 'train_arms',
@@ -57,8 +57,7 @@ class TracedReplicated(Replicated):
     @torch.no_grad()
     def distances(self) -> Tensor:
         "[y] squared distances of the replicas to their barycentre, over all parameters this optimizer updates."
-        ps = [q for g in self.param_groups for q in g['params']]
-        return sum((q - q.mean(0, keepdim=True)).square().reshape(self.y, -1).sum(1) for q in ps)
+        return _sq_distances([q for g in self.param_groups for q in g['params']], self.y)
 
     def epoch_end(self) -> float:
         "Log the distances, then advance the scoping schedule; returns the new γ."
@@ -127,12 +126,6 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     return models, rows
 
 # %% ../nbs/10_compare.ipynb #3219a890
-def _split(data):
-    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
-    if hasattr(data, 'x_train'): return data.x_train, getattr(data, 'x_test', None)
-    if isinstance(data, Tensor): return data, None
-    raise TypeError(f"data must be an (x_train, x_test) pair, a tensor or have x_train/x_test, got {type(data).__name__}")
-
 def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigmas=None, n_draws:int=20, seed:int=0,
                loss_fn:Callable=recon_error, columns:dict|None=None) -> list[dict]:
     "Final train/test loss, dead bottleneck units and (given σs) local-energy and denoising profiles of every trial of every target, as tidy rows."
@@ -146,22 +139,22 @@ def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigm
     sizes = {key: n_replicas(models[key]) for _, _, key in targets}
     if len(set(sizes.values())) != 1: raise ValueError(f"models must all hold the same number of trials, got {sizes}")
     trials = next(iter(sizes.values()))
-    x_tr, x_te = _split(data)
+    x_tr, x_te, t_tr, t_te = _split_data(data)        # the same forms of `data` that `fit` takes
     noise_seeds = [10_000 + seed + t for t in range(trials)]   # trial t: the same noise draws in every arm
     rows = []
     for arm, ev, key in targets:
         m = models[key]
-        res = [('train_loss', math.nan, dataset_loss(m, x_tr, loss_fn))]
-        if x_te is not None: res.append(('test_loss', math.nan, dataset_loss(m, x_te, loss_fn)))
+        res = [('train_loss', math.nan, dataset_loss(m, x_tr, loss_fn, target=t_tr))]
+        if x_te is not None: res.append(('test_loss', math.nan, dataset_loss(m, x_te, loss_fn, target=t_te)))
         if hasattr(m, 'encode'):
             with torch.no_grad():   # bottleneck units that are zero on every training pattern
                 dead = (m.encode(x_tr.to(model_device(m))).amax(1) <= 0).sum(1).float()
             res.append(('dead_bottleneck_units', math.nan, dead))
         if energy_sigmas is not None:
-            le = local_energy(m, x_tr, energy_sigmas, n_draws, seed=noise_seeds, loss_fn=loss_fn)
+            le = local_energy(m, x_tr, energy_sigmas, n_draws, seed=noise_seeds, loss_fn=loss_fn, target=t_tr)
             res += [('local_energy', s, le[:, i]) for i, s in enumerate(energy_sigmas)]
         if denoise_sigmas is not None:
-            dn = denoising(m, x_tr, denoise_sigmas, n_draws, seed=noise_seeds, loss_fn=loss_fn)
+            dn = denoising(m, x_tr, denoise_sigmas, n_draws, seed=noise_seeds, loss_fn=loss_fn, target=t_tr)
             res += [('denoising', s, dn[:, i]) for i, s in enumerate(denoise_sigmas)]
         for metric, s, v in res:
             rows += [dict(tidy(arm, -1 if ev == 'barycentre' else 0, epoch, metric, float(v[t]), sigma=s, eval_on=ev),

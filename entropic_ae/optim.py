@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import nn, Tensor
 from .core import check_int, check_float, check_choice
+from .replicas import per_replica
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping', 'as_scoping', 'Replicated',
@@ -147,7 +148,6 @@ class Replicated(torch.optim.Optimizer):
             if not isinstance(g['lr'], Tensor): check_float('lr', g['lr'], lo=0.)
         self.y = _replica_axis([p for g in self.param_groups for p in g['params']], y)
         self.active = torch.ones(self.y, dtype=torch.bool)   # replicas in the ensemble (see `drop_replicas`)
-        self._everyone = True
 
     @property
     def gamma(self) -> float:
@@ -168,30 +168,27 @@ class Replicated(torch.optim.Optimizer):
         if mask.dtype != torch.bool or tuple(mask.shape) != (self.y,):
             raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
         self.active = self.active & ~mask
-        self._everyone = bool(self.active.all())
 
     def _with_grad(self, group): return [p for p in group['params'] if p.grad is not None]
 
-    def _centre(self, p:Tensor) -> Tensor:
-        "Barycentre of `p` over the replicas in the ensemble, shape [1, ...]."
-        return p.mean(0, keepdim=True) if self._everyone else p[self.active.to(p.device)].mean(0, keepdim=True)
+    @staticmethod
+    def _centre(p:Tensor, members:Tensor|None) -> Tensor:
+        "Barycentre [1, ...] of `p` over the `members` (bool [y]; None: every replica)."
+        return p.mean(0, keepdim=True) if members is None else p[members.to(p.device)].mean(0, keepdim=True)
 
-    def _members(self, p:Tensor) -> Tensor:
-        "[y, 1, ...]: 1 for replicas in the ensemble, 0 for dropped ones."
-        return self.active.to(p.device, p.dtype).view(-1, *[1]*(p.dim() - 1))
-
-    def _pull_gradients(self, gamma:float):
+    def _pull_gradients(self, gamma:float, members:Tensor|None):
         for group in self.param_groups:
             for p in self._with_grad(group):
-                pull = p - self._centre(p)
-                if not self._everyone: pull.mul_(self._members(p))
+                pull = p - self._centre(p, members)
+                if members is not None: pull.mul_(per_replica(members, p))
                 p.grad.add_(pull, alpha=gamma)
 
-    def _pull_weights(self, gamma:float):
+    def _pull_weights(self, gamma:float, members:Tensor|None):
         for group in self.param_groups:
             w = min(float(group['lr'])*gamma, 1.)
             if w > 0:
-                for p in self._with_grad(group): p.lerp_(self._centre(p), w if self._everyone else w*self._members(p))
+                for p in self._with_grad(group):
+                    p.lerp_(self._centre(p, members), w if members is None else w*per_replica(members, p))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -200,10 +197,12 @@ class Replicated(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         gamma = self.gamma
-        on = gamma > 0 and int(self.active.sum()) > 1
-        if on and self.coupling == 'gradient': self._pull_gradients(gamma)
+        n_members = int(self.active.sum())
+        on = gamma > 0 and n_members > 1
+        members = None if n_members == self.y else self.active       # None: all replicas, the plain fast path
+        if on and self.coupling == 'gradient': self._pull_gradients(gamma, members)
         self.base.step()
-        if on and self.coupling == 'elastic': self._pull_weights(gamma)
+        if on and self.coupling == 'elastic': self._pull_weights(gamma, members)
         return loss
 
     def state_dict(self) -> dict:
@@ -224,7 +223,6 @@ class Replicated(torch.optim.Optimizer):
         if extra is not None:
             self.schedule.load_state_dict(extra['schedule'])
             self.active = torch.tensor(extra.get('active', [True]*self.y), dtype=torch.bool)
-            self._everyone = bool(self.active.all())
 
     def __repr__(self):
         return f'Replicated(y={self.y}, coupling={self.coupling!r}, gamma={self.schedule!r},\n  base={self.base!r})'

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from .core import check_int
 
 # %% auto #0
-__all__ = ['n_replicas', 'replica', 'stack', 'barycentre', 'ensemble_forward', 'distance_to_barycentre']
+__all__ = ['n_replicas', 'per_replica', 'replica', 'stack', 'barycentre', 'ensemble_forward', 'distance_to_barycentre']
 
 # %% ../nbs/03_replicas.ipynb #99d4c2ff
 def n_replicas(model:nn.Module) -> int:
@@ -40,6 +40,10 @@ def _rebuild(model:nn.Module, y:int, param_fn:Callable, grad_fn:Callable|None, s
     return m
 
 # %% ../nbs/03_replicas.ipynb #a5ed90a3
+def per_replica(v:Tensor, t:Tensor) -> Tensor:
+    "One value per replica, `v` [y], shaped [y, 1, ...] to broadcast against `t` [y, ...], on `t`'s device and dtype."
+    return v.to(t.device, t.dtype).view(-1, *[1]*(t.dim() - 1))
+
 def replica(model:nn.Module, i:int) -> nn.Module:
     "A deep copy of `model` with `y=1` holding replica `i`'s parameters."
     y = n_replicas(model)
@@ -81,11 +85,14 @@ def ensemble_forward(model:nn.Module, x:Tensor) -> Tensor:
     return model(x).mean(0, keepdim=True)
 
 @torch.no_grad()
-def distance_to_barycentre(model:nn.Module) -> Tensor:
-    "Squared Euclidean distance [y] of each replica's full parameter vector to the barycentre."
-    y = n_replicas(model)
-    ps = list(model.parameters())
+def _sq_distances(params:Sequence[Tensor], y:int) -> Tensor:
+    "Squared distance [y] of each replica's slice of the stacked `params` (all [y, ...]) to their barycentre."
+    ps = list(params)
     if not ps: return torch.zeros(y)
     d = torch.zeros(y, device=ps[0].device, dtype=ps[0].dtype)
     for p in ps: d += (p - p.mean(0, keepdim=True)).square().reshape(y, -1).sum(1)
     return d
+
+def distance_to_barycentre(model:nn.Module) -> Tensor:
+    "Squared Euclidean distance [y] of each replica's full parameter vector to the barycentre."
+    return _sq_distances(model.parameters(), n_replicas(model))

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 from .core import check_float
+from .replicas import per_replica
 
 # %% auto #0
 __all__ = ['SAM', 'asam_param_groups', 'disable_running_stats', 'enable_running_stats']
@@ -39,7 +40,7 @@ def _norm(tensors:list, per_replica:bool=False) -> torch.Tensor:
 def _scale(tensors:list, s:torch.Tensor, inplace:bool=False) -> list:
     "Multiply each tensor by `s`: a 0-dim tensor, or one value per replica (shape [y]) broadcast over the leading axis."
     if s.dim() == 0 and all(t.device == s.device for t in tensors): factors = s
-    else: factors = [s.to(t.device, t.dtype).view(-1, *[1]*(t.dim()-1)) if s.dim() else s.to(t.device) for t in tensors]
+    else: factors = [per_replica(s, t) if s.dim() else s.to(t.device) for t in tensors]
     if inplace: torch._foreach_mul_(tensors, factors); return tensors
     return list(torch._foreach_mul(tensors, factors))
 

@@ -81,10 +81,6 @@ def _evaluate(model, x_train, x_test, live, epoch, run, eval_on, loss_fn, energy
     return rows
 
 # %% ../nbs/07_train.ipynb #2f0f58a3
-def _rep_view(t:Tensor, mask:Tensor) -> Tensor:
-    "`mask` `[y]` shaped to broadcast against `t` `[y, ...]`."
-    return mask.view(-1, *([1] * (t.dim() - 1)))
-
 def _optimizers(opt):
     "`opt` and every optimizer it wraps (SAM's base, `Replicated`'s base, ...), each once."
     seen, todo = set(), [opt]
@@ -243,6 +239,11 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     bar = tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress, desc=str(run), leave=False)
     done = start
 
+    def batch(idx:Tensor) -> tuple[Tensor, Tensor]:
+        "Rows `idx` [y, b] of the training inputs and their targets (the inputs themselves for an autoencoder)."
+        xb = x_train[idx]
+        return xb, (xb if t_train is None else t_train[idx])
+
     def diverge(bad:Tensor, epoch:int):
         "Freeze the replicas flagged in `bad` (a subset of the live ones) and record it."
         nonlocal live
@@ -260,17 +261,13 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
         epoch_loss = torch.zeros((), device=dev)
         for i in range(n_batches):
             idx = perms[:, i * bs:(i + 1) * bs]                # [y, b]: each replica its own minibatch
-            xb = x_train[idx]                                  # [y, b, N]
-            tb = xb if t_train is None else t_train[idx]       # targets: the input itself for an autoencoder
+            xb, tb = batch(idx)                                # [y, b, N] inputs and their targets
             st = dict(first=None, bad=torch.zeros(y, dtype=torch.bool, device=dev))
             take_snap = step % snapshot_every == 0
 
             def closure():
                 opt.zero_grad()
-                xc, tc = xb, tb
-                if st['first'] is not None and fresh:
-                    i2 = _fresh_idx(P, gens, xb.shape[1], dev)
-                    xc = x_train[i2]; tc = xc if t_train is None else t_train[i2]
+                xc, tc = (xb, tb) if st['first'] is None or not fresh else batch(_fresh_idx(P, gens, xb.shape[1], dev))
                 with torch.enable_grad():
                     loss = loss_fn(model(xc), tc)               # [y]
                     ok = live & torch.isfinite(loss.detach())

@@ -12,7 +12,7 @@ from torch import Tensor
 from .core import check_int, check_float, default_device, make_generator
 
 # %% auto #0
-__all__ = ['sigmoid', 'RandomFeatureData', 'random_features', 'corrupt', 'explained_variance']
+__all__ = ['sigmoid', 'RandomFeatureData', 'random_features', 'split_data', 'corrupt', 'explained_variance']
 
 # %% ../nbs/02_data.ipynb #05a84e2b
 def sigmoid(gain:float=5.0) -> Callable[[Tensor], Tensor]:
@@ -67,6 +67,22 @@ def random_features(N:int, D:int, P:int, P_test:int|None=None, f:Callable|None=N
     scale = 1/math.sqrt(D)
     x_train, x_test = f(c_train @ F * scale), f(c_test @ F * scale)
     return RandomFeatureData(F, x_train, x_test, c_train, c_test)
+
+# %% ../nbs/02_data.ipynb #ba4e6625
+def split_data(data) -> tuple:
+    "`(x_train, x_test, t_train, t_test)` from a tensor, an `(x_train, x_test)` pair or an object with those fields; missing ones are None."
+    if isinstance(data, torch.Tensor): return data, None, None, None
+    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1], None, None
+    if not hasattr(data, 'x_train'):
+        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair; got {type(data).__name__}")
+    x_train, x_test = data.x_train, getattr(data, 'x_test', None)
+    t_train, t_test = getattr(data, 't_train', None), getattr(data, 't_test', None)
+    if t_train is None and t_test is not None: raise ValueError("data.t_test is given but data.t_train is not")
+    if t_train is not None:
+        if t_train.shape[0] != x_train.shape[0]: raise ValueError(f"data.t_train has {t_train.shape[0]} rows, data.x_train {x_train.shape[0]}")
+        if x_test is not None and (t_test is None or t_test.shape[0] != x_test.shape[0]):
+            raise ValueError(f"data.t_test must give one target per row of data.x_test ({x_test.shape[0]})")
+    return x_train, x_test, t_train, t_test
 
 # %% ../nbs/02_data.ipynb #9e11c7e0
 def corrupt(x:Tensor, sigma:float, generator:torch.Generator|None=None) -> Tensor:

@@ -13,11 +13,11 @@ from .core import check_int, check_float, check_choice
 from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'Ensemble', 'ensemble_of', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping',
+__all__ = ['SCHEDULES', 'FitHooks', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping',
            'as_scoping', 'Replicated', 'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
-class Ensemble:
+class FitHooks:
     "What `train.fit` may call on an optimizer; the defaults suit an optimizer with no ensemble and no schedule."
     fresh_batches: bool = False        # True: every closure call within one step wants its own minibatch
     @property
@@ -28,15 +28,15 @@ class Ensemble:
     def drop_replicas(self, mask:Tensor) -> None:   # the replicas flagged in the bool mask [y] leave for good
         pass
 
-class _Plain(Ensemble):
+class _Plain(FitHooks):
     "The protocol's defaults around a plain torch optimizer."
     def __init__(self, opt): self.opt = opt
 
-def ensemble_of(opt:torch.optim.Optimizer) -> Ensemble:
+def fit_hooks(opt:torch.optim.Optimizer) -> FitHooks:
     "`opt` itself when it speaks the protocol, else the defaults (an `Adam` has no γ and no replicas to drop)."
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(f"opt_func must return a torch.optim.Optimizer, got {type(opt).__name__}")
-    return opt if isinstance(opt, Ensemble) else _Plain(opt)
+    return opt if isinstance(opt, FitHooks) else _Plain(opt)
 
 # %% ../nbs/05_optim.ipynb #6abbc55b
 class Scoping:
@@ -142,7 +142,7 @@ def _prepare_base(base, params, base_kw:dict) -> dict:
     return base_kw
 
 # %% ../nbs/05_optim.ipynb #25e370b6
-class Replicated(Ensemble, torch.optim.Optimizer):
+class Replicated(FitHooks, torch.optim.Optimizer):
     "Robust-ensemble training: a base optimizer on stacked replicas plus a pull of strength γ toward their barycentre."
     def __init__(self, params, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic',
                  groups:int=1, **base_kw):
@@ -286,7 +286,7 @@ class LoopReplicated:
                     if p.grad is not None: p.lerp_(c, w)
 
 # %% ../nbs/05_optim.ipynb #0923313d
-class EntropySGD(Ensemble, torch.optim.Optimizer):
+class EntropySGD(FitHooks, torch.optim.Optimizer):
     "Entropy-SGD: an SGLD estimate ⟨w'⟩ of the local Gibbs mean around w, then an outer step along γ(w − ⟨w'⟩)."
     fresh_batches = True   # every closure call wants a new minibatch (one per Langevin step); `train.fit` obliges
     def __init__(self, params, lr:float=0.1, gamma:float|Scoping=0.03, L:int=5, inner_lr:float=0.1,

@@ -12,11 +12,11 @@ from torch.func import functional_call, vmap
 from .core import check_int, check_choice, default_device
 
 # %% auto #0
-__all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'default_backend', 'sample_dims_of', 'Stacked', 'replicate', 'per_replica',
-           'replica', 'stack', 'check_groups', 'centre', 'barycentre', 'ensemble_forward', 'distance_to_barycentre',
-           'recompute_bn']
+__all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'EnsembleOutput', 'default_backend', 'sample_dims_of', 'Stacked',
+           'replicate', 'per_replica', 'replica', 'stack', 'check_groups', 'centre', 'barycentre', 'ensemble_forward',
+           'distance_to_barycentre', 'recompute_bn']
 
-# %% ../nbs/04_replicas.ipynb #8b494680
+# %% ../nbs/04_replicas.ipynb #25e14059
 def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -> int:
     "Size of the leading replica axis shared by all `tensors`, checked against `y` when given."
     sizes = {t.shape[0] if t.dim() else 0 for t in tensors}
@@ -29,6 +29,7 @@ def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -
 
 def n_replicas(model:nn.Module) -> int:
     "The number of replicas `model.y`, after checking that every parameter and buffer has that leading dimension."
+    if isinstance(model, EnsembleOutput): return model.y                   # a view: one output per group
     y = getattr(model, 'y', None)
     if isinstance(y, bool) or not isinstance(y, int):
         raise TypeError(f"model must have an integer replica count `y`, got {type(model).__name__} with y={y!r}")
@@ -36,6 +37,13 @@ def n_replicas(model:nn.Module) -> int:
         if t.dim() == 0 or t.shape[0] != y:
             raise ValueError(f"model tensor {name} has shape {tuple(t.shape)}, expected a leading replica axis of size {y}")
     return y
+
+class EnsembleOutput(nn.Module):
+    "A view of a stacked `model` with one replica per group: its output is `ensemble_forward` (the mean of each group's active replicas' outputs)."
+    def __init__(self, model:nn.Module, groups:int=1, active:Tensor|None=None):
+        super().__init__()
+        self.inner, self.y, self.active = model, check_groups(n_replicas(model), groups), active
+    def forward(self, x:Tensor) -> Tensor: return ensemble_forward(self.inner, x, self.y, self.active)
 
 # %% ../nbs/04_replicas.ipynb #34d3dd3c
 BACKENDS = ('loop', 'vmap')
@@ -188,7 +196,7 @@ def centre(t:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
     m = active.to(t.device, t.dtype).view(k, -1, *[1]*(t.dim() - 1))
     return torch.where(m.bool(), g, 0.).sum(1) / m.sum(1)
 
-# %% ../nbs/04_replicas.ipynb #5ed250b7
+# %% ../nbs/04_replicas.ipynb #7ba92539
 def barycentre(model:nn.Module, groups:int=1, active:Tensor|None=None) -> nn.Module:
     "A copy of `model` with one replica per group, holding the barycentre of its active replicas' parameters and buffers."
     y = n_replicas(model)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from .core import check_float
 from .replicas import per_replica
-from .optim import Ensemble, ensemble_of
+from .optim import FitHooks, fit_hooks
 
 # %% auto #0
 __all__ = ['SAM', 'asam_param_groups', 'disable_running_stats', 'enable_running_stats']
@@ -46,7 +46,7 @@ def _scale(tensors:list, s:torch.Tensor, inplace:bool=False) -> list:
     return list(torch._foreach_mul(tensors, factors))
 
 # %% ../nbs/06_sam.ipynb #e37184d8
-class SAM(Ensemble, torch.optim.Optimizer):
+class SAM(FitHooks, torch.optim.Optimizer):
     "Sharpness-aware minimisation (ASAM with `adaptive=True`) wrapped around the optimizer `base(params, **base_kwargs)`."
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
                  per_replica:bool=False, **base_kwargs):
@@ -85,11 +85,11 @@ class SAM(Ensemble, torch.optim.Optimizer):
         if base is None: self.__dict__['_groups'] = groups   # while torch.optim.Optimizer.__init__ builds them
         else: base.param_groups = groups
 
-    # the training-loop protocol (`optim.Ensemble`) is the wrapped optimizer's: SAM adds no schedule and no replicas
+    # the training-loop protocol (`optim.FitHooks`) is the wrapped optimizer's: SAM adds no schedule and no replicas
     @property
-    def gamma(self): return ensemble_of(self.base_optimizer).gamma
-    def epoch_end(self): return ensemble_of(self.base_optimizer).epoch_end()
-    def drop_replicas(self, mask): return ensemble_of(self.base_optimizer).drop_replicas(mask)
+    def gamma(self): return fit_hooks(self.base_optimizer).gamma
+    def epoch_end(self): return fit_hooks(self.base_optimizer).epoch_end()
+    def drop_replicas(self, mask): return fit_hooks(self.base_optimizer).drop_replicas(mask)
 
     def add_param_group(self, param_group:dict):
         "Add a group to SAM and its base optimizer at once, validating its SAM options."

@@ -45,12 +45,15 @@ def _scale(tensors:list, s:torch.Tensor, inplace:bool=False) -> list:
     if inplace: torch._foreach_mul_(tensors, factors); return tensors
     return list(torch._foreach_mul(tensors, factors))
 
-# %% ../nbs/06_sam.ipynb #e37184d8
+# %% ../nbs/06_sam.ipynb #542f40b6
 class SAM(FitHooks, torch.optim.Optimizer):
     "Sharpness-aware minimisation (ASAM with `adaptive=True`) wrapped around the optimizer `base(params, **base_kwargs)`."
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
                  per_replica:bool=False, **base_kwargs):
         rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)
+        for k in ('lr', 'weight_decay', 'momentum'):   # the base optimizer's own checks let nan through
+            v = base_kwargs.get(k, getattr(base, 'keywords', {}).get(k))
+            if v is not None and not torch.is_tensor(v): check_float(k, v, lo=0.)
         _check_bool('adaptive', adaptive)
         self.per_replica, self.y = _check_bool('per_replica', per_replica), None
         if isinstance(base, torch.optim.Optimizer):

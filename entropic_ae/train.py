@@ -186,7 +186,7 @@ class Loop:
         except CancelFit: pass
         self('after_fit')
 
-# %% ../nbs/09_train.ipynb #1dcc43ce
+# %% ../nbs/09_train.ipynb #32b5c554
 class Guard(Callback):
     "Freeze and drop replicas whose loss is non-finite; stop when none is left."
     order = -10
@@ -195,7 +195,7 @@ class Guard(Callback):
         bad = L.active & ~torch.isfinite(L.loss)
         if not bool(bad.any()): return
         for r in bad.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='diverged'))
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step + 1, eval_on='replicas', status='diverged'))
         L.active = L.active & ~bad
         L.hooks.drop_replicas(bad.cpu())
         with torch.no_grad():

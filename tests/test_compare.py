@@ -68,7 +68,8 @@ def test_train_arms_epoch0_losses_are_paired(trained):
     df = pd.DataFrame(trained[1])
     e0 = df[(df.epoch == 0) & (df.metric == 'train_loss') & (df.eval_on == 'replicas')].set_index(['arm', 'trial', 'replica']).value
     for t in range(2):
-        assert e0['replicated', t, 0] == e0['adam', t, 0] == e0['sam', t, 0]
+        # the same network in stacks of different sizes: equal to float32 rounding (MKL's batched GEMM depends on offsets)
+        assert e0['replicated', t, 0] == pytest.approx(e0['adam', t, 0], rel=1e-6) and e0['sam', t, 0] == e0['adam', t, 0]
         assert e0['replicated', t, 2] != e0['adam', t, 0]
 
 def test_uncoupled_replica0_follows_the_adam_network(data, build):

@@ -41,7 +41,9 @@ def test_replica_equals_single_model(make):
             single = make(seeds=[s])
             for ls, l1 in zip(ae.layers, single.layers):
                 assert torch.equal(ls.weight[r:r+1], l1.weight) and torch.equal(ls.bias[r:r+1], l1.bias)
-            assert torch.equal(out[r:r+1], single(x))   # bitwise on CPU: bmm runs one gemm per replica
+            # weights are bitwise equal (same init stream), outputs only to float32 rounding: MKL's batched GEMM
+            # depends on memory offsets and sigmoid rounds its vector body and scalar tail differently (~1 ulp)
+            torch.testing.assert_close(out[r:r+1], single(x), rtol=1e-6, atol=1e-7)
 
 def test_layers_of_equal_shape_start_different():
     ae = deep_ae(10, 3)     # first and last layers are both 10x10

@@ -3,6 +3,7 @@ import io, math
 from functools import partial
 import pytest
 import torch
+from entropic_ae.sam import SAM
 from torch import nn
 from entropic_ae.optim import (Replicated, LoopReplicated, EntropySGD, Scoping, Constant, Exponential, Linear, Cosine,
                                scoping, as_scoping)
@@ -303,8 +304,9 @@ def test_bad_input_replicated():
         Replicated(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).parameters())
     with pytest.raises(ValueError, match='params'):
         Replicated([nn.Parameter(torch.tensor(1.))])
-    with pytest.raises(ValueError, match='y=3'): Replicated(stacked(2).parameters(), y=3)
-    with pytest.raises(ValueError, match='y must be >= 1'): Replicated(stacked(2).parameters(), y=0)
+    with pytest.raises(ValueError, match='groups=3'): Replicated(stacked(2).parameters(), groups=3)
+    with pytest.raises(ValueError, match='groups must be >= 1'): Replicated(stacked(2).parameters(), groups=0)
+    with pytest.raises(ValueError, match='lr'): SAM(stacked(2).parameters(), lr=float('nan'))
     with pytest.raises(ValueError, match='gamma'): Replicated(stacked(2), gamma=-0.1)
     with pytest.raises(TypeError, match='gamma'): Replicated(stacked(2), gamma='0.1')
     with pytest.raises(ValueError, match='lr'): Replicated(stacked(2), lr=-1e-3)

@@ -72,4 +72,4 @@ def test_errors_name_the_parameter():
     with pytest.raises(TypeError, match=r'models\[1\]'): stack([ae, nn.Linear(2, 2)])
     with pytest.raises(TypeError, match='model'): n_replicas(nn.Linear(3, 2))
     bad = shallow_ae(6, 2, y=3); bad.y = 2
-    with pytest.raises(ValueError, match='model parameter'): distance_to_barycentre(bad)
+    with pytest.raises(ValueError, match='model tensor'): n_replicas(bad)

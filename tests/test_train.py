@@ -12,7 +12,10 @@ from entropic_ae.train import fit, FitResult
 
 SEEDS = [3, 7, 11]
 # 48 patterns, bs 12: 4 steps per epoch
-KW = dict(bs=12, record_every=1, energy_sigmas=(0., 0.1, 0.3), denoise_sigmas=(0., 0.2), n_draws=3, progress=False)
+METRICS = {'train_loss': {}, 'test_loss': {}, 'local_energy': dict(sigmas=(0., 0.1, 0.3), n_draws=3),
+           'denoising': dict(sigmas=(0., 0.2), n_draws=3)}
+KW = dict(bs=12, record_every=1, metrics=METRICS, progress=False)
+LOSSES = dict(KW, metrics=('train_loss', 'test_loss'))
 
 @pytest.fixture(scope='module')
 def data():
@@ -44,9 +47,9 @@ def test_stacked_equals_one_by_one(data, opt_func):
 
 def test_records(data):
     res = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+              eval_on=('replicas', 'barycentre', 'ensemble'), histograms=True, **KW)
     df = res.df
-    assert isinstance(res, FitResult) and res.epochs == 2 and res.alive.all()
+    assert isinstance(res, FitResult) and res.epochs == 2 and res.active.all()
     assert set(df.epoch) == {0, 1, 2}
     assert {'train_loss', 'test_loss', 'local_energy', 'denoising', 'weight_hist', 'grad_hist'} <= set(df.metric)
     assert 'local_energy' not in set(df[df.eval_on == 'ensemble'].metric)
@@ -65,13 +68,13 @@ def test_records(data):
 
 def test_record_every_and_last_epoch(data):
     res = fit(ae(), data, epochs=5, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              **{**KW, 'record_every': 2, 'histograms': False, 'energy_sigmas': None, 'denoise_sigmas': ()})
+              **{**LOSSES, 'record_every': 2})
     assert sorted(set(res.df.epoch)) == [0, 2, 4, 5]
     assert set(res.df.metric) == {'train_loss', 'test_loss'}
 
 def test_csv_roundtrip(data, tmp_path):
     res = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              eval_on=('replicas', 'barycentre'), **KW)
+              eval_on=('replicas', 'barycentre'), histograms=True, **KW)
     path = res.save_csv(tmp_path / 'sub' / 'run.csv')
     df = pd.read_csv(path)
     assert {'run', 'replica', 'epoch', 'metric', 'sigma', 'value', 'eval_on', 'layer', 'bin', 'lo', 'hi'} <= set(df.columns)
@@ -92,18 +95,15 @@ class PoisonedAdam(torch.optim.Adam):
         return out
 
 def test_divergence_freezes_one_replica(data):
+    "Replica 1's weights are poisoned after step 5: it is dropped at step 6, frozen where it diverged; the others never notice."
     clean = fit(ae(), data, epochs=3, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
-    one_epoch = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
     bad = fit(ae(), data, epochs=3, opt_func=partial(PoisonedAdam, lr=1e-2, at=5), seeds=SEEDS, **KW)
-    assert bad.alive.tolist() == [True, False, True] and bad.epochs == 3
+    assert bad.active.tolist() == [True, False, True] and bad.epochs == 3
     st = bad.df[bad.df.metric == 'status']
     assert len(st) == 1 and st.replica.item() == 1 and st.epoch.item() == 2 and st.value.item() == 6
     assert st.status.item() == 'diverged'
-    for a, b, c in zip(clean.model.parameters(), bad.model.parameters(), one_epoch.model.parameters()):
+    for a, b in zip(clean.model.parameters(), bad.model.parameters()):
         assert torch.equal(a[[0, 2]], b[[0, 2]])      # the others are untouched
-        assert torch.equal(b[1], c[1])                # frozen at the last finite values (after 4 = 1 epoch of steps)
-    for st_ in bad.optimizer.state.values():
-        assert all(torch.isfinite(v).all() for v in st_.values() if torch.is_tensor(v))
     df = bad.df[(bad.df.replica == 1) & (bad.df.metric != 'status')]
     assert set(df.epoch) == {0, 1}                    # no metrics for the frozen replica after it diverged
     assert bad.df.value.map(math.isfinite).all()
@@ -120,29 +120,43 @@ class NanLossAfter:
         return loss
 
 def test_divergence_with_coupling(data):
-    "A replica whose loss overflows under γ > 0: frozen (finite) at its last parameters, the others keep training."
+    "A replica whose loss overflows under γ > 0: dropped from the ensemble before that step's coupling, frozen (finite) from then on."
     opt = lambda ps: Replicated(ps, base=torch.optim.Adam, gamma=0.5, lr=1e-2)
-    ref = fit(ae(), data, epochs=1, opt_func=opt, seeds=SEEDS, **KW)     # 4 steps
+    two = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, loss_fn=NanLossAfter(at=6), **LOSSES)
     res = fit(ae(), data, epochs=3, opt_func=opt, seeds=SEEDS, eval_on=('replicas', 'barycentre'),
               loss_fn=NanLossAfter(at=6), **KW)
-    assert res.alive.tolist() == [True, False, True]
+    assert res.active.tolist() == [True, False, True]
     assert res.optimizer.active.tolist() == [True, False, True]      # and out of the barycentre the others are pulled to
     st = res.df[res.df.metric == 'status']
     assert st.replica.tolist() == [1] and st.value.tolist() == [6]
-    # frozen where its loss was last finite: at step 5, i.e. after 4 updates = one epoch
-    for a, b in zip(res.model.parameters(), ref.model.parameters()): assert torch.equal(a[1], b[1])
+    for a, b in zip(res.model.parameters(), two.model.parameters()): assert torch.equal(a[1], b[1])   # frozen
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
     assert res.df.value.map(math.isfinite).all()
-    moved = [not torch.equal(a[0], b[0]) for a, b in zip(res.model.parameters(), ref.model.parameters())]
+    moved = [not torch.equal(a[0], b[0]) for a, b in zip(res.model.parameters(), two.model.parameters())]
     assert all(moved)
+
+def test_nonfinite_weights_never_reach_the_others(data):
+    "Weights of replica 1 become inf inside a coupled step: the survivors train exactly as a 2-replica ensemble from then on."
+    class InfAt(torch.optim.SGD):
+        def __init__(self, params, at=5, **kw): super().__init__(params, **kw); self.at, self.n = at, 0
+        def step(self, closure=None):
+            out = super().step(closure); self.n += 1
+            if self.n == self.at:
+                with torch.no_grad():
+                    for g in self.param_groups:
+                        for p in g['params']: p[1] = float('inf')
+            return out
+    opt = lambda ps: Replicated(ps, base=partial(InfAt, at=5), gamma=0.5, lr=0.05)
+    res = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, **LOSSES)
+    assert res.optimizer.active.tolist() == [True, False, True] and res.active.tolist() == [True, False, True]
+    for p in res.model.parameters(): assert torch.isfinite(p[[0, 2]]).all()
 
 def test_all_diverge_stops_cleanly(data):
     res = fit(ae(), data, epochs=4, opt_func=partial(PoisonedAdam, lr=1e-2, at=2, who=(0, 1, 2)), seeds=SEEDS, **KW)
-    assert not res.alive.any() and res.epochs == 1
+    assert not res.active.any() and res.epochs == 1
     st = res.df[res.df.metric == 'status']
     assert sorted(st.replica) == [0, 1, 2] and set(st.value) == {3}
     assert set(res.df.epoch) == {0, 1}
-    assert all(torch.isfinite(p).all() for p in res.model.parameters())
 
 class CrashingAdam(torch.optim.Adam):
     def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0
@@ -191,22 +205,24 @@ def test_resume_without_checkpoint_starts_fresh(data, tmp_path):
 
 def test_gamma_and_entropy_sgd(data):
     res = fit(ae(), data, epochs=2, opt_func=lambda ps: EntropySGD(ps, lr=0.5, gamma=0.03, L=3, seed=0), seeds=SEEDS,
-              **{**KW, 'histograms': False})
+              **LOSSES)
     g = res.df[res.df.metric == 'gamma']
     assert list(g.epoch) == [1, 2] and (g.eval_on == 'optimizer').all()
-    assert res.alive.all() and res.df.value.map(math.isfinite).all()
+    assert res.active.all() and res.df.value.map(math.isfinite).all()
 
 def test_device_and_default_seeds(data):
     m = ae(2, [5, 6])
-    res = fit(m, (data.x_train.float(), None), epochs=1, device='cpu', **{**KW, 'histograms': False})
+    res = fit(m, (data.x_train, None), epochs=1, device='cpu', **LOSSES)
     assert res.model is m and next(m.parameters()).device.type == 'cpu'
     assert 'test_loss' not in set(res.df.metric)
 
 def test_bad_input(data):
     f = lambda **kw: fit(ae(), data, **{'epochs': 1, 'progress': False, **kw})
     for kw, name in [(dict(epochs=0), 'epochs'), (dict(epochs=1.5), 'epochs'), (dict(bs=0), 'bs'),
-                     (dict(record_every=0), 'record_every'), (dict(n_draws=0), 'n_draws'),
-                     (dict(energy_sigmas=[0.1, -0.1]), 'energy_sigmas'), (dict(denoise_sigmas=[float('nan')]), 'denoise_sigmas'),
+                     (dict(record_every=0), 'record_every'), (dict(metrics=['sharpest']), 'metrics'),
+                     (dict(metrics={'local_energy': {}}), 'sigmas'), (dict(metrics={'denoising': dict(sigmas=[float('nan')])}), 'sigmas'),
+                     (dict(seeds=[1, 1, 2]), 'seeds'), (dict(groups=2), 'groups'),
+                     (dict(opt_func=lambda ps: None), 'opt_func'),
                      (dict(eval_on='centroid'), 'eval_on'), (dict(eval_on=None), 'eval_on'), (dict(eval_on=('replicas', 'mean')), 'eval_on'),
                      (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(resume=True), 'ckpt_path'),
                      (dict(ckpt_every=0), 'ckpt_every'), (dict(eval_bs=0), 'eval_bs')]:
@@ -219,8 +235,7 @@ def _batches_seen(data, opt_func, **kw):
     def loss_fn(xhat, x):
         if x.ndim == 3: seen.append(x.detach().sum(-1).clone())   # training batches [y, b, N]; not the evaluations
         return recon_error(xhat, x)
-    res = fit(ae(), data, epochs=1, opt_func=opt_func, loss_fn=loss_fn, **{**KW, 'record_every': 1, 'energy_sigmas': None,
-                                                                             'denoise_sigmas': None, 'histograms': False}, **kw)
+    res = fit(ae(), data, epochs=1, opt_func=opt_func, loss_fn=loss_fn, **LOSSES, **kw)
     return res, seen
 
 def test_entropy_sgd_draws_a_minibatch_per_langevin_step(data):
@@ -231,14 +246,14 @@ def test_entropy_sgd_draws_a_minibatch_per_langevin_step(data):
     steps = torch.stack(seen).reshape(4, 3, 3, -1)             # [step, call, y, b]
     for s in steps:
         assert not torch.equal(s[1], s[0]) and not torch.equal(s[2], s[0]) and not torch.equal(s[2], s[1])
-    _, same = _batches_seen(data, esgd, fresh_batches=False)
+    class SameBatchESGD(EntropySGD): fresh_batches = False   # the protocol's switch, per optimizer class
+    _, same = _batches_seen(data, partial(SameBatchESGD, lr=0.1, gamma=0.5, L=3, inner_lr=0.05, noise=0., seed=0))
     st = torch.stack(same).reshape(4, 3, 3, -1)
     assert all(torch.equal(s[l], s[0]) for s in st for l in range(3))
     _, sam = _batches_seen(data, partial(SAM, base=torch.optim.SGD, rho=0.05, lr=0.1))
     assert len(sam) == 4 * 2
     st = torch.stack(sam).reshape(4, 2, 3, -1)                 # SAM: two closure calls per step, on the same batch
     assert all(torch.equal(s[1], s[0]) for s in st)
-    with pytest.raises(TypeError, match='fresh_batches'): fit(ae(), data, epochs=1, fresh_batches='yes')
 
 # ------------------------------------------------------------------ supervised: targets next to the inputs
 from types import SimpleNamespace
@@ -288,7 +303,7 @@ def test_supervised_fresh_batches_keep_targets_with_inputs(data):
             assert torch.equal(rows, t); checked.append(1)
         return cross_entropy(logits, t)
     fit(model, sup, epochs=1, loss_fn=loss_fn, opt_func=partial(EntropySGD, lr=0.1, gamma=0.5, L=3, inner_lr=0.05),
-        seeds=SEEDS, **{**KW, 'energy_sigmas': None, 'denoise_sigmas': None})
+        seeds=SEEDS, **LOSSES)
     assert len(checked) == 4 * 3
 
 def test_supervised_bad_targets(data):

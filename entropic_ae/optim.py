@@ -178,7 +178,7 @@ class Replicated(FitHooks, torch.optim.Optimizer):
             raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
         self.active = self.active & ~mask
 
-# %% ../nbs/05_optim.ipynb #b4277bc2
+# %% ../nbs/05_optim.ipynb #7c61961a
 @torch.no_grad()
 def _finite_rows(ps:list[Tensor], y:int) -> Tensor:
     "bool [y]: replicas whose slices of every tensor in `ps` are finite."
@@ -193,15 +193,20 @@ def _coupled(self:Replicated) -> list[Tensor]:
 
 @patch
 def _centres(self:Replicated, ps:list[Tensor]) -> list[Tensor]:
-    "Each tensor's group barycentres over the active replicas, expanded to [y, ...]; a replica with non-finite weights is dropped first."
+    "Each tensor's group barycentres over the active replicas, [groups, 1, ...]; a replica with non-finite weights is dropped first."
     members = None if bool(self.active.all()) else self.active
     cs = [centre(p, self.groups, members) for p in ps]
     if not bool(torch.stack([c.sum() for c in cs]).isfinite().all()):   # rare: someone's weights left the reals
         self.drop_replicas(~_finite_rows(ps, self.y))
         cs = [centre(p, self.groups, self.active) for p in ps]
-    return [c.repeat_interleave(self.y // self.groups, 0) for c in cs]
+    return [c.unsqueeze(1) for c in cs]
 
-# %% ../nbs/05_optim.ipynb #3a12ce2a
+@patch
+def _grouped(self:Replicated, t:Tensor) -> Tensor:
+    "`t` [y, ...] viewed as [groups, y/groups, ...] (no copy), to broadcast against the group barycentres."
+    return t.view(self.groups, self.y // self.groups, *t.shape[1:])
+
+# %% ../nbs/05_optim.ipynb #6a85ad0f
 @patch
 @torch.no_grad()
 def step(self:Replicated, closure=None):
@@ -211,14 +216,20 @@ def step(self:Replicated, closure=None):
         with torch.enable_grad(): loss = closure()
     gamma, ps = self.gamma, self._coupled()
     on = gamma > 0 and self.y > self.groups and len(ps) > 0
+    mask = lambda: None if bool(self.active.all()) else self.active    # read after `_centres`, which may drop replicas
     if on and self.coupling == 'gradient':
-        for p, c in zip(ps, self._centres(ps)): p.grad.add_((p - c).mul_(per_replica(self.active, p)), alpha=gamma)
+        cs, m = self._centres(ps), mask()
+        for p, c in zip(ps, cs):
+            pull = self._grouped(p) - c
+            if m is not None: pull.mul_(self._grouped(per_replica(m, p)))
+            self._grouped(p.grad).add_(pull, alpha=gamma)
     self.base.step()
     if on and self.coupling == 'elastic':
         lrs = {id(p): float(g['lr']) for g in self.param_groups for p in g['params']}
-        for p, c in zip(ps, self._centres(ps)):
+        cs, m = self._centres(ps), mask()
+        for p, c in zip(ps, cs):
             w = min(lrs[id(p)] * gamma, 1.)
-            if w > 0: p.lerp_(c, w * per_replica(self.active, p) if not bool(self.active.all()) else w)
+            if w > 0: self._grouped(p).lerp_(c, w if m is None else w * self._grouped(per_replica(m, p)))
     return loss
 
 @patch

@@ -218,7 +218,7 @@ def distance_to_barycentre(params, groups:int=1, active:Tensor|None=None) -> Ten
         d += (p - c).square().reshape(y, -1).sum(1)
     return d
 
-# %% ../nbs/04_replicas.ipynb #becc3b1c
+# %% ../nbs/04_replicas.ipynb #db134d82
 @torch.no_grad()
 def recompute_bn(model:nn.Module, x:Tensor, batch_size:int=256) -> nn.Module:
     "Re-estimate every batch-norm running mean and variance of `model` (in place) on the inputs `x`, as `swa_utils.update_bn` does."
@@ -226,8 +226,10 @@ def recompute_bn(model:nn.Module, x:Tensor, batch_size:int=256) -> nn.Module:
     if not norms: return model
     batch_size = check_int('batch_size', batch_size, lo=1)
     was, moms = model.training, [m.momentum for m in norms]
-    for m in norms: m.reset_running_stats(); m.momentum = None          # None: cumulative average over the pass
+    for m in norms: m.reset_running_stats()
     model.train()
-    for a in range(0, x.shape[0], batch_size): model(x[a:a + batch_size])
+    for i, a in enumerate(range(0, x.shape[0], batch_size)):
+        for m in norms: m.momentum = 1 / (i + 1)                       # a cumulative average over the pass (vmap-safe)
+        model(x[a:a + batch_size])
     for m, mom in zip(norms, moms): m.momentum = mom
     return model.train(was)

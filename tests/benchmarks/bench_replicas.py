@@ -1,104 +1,143 @@
-"""Time one training step of y replicas: stacked (vectorised `Replicated`) vs a loop over y models (`LoopReplicated`).
+"""One training step of y replicas, every way the library can run it, as ratios to one plain model; and `fit`'s overhead.
 
-Deep autoencoder N=800, H=800, B=160 ([800, 800, 160, 800, 800]), batch 64 per replica, fp32, Adam (fused where
-available), elastic coupling with γ > 0. One step = zero_grad + forward + backward of the summed per-replica loss +
-optimizer step (+ coupling). Reports the median over `--steps` timed steps after `--warmup` untimed ones
-(CUDA-synchronised around each step; configurations timed round-robin), and the ratio to the best single-model step, where "single model" means any
-y=1 variant including a plain `nn.Linear` autoencoder with fused Adam.
+Models: the deep autoencoder [800, 800, 160, 800, 800] (batch 64 per replica, Adam, elastic coupling γ > 0) and a
+small conv net with batch norm (CIFAR-sized 3×32×32 input, batch 32 per replica, SGD with momentum). Implementations:
 
-    python tests/benchmarks/bench_replicas.py --device cpu --out bench_replicas_cpu.csv
-    python tests/benchmarks/bench_replicas.py --device cuda --out bench_replicas_cuda.csv --steps 200
+- `plain`          one ordinary `nn.Module`, one fused Adam (y = 1 only): the reference;
+- `stacked`        the hand-written `StackedLinear` autoencoder (`models.deep_ae`, one `baddbmm` per layer), `Replicated`;
+- `replicate-loop` `replicas.replicate(module, y, backend='loop')` + `Replicated`;
+- `replicate-vmap` `replicas.replicate(module, y, backend='vmap')` + `Replicated`;
+- `models-loop`    y separate modules and optimizers (`optim.LoopReplicated`, the reference implementation).
+
+One step = zero_grad + forward + backward of the summed per-replica loss + optimizer step (+ coupling). Configurations
+are timed round-robin (one step of each per round) so that drifting load hits them alike; the minimum and median
+over rounds are reported. `--fit` also times `train.fit` for a few epochs against the same number of bare steps.
+
+    python tests/benchmarks/bench_replicas.py --device cpu --out figures/bench_replicas_cpu.csv --fit
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 python tests/benchmarks/bench_replicas.py ...
 """
 from __future__ import annotations
-import argparse, platform, statistics, time
+import argparse, os, platform, statistics, time
+from functools import partial
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.models import deep_ae, recon_error
+from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
+from entropic_ae.replicas import replicate
+from entropic_ae.train import fit
 
-SIZES = dict(N=800, H=800, B=160)
+N, H, B = 800, 800, 160
 
-def plain_ae(device):
-    "The same architecture built from nn.Linear layers: what a single model costs without the replica axis."
-    N, H, B = SIZES['N'], SIZES['H'], SIZES['B']
+def plain_ae():
     return nn.Sequential(nn.Linear(N, H), nn.ReLU(), nn.Linear(H, B), nn.ReLU(), nn.Linear(B, H), nn.ReLU(),
-                         nn.Linear(H, N), nn.Sigmoid()).to(device)
+                         nn.Linear(H, N), nn.Sigmoid())
 
-def make_step(impl, y, device, X, gamma, lr):
-    "A zero-argument function doing one full training step; minibatch indices cycle through a fixed list."
+def bn_convnet():
+    "A small CIFAR conv net with batch norm: 3 conv-BN-ReLU blocks, global pooling, a linear head."
+    block = lambda a, b: [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*block(3, 16), *block(16, 32), *block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+def make_step(model_name, impl, y, device, data):
+    "A zero-argument function doing one full training step on minibatches cycling through a fixed list."
+    X, T = data
+    bs = 64 if model_name == 'ae' else 32
     g = torch.Generator(device=device).manual_seed(0)
-    idx = [torch.randint(0, len(X), (y, 64), generator=g, device=device) for _ in range(16)]
+    idx = [torch.randint(0, len(X), (y, bs), generator=g, device=device) for _ in range(8)]
     it = iter(range(10**12))
+    factory = plain_ae if model_name == 'ae' else bn_convnet
+    loss_of = (lambda out, i: recon_error(out, X[i])) if model_name == 'ae' else (lambda out, i: cross_entropy(out, T[i]))
+    opt_kw = dict(lr=1e-3) if model_name == 'ae' else dict(base=partial(torch.optim.SGD, momentum=0.9), lr=0.05)
     if impl == 'plain':
-        model = plain_ae(device); opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        model = factory().to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) if model_name == 'ae' else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         def step():
-            xb = X[idx[next(it) % 16][0]]
-            opt.zero_grad(set_to_none=True); ((model(xb) - xb)**2).mean().backward(); opt.step()
+            i = idx[next(it) % 8][0]
+            opt.zero_grad(set_to_none=True); loss_of(model(X[i])[None], i[None]).sum().backward(); opt.step()
         return step
-    if impl == 'vectorised':
-        model = deep_ae(SIZES['N'], SIZES['B'], H=SIZES['H'], y=y, device=device)
-        opt = Replicated(model, lr=lr, gamma=gamma)
+    if impl == 'models-loop':
+        models = [factory().to(device) for _ in range(y)]
+        opt = LoopReplicated(models, gamma=0.1, **({'lr': 1e-3} if model_name == 'ae' else dict(base=torch.optim.SGD, lr=0.05, momentum=0.9)))
         def step():
-            xb = X[idx[next(it) % 16]]
-            opt.zero_grad(set_to_none=True); recon_error(model(xb), xb).sum().backward(); opt.step()
+            i = idx[next(it) % 8]
+            opt.zero_grad()
+            for r, m in enumerate(models): loss_of(m(X[i[r]])[None], i[r][None]).sum().backward()
+            opt.step()
         return step
-    models = [deep_ae(SIZES['N'], SIZES['B'], H=SIZES['H'], y=1, seeds=[r], device=device) for r in range(y)]
-    opt = LoopReplicated(models, lr=lr, gamma=gamma)
+    if impl == 'stacked': model = deep_ae(N, B, H=H, y=y, device=device)
+    else: model = replicate(factory, y, backend=impl.split('-')[1], device=device)
+    opt = Replicated(model, gamma=0.1, **opt_kw)
     def step():
-        i = idx[next(it) % 16]
-        opt.zero_grad()
-        for r, m in enumerate(models):
-            xb = X[i[r]][None]
-            recon_error(m(xb), xb).sum().backward()
-        opt.step()
+        i = idx[next(it) % 8]
+        opt.zero_grad(set_to_none=True); loss_of(model(X[i]), i).sum().backward(); opt.step()
     return step
 
-def time_steps(steps:dict, device, warmup:int, n:int) -> dict:
-    """Median-ready step times for every configuration. After warm-up, the configurations are timed round-robin
-    (one step of each per round) so that drifting load on a shared machine hits them all alike."""
+def time_round_robin(steps:dict, device, warmup:int, n:int) -> dict:
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for step in steps.values():
-        for _ in range(warmup): step()
+    for s in steps.values():
+        for _ in range(warmup): s()
     sync()
     times = {k: [] for k in steps}
     for _ in range(n):
-        for k, step in steps.items():
-            t0 = time.perf_counter(); step(); sync(); times[k].append(time.perf_counter() - t0)
+        for k, s in steps.items():
+            t0 = time.perf_counter(); s(); sync(); times[k].append(time.perf_counter() - t0)
     return times
+
+def fit_overhead(device, y:int, epochs:int=3, P:int=1024, rounds:int=3) -> dict:
+    "Seconds per step of `fit` (no evaluation, no progress bar) against the same steps written bare, best of `rounds`."
+    X = torch.rand(P, N, device=device)
+    bare, looped = [], []
+    for _ in range(rounds):
+        model = deep_ae(N, B, H=H, y=y, device=device); opt = Replicated(model, gamma=0.1, lr=1e-3)
+        gens = [torch.Generator().manual_seed(s) for s in range(y)]
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            perms = torch.stack([torch.randperm(P, generator=g) for g in gens]).to(device)
+            for i in perms.split(64, dim=1):
+                xb = X[i]; opt.zero_grad(); recon_error(model(xb), xb).sum().backward(); opt.step()
+        bare.append(time.perf_counter() - t0)
+        model = deep_ae(N, B, H=H, y=y, device=device)
+        t0 = time.perf_counter()
+        fit(model, X, epochs, bs=64, opt_func=partial(Replicated, gamma=0.1, lr=1e-3), metrics=(), progress=False, device=device)
+        looped.append(time.perf_counter() - t0)
+    return dict(y=y, epochs=epochs, P=P, bare_s=min(bare), fit_s=min(looped), fit_over_bare=min(looped) / min(bare))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--device', default=None, help="cpu or cuda (default: cuda if available)")
-    ap.add_argument('--out', default='bench_replicas.csv', help="CSV file to write")
-    ap.add_argument('--ys', default='1,3,5,7', help="comma-separated replica counts")
-    ap.add_argument('--steps', type=int, default=50, help="timed steps per configuration")
-    ap.add_argument('--warmup', type=int, default=10, help="untimed steps per configuration")
-    ap.add_argument('--gamma', type=float, default=0.1, help="coupling strength (elastic)")
-    ap.add_argument('--threads', type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument('--device', default=None)
+    ap.add_argument('--out', default='bench_replicas.csv')
+    ap.add_argument('--ys', default='1,5,25')
+    ap.add_argument('--conv-ys', default='1,5')
+    ap.add_argument('--steps', type=int, default=15)
+    ap.add_argument('--warmup', type=int, default=3)
+    ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
     a = ap.parse_args(argv)
     device = default_device(a.device)
-    if a.threads: torch.set_num_threads(a.threads)
-    ys = [int(v) for v in a.ys.split(',')]
     torch.manual_seed(0)
-    X = torch.rand(2048, SIZES['N'], device=device)
-    configs = [('plain', 1)] + [(impl, y) for y in ys for impl in ('vectorised', 'loop')]
-    steps = {(impl, y): make_step(impl, y, device, X, a.gamma, 1e-3) for impl, y in configs}
-    times = time_steps(steps, device, a.warmup, a.steps)
-    rows = []
-    for (impl, y), t in times.items():
-        rows.append(dict(impl=impl, y=y, median_ms=1e3*statistics.median(t), min_ms=1e3*min(t),
-                         p90_ms=1e3*sorted(t)[int(0.9*(len(t)-1))], steps=a.steps, warmup=a.warmup))
-    best = min(r['median_ms'] for r in rows if r['y'] == 1)
-    info = dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
-                threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(), gamma=a.gamma)
-    for r in rows: r.update(ratio_vs_best_single=r['median_ms']/best, **info)
-    print(f"\n{info['device']}, {info['threads']} threads, torch {info['torch']}; deep AE "
-          f"[{SIZES['N']},{SIZES['H']},{SIZES['B']},{SIZES['H']},{SIZES['N']}], batch 64/replica, fp32, Adam, "
-          f"elastic γ={a.gamma}; median of {a.steps} steps after {a.warmup} warm-up\n")
-    print("| implementation | y | median ms/step | × best single step |\n|---|---|---|---|")
-    for r in rows: print(f"| {r['impl']} | {r['y']} | {r['median_ms']:.2f} | {r['ratio_vs_best_single']:.2f} |")
-    print(f"\nwrote {write_csv(rows, a.out)}")
+    ae_data = (torch.rand(2048, N, device=device), None)
+    conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
+    rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
+                          threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
+                          glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''))
+    for model_name, ys, impls in [('ae', a.ys, ('stacked', 'replicate-loop', 'replicate-vmap', 'models-loop')),
+                                  ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
+        data = ae_data if model_name == 'ae' else conv_data
+        for y in [int(v) for v in ys.split(',')]:
+            steps = {('plain', 1): make_step(model_name, 'plain', 1, device, data)}
+            steps.update({(impl, y): make_step(model_name, impl, y, device, data) for impl in impls})
+            times = time_round_robin(steps, device, a.warmup, a.steps)
+            base = min(times[('plain', 1)])
+            for (impl, yy), t in times.items():
+                if impl == 'plain' and y != 1: continue
+                rows.append(dict(model=model_name, impl=impl, y=yy, min_ms=1e3*min(t), median_ms=1e3*statistics.median(t),
+                                 ratio_vs_plain=min(t) / base, steps=a.steps, **info))
+                print(f"| {model_name} | {impl} | {yy} | {1e3*min(t):.1f} | {1e3*statistics.median(t):.1f} | {min(t)/base:.2f} |", flush=True)
+    if a.fit:
+        fo = fit_overhead(device, 25)
+        print(f"fit over bare steps, y=25: {fo['fit_over_bare']:.3f} ({fo['fit_s']:.2f} s vs {fo['bare_s']:.2f} s)")
+        rows.append(dict(model='ae', impl='fit_over_bare', y=25, min_ms=1e3*fo['fit_s'], median_ms=float('nan'),
+                         ratio_vs_plain=fo['fit_over_bare'], steps=fo['epochs'] * (fo['P'] // 64), **info))
+    print(f"wrote {write_csv(rows, a.out)}")
     return rows
 
 if __name__ == '__main__':

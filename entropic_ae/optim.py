@@ -178,7 +178,7 @@ class Replicated(FitHooks, torch.optim.Optimizer):
             raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
         self.active = self.active & ~mask
 
-# %% ../nbs/05_optim.ipynb #7c61961a
+# %% ../nbs/05_optim.ipynb #5dc37314
 @torch.no_grad()
 def _finite_rows(ps:list[Tensor], y:int) -> Tensor:
     "bool [y]: replicas whose slices of every tensor in `ps` are finite."
@@ -194,8 +194,7 @@ def _coupled(self:Replicated) -> list[Tensor]:
 @patch
 def _centres(self:Replicated, ps:list[Tensor]) -> list[Tensor]:
     "Each tensor's group barycentres over the active replicas, [groups, 1, ...]; a replica with non-finite weights is dropped first."
-    members = None if bool(self.active.all()) else self.active
-    cs = [centre(p, self.groups, members) for p in ps]
+    cs = [centre(p, self.groups, self.active) for p in ps]
     if not bool(torch.stack([c.sum() for c in cs]).isfinite().all()):   # rare: someone's weights left the reals
         self.drop_replicas(~_finite_rows(ps, self.y))
         cs = [centre(p, self.groups, self.active) for p in ps]

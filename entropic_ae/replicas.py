@@ -180,7 +180,7 @@ def stack(models:Sequence[nn.Module]) -> nn.Module:
         return sum(ss, []) if all(isinstance(s, list) for s in ss) else None
     return _rebuild(models[0], sum(ys), cat, grads, seeds)
 
-# %% ../nbs/04_replicas.ipynb #9f32d882
+# %% ../nbs/04_replicas.ipynb #55220ab9
 def check_groups(y:int, groups:int) -> int:
     "`groups` must divide the replica count `y`."
     groups = check_int('groups', groups, lo=1)
@@ -192,7 +192,7 @@ def centre(t:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
     k = check_groups(t.shape[0], groups)
     g = t.reshape(k, t.shape[0] // k, *t.shape[1:])
     if not t.is_floating_point(): return g[:, 0]                     # counters (e.g. BN's num_batches_tracked)
-    if active is None: return g.mean(1)
+    if active is None or bool(active.all()): return g.mean(1)
     m = active.to(t.device, t.dtype).view(k, -1, *[1]*(t.dim() - 1))
     return torch.where(m.bool(), g, 0.).sum(1) / m.sum(1)
 

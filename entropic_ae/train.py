@@ -65,15 +65,14 @@ def check_eval_on(eval_on) -> tuple[str, ...]:
     if not isinstance(eval_on, Sequence) or not eval_on: raise TypeError(f"eval_on must name some of {list(EVAL_ON)}, got {eval_on!r}")
     return tuple(check_choice('eval_on', e, EVAL_ON) for e in eval_on)
 
-# %% ../nbs/09_train.ipynb #207fd88f
+# %% ../nbs/09_train.ipynb #85db41a1
 def _view(model, on, groups, active):
     "The model seen `on` one of `EVAL_ON`, and the replica label of each of its output rows (None: skip the row)."
     y = n_replicas(model)
     if on == 'replicas': return model, [r if ok else None for r, ok in enumerate(active.tolist())]
-    alive = active.view(groups, -1).any(1).tolist()
-    who = [(-1 if groups == 1 else g) if ok else None for g, ok in enumerate(alive)]
-    members = None if bool(active.all()) else active
-    return (barycentre(model, groups, members) if on == 'barycentre' else EnsembleOutput(model, groups, members)), who
+    some = active.view(groups, -1).any(1).tolist()                   # groups with at least one active replica
+    who = [(-1 if groups == 1 else g) if ok else None for g, ok in enumerate(some)]
+    return (barycentre(model, groups, active) if on == 'barycentre' else EnsembleOutput(model, groups, active)), who
 
 def _call(metric, m, x, t, loss_fn, opts, batch_size, seed):
     "Run a measure, adding `batch_size` and `seed` when it takes them and the caller did not set them."

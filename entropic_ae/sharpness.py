@@ -475,9 +475,9 @@ class LocalEntropy:
     mean: list[Tensor]     # ⟨w'⟩ at λ = 1, one tensor [y, ...] per parameter
     mean_se: list[Tensor]  # its standard error over chains
 
-# %% ../nbs/08_sharpness.ipynb #87f014ad
+# %% ../nbs/08_sharpness.ipynb #1d23ce7a
 def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps:int=500, lr:float=1e-3,
-                  n_chains:int=4, n_lambdas:int=8, burn_in:float=0.25, seed:int=0, loss_fn:Callable=recon_error,
+                  n_chains:int=4, n_lambdas:int=8, burn_in:float=0.5, seed:int=0, loss_fn:Callable=recon_error,
                   target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval') -> LocalEntropy:
     "Φ̃(w; β, γ) = log E_{w'~N(w, 1/βγ)} exp(−β L(w')) per replica by thermodynamic integration over SGLD chains, and ⟨w'⟩ (Entropy-SGD's inner loop)."
     gamma, beta, lr = check_float('gamma', gamma, lo=0.), check_float('beta', beta, lo=0.), check_float('lr', lr, lo=0.)
@@ -537,7 +537,7 @@ def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=3
                gauss_newton=False, bn='eval'):
     return spectral_density(*slq(model, x, n_probes, n_iter, seed, loss_fn, target, batch_size, subset, gauss_newton, bn), grid, sigma)
 
-# %% ../nbs/08_sharpness.ipynb #3fd1637b
+# %% ../nbs/08_sharpness.ipynb #4b326449
 def _m_rho(adaptive):
     def fn(model, x, target, loss_fn, rhos, n_steps=5, eta=0.01, batch_size=None, subset=None, bn='eval'):
         return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, loss_fn=loss_fn, target=target, batch_size=batch_size, subset=subset, bn=bn)
@@ -552,7 +552,7 @@ def _m_delta(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=N
 def _m_slice(model, x, target, loss_fn, alphas, seed=0, ignore='biasbn', batch_size=None, subset=None, points_per_pass=None, bn='eval'):
     return loss_slice(model, x, filter_directions(model, 1, seed, ignore), alphas, loss_fn, target, batch_size, subset, points_per_pass, bn=bn)
 
-def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3, n_chains=4, n_lambdas=8, burn_in=0.25,
+def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3, n_chains=4, n_lambdas=8, burn_in=0.5,
                seed=0, batch_size=None, subset=None, bn='eval'):
     gammas = check_sigmas('gammas', gammas)
     return torch.stack([local_entropy(model, x, g, beta, n_steps, lr, n_chains, n_lambdas, burn_in, _first_seed(seed), loss_fn,

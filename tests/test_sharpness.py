@@ -1,0 +1,214 @@
+"""The flatness toolbox (entropic_ae.sharpness): curvature against the exact dense Hessian (float64), stacked = one by
+one, closed forms for the worst-case losses, slices and barriers, the Langevin local entropy against the 1-D quadrature,
+invariance under the ReLU rescaling, the batch-norm policy, resumable grids, bad inputs and the metric registry."""
+import copy
+import pytest
+import torch
+from torch import nn
+from entropic_ae.models import MLP, shallow_ae, cross_entropy, recon_error
+from entropic_ae.replicas import replica, replicate, stack, barycentre
+from entropic_ae.flatness import dataset_loss, METRICS
+from entropic_ae.landscape import toy_energy, local_free_entropy, local_mean
+from entropic_ae import sharpness as S
+
+f64 = torch.float64
+
+@pytest.fixture(scope='module')
+def clf():
+    torch.manual_seed(0)
+    x, t = torch.randn(32, 4, dtype=f64), torch.randint(0, 3, (32,))
+    m = MLP([4, 5, 3], y=3, seeds=[0, 1, 2], dtype=f64)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-2)
+    for _ in range(50): opt.zero_grad(); cross_entropy(m(x), t).sum().backward(); opt.step()
+    Hs = [S.dense_hessian(m, x, cross_entropy, t, r) for r in range(3)]
+    return m, x, t, Hs
+
+def kw(t): return dict(loss_fn=cross_entropy, target=t)
+
+def test_hvp_and_eigenvalues_match_dense_hessian(clf):
+    m, x, t, Hs = clf
+    F, mv = S.curvature_operator(m, x, cross_entropy, t, batch_size=5)          # chunked: the same product
+    v = torch.randn(3, F.n, dtype=f64)
+    torch.testing.assert_close(mv(v), torch.stack([H @ vr for H, vr in zip(Hs, v)]), rtol=1e-11, atol=1e-12)
+    exact = torch.stack([torch.linalg.eigvalsh(H).flip(0) for H in Hs])
+    torch.testing.assert_close(S.hessian_eigs(m, x, k=F.n, n_iter=F.n, **kw(t)), exact, rtol=1e-9, atol=1e-10)
+    top, vecs = S.hessian_eigs(m, x, k=3, batch_size=7, vectors=True, **kw(t))
+    torch.testing.assert_close(top, exact[:, :3], rtol=1e-8, atol=1e-10)
+    u = F.flat([w[:, 0] for w in vecs])
+    torch.testing.assert_close(torch.stack([H @ ur for H, ur in zip(Hs, u)]), top[:, :1] * u, rtol=1e-6, atol=1e-8)
+
+def test_trace_within_its_standard_error(clf):
+    m, x, t, Hs = clf
+    tr, se = S.hessian_trace(m, x, n_probes=48, **kw(t))
+    true = torch.stack([H.trace() for H in Hs])
+    assert (se > 0).all() and ((tr - true).abs() < 3 * se).all()
+    # the per-probe values are exactly v'Hv with the dense Hessian
+    v = S._Draws(0, 3, 'cpu')((Hs[0].shape[0],), f64, 'rademacher')
+    one, nan_se = S.hessian_trace(m, x, n_probes=1, **kw(t))
+    torch.testing.assert_close(one, torch.stack([vr @ H @ vr for H, vr in zip(Hs, v)]), rtol=1e-11, atol=1e-12)
+    assert nan_se.isnan().all()
+
+def test_slq_moments_are_exact(clf):
+    m, x, t, Hs = clf
+    nodes, w = S.slq(m, x, n_probes=2, n_iter=5, **kw(t))
+    draws = S._Draws(0, 3, 'cpu')
+    for p_ in range(2):
+        v = draws((Hs[0].shape[0],), f64)[0]; v = v / v.norm()
+        for r in range(3):
+            for p in range(10):                                # a 5-node Gauss rule is exact to degree 9
+                ref = v @ torch.linalg.matrix_power(Hs[r], p) @ v
+                torch.testing.assert_close((w[r, p_] * nodes[r, p_] ** p).sum(), ref, rtol=1e-9, atol=1e-12)
+    grid = torch.linspace(nodes.min().item() - 0.5, nodes.max().item() + 0.5, 2001, dtype=f64)
+    dens = S.spectral_density(nodes, w, grid, sigma=0.05)
+    torch.testing.assert_close(torch.trapezoid(dens, grid), torch.ones(3, dtype=f64), rtol=1e-3, atol=1e-3)
+
+def test_gauss_newton_is_psd_and_matches_dense(clf):
+    m, x, t, _ = clf
+    from torch.func import functional_call
+    r0 = replica(m, 0)
+    names, ps = zip(*r0.named_parameters()); sizes = [p.numel() for p in ps]
+    w0 = torch.cat([p.detach().reshape(-1) for p in ps])
+    out = lambda w: functional_call(r0, dict(zip(names, (c.view(p.shape) for c, p in zip(w.split(sizes), ps)))), (x,))
+    J = torch.autograd.functional.jacobian(out, w0).reshape(-1, w0.numel())
+    Ho = torch.autograd.functional.hessian(lambda o: cross_entropy(o.view(1, 32, 3), t)[0], out(w0).detach()).reshape(J.shape[0], -1)
+    G = J.T @ Ho @ J
+    got = S.hessian_eigs(m, x, k=G.shape[0], n_iter=G.shape[0], gauss_newton=True, **kw(t))[0]
+    torch.testing.assert_close(got, torch.linalg.eigvalsh(G).flip(0), rtol=1e-8, atol=1e-10)
+    assert got.min() > -1e-10
+
+def test_stacked_equals_each_replica_alone(clf):
+    m, x, t, _ = clf
+    alone = lambda fn: torch.cat([fn(replica(m, r)) for r in range(3)])
+    cases = [lambda mm: S.hessian_eigs(mm, x, k=2, **kw(t)),
+             lambda mm: torch.stack(S.hessian_trace(mm, x, n_probes=4, **kw(t)), 1),
+             lambda mm: S.slq(mm, x, n_probes=2, n_iter=6, **kw(t))[0],
+             lambda mm: S.worst_case_loss(mm, x, [0.1, 0.2], n_steps=3, **kw(t)),
+             lambda mm: S.worst_case_loss(mm, x, [0.1], n_steps=3, adaptive=True, **kw(t)),
+             lambda mm: S.keskar_sharpness(mm, x, [1e-2], n_steps=3, **kw(t)),
+             lambda mm: S.delta_energy(mm, x, [0.1], n_draws=3, **kw(t)),
+             lambda mm: S.loss_slice(mm, x, S.filter_directions(mm, 2, seed=3), ([-.5, 0, .5], [0., 1.]), points_per_pass=4, **kw(t))]
+    for fn in cases: torch.testing.assert_close(fn(m), alone(fn), rtol=1e-10, atol=1e-12)
+
+def test_worst_case_closed_forms():
+    torch.manual_seed(1)
+    x, t = torch.randn(30, 4, dtype=f64), torch.randn(30, 2, dtype=f64)
+    mse = lambda o, tt: (o - tt).square().sum(-1).mean(-1)
+    lin = MLP([4, 2], y=2, seeds=[3, 4], dtype=f64)
+    base = mse(lin(x), t).detach()
+    assert torch.equal(S.worst_case_loss(lin, x, [0.], loss_fn=mse, target=t)[:, 0], base)     # rho = 0: exactly
+    assert torch.equal(S.rho_sharpness(lin, x, [0.], loss_fn=mse, target=t)[:, 0], torch.zeros(2, dtype=f64))
+    g = torch.autograd.grad(mse(lin(x), t).sum(), list(lin.parameters()))
+    for r in range(2):
+        A = S.dense_hessian(lin, x, mse, t, r)
+        gr = torch.cat([gi[r].reshape(-1) for gi in g]); d = torch.linalg.solve(A, gr)
+        for j, rho in enumerate((0.05, 0.4)):
+            lo, hi = torch.linalg.eigvalsh(A).max().item() * (1 + 1e-12), 1e6
+            for _ in range(200):
+                mu = (lo * hi) ** .5
+                eps = torch.linalg.solve(mu * torch.eye(len(gr), dtype=f64) - A, A @ d)
+                lo, hi = (mu, hi) if eps.norm() > rho else (lo, mu)
+            want = base[r] + gr @ eps + 0.5 * eps @ A @ eps
+            got = S.worst_case_loss(lin, x, [rho], n_steps=60, loss_fn=mse, target=t)[r, 0]
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    # Keskar on a loss linear in the weights: one sign step is exact
+    ll = lambda o, tt: (o * tt).sum(-1).mean(-1)
+    gl = torch.autograd.grad(ll(lin(x), t).sum(), list(lin.parameters()))
+    L0 = ll(lin(x), t).detach()
+    rise = sum(((p.detach().abs() + 1) * gi.abs()).flatten(1).sum(1) for p, gi in zip(lin.parameters(), gl))
+    torch.testing.assert_close(S.keskar_sharpness(lin, x, [1e-2], n_steps=2, loss_fn=ll, target=t)[:, 0], 100 * 1e-2 * rise / (1 + L0))
+    # the model's weights are left as they were
+    torch.testing.assert_close(mse(lin(x), t).detach(), base, rtol=0, atol=0)
+
+def relu_rescale(model, c):
+    m = copy.deepcopy(model)
+    with torch.no_grad(): m.layers[0].weight.mul_(c); m.layers[0].bias.mul_(c); m.layers[1].weight.div_(c)
+    return m
+
+def test_slices_origin_resume_and_rescaling(tmp_path):
+    ae = shallow_ae(12, 4, y=2, seeds=[0, 1], bottleneck_relu=True, dtype=f64)
+    x = torch.rand(40, 12, dtype=f64)
+    d1, d2 = S.filter_directions(ae, 2, seed=5)
+    a = torch.linspace(-1, 1, 5)
+    s1 = S.loss_slice(ae, x, [d1], a, points_per_pass=3)
+    torch.testing.assert_close(s1[:, 2], dataset_loss(ae, x), rtol=1e-13, atol=0)
+    ae3 = relu_rescale(ae, 2.5)
+    torch.testing.assert_close(S.loss_slice(ae3, x, S.filter_directions(ae3, 1, seed=5), a), s1, rtol=1e-10, atol=1e-12)
+    # the invariant measures stay, the others move
+    torch.testing.assert_close(S.worst_case_loss(ae3, x, [0.1], adaptive=True, eta=0.), S.worst_case_loss(ae, x, [0.1], adaptive=True, eta=0.), rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(S.hessian_eigs(ae3, x), S.hessian_eigs(ae, x), rtol=1e-2)
+    # resumable 2-D grid
+    fn = tmp_path / 'grid.pt'
+    full = S.loss_slice(ae, x, [d1, d2], (a, a), path=fn, points_per_pass=4)
+    st = torch.load(fn, weights_only=True); st['done'][3:11] = False; st['values'][3:11] = 0.; torch.save(st, fn)
+    calls = []
+    counting = lambda o, t: calls.append(o.shape[0]) or recon_error(o, t)
+    torch.testing.assert_close(S.loss_slice(ae, x, [d1, d2], (a, a), loss_fn=counting, path=fn, points_per_pass=4), full)
+    assert sum(calls) == 8 * 2
+    with pytest.raises(ValueError, match='different weights or directions'): S.loss_slice(ae3, x, [d1, d2], (a, a), path=fn)
+    # barrier: zero between a model and itself; end points are the two models' losses
+    ts, path_ = S.interpolate(ae, ae, x, 7)
+    assert torch.equal(S.barrier(ts, path_), torch.zeros(2, dtype=f64))
+    ts, to_c = S.interpolate(ae, barycentre(ae), x, 5, points_per_pass=2)
+    torch.testing.assert_close(to_c[:, -1], dataset_loss(barycentre(ae), x).expand(2))
+    assert (S.barrier(ts, to_c) >= 0).all()
+
+def test_bn_policy_on_a_replicated_module():
+    torch.manual_seed(0)
+    x = torch.randn(24, 5, dtype=f64)
+    net = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.3), nn.Linear(6, 5)).double()
+    for backend in ('loop', 'vmap'):
+        m = replicate(net, 2, backend=backend)
+        m.train()
+        with torch.no_grad():                                   # non-trivial running statistics
+            m(x)
+        stats = [b.clone() for b in m.buffers()]
+        mse = lambda o, t: (o - t).square().mean((-2, -1))
+        exact = torch.stack([torch.linalg.eigvalsh(S.dense_hessian(m.eval(), x, mse, None, r)).flip(0)[:2] for r in range(2)])
+        m.train()
+        torch.testing.assert_close(S.hessian_eigs(m, x, k=2, n_iter=40, loss_fn=mse), exact, rtol=1e-8, atol=1e-10)
+        S.hessian_eigs(m, x, k=2, loss_fn=mse, bn='train')
+        S.loss_slice(m, x, S.filter_directions(m, 1), [0., 1.], loss_fn=mse, bn='train', points_per_pass=2)
+        for b, s in zip(m.buffers(), stats): assert torch.equal(b, s)      # measuring never changes the model
+        assert m.training and m.module[3].training
+        d = S.filter_directions(m, 1, seed=0)[0]
+        assert [float(t.abs().sum()) == 0 for t in d] == [False, True, True, True, False, True]   # biases and BN zero
+
+def test_local_entropy_matches_quadrature():
+    class OneWeight(nn.Module):
+        def __init__(self, w): super().__init__(); self.y = len(w); self.w = nn.Parameter(torch.tensor(w, dtype=f64)[:, None])
+        def forward(self, x): return self.w[:, None, :].expand(self.y, x.shape[0], 1)
+    pts = [-1.5, -0.5, 0.3, 1.2]
+    le = S.local_entropy(OneWeight(pts), torch.zeros(1, 1), 2., 2., n_steps=3000, lr=1e-3, n_chains=24, n_lambdas=10,
+                         loss_fn=lambda o, t: toy_energy(o[:, 0, 0]))
+    exact = local_free_entropy(torch.tensor(pts), toy_energy, 2., 2., normalize=True)
+    mean = local_mean(torch.tensor(pts), toy_energy, 2., 2.)
+    assert ((le.phi - exact).abs() < 3 * le.se).all(), (le.phi, exact, le.se)
+    assert ((le.mean[0][:, 0] - mean).abs() < 3 * le.mean_se[0][:, 0]).all()
+    assert le.chains.shape == (4, 24) and le.energies.shape == (4, 10)
+
+def test_bad_inputs_are_named(clf):
+    m, x, t, _ = clf
+    for call, msg in [(lambda: S.hessian_eigs(m, x, k=0), 'k must be'), (lambda: S.hessian_trace(m, x, n_probes=0), 'n_probes'),
+                      (lambda: S.slq(m, x, n_iter=0), 'n_iter'), (lambda: S.hessian_eigs(m, x, bn='x'), 'bn must be one of'),
+                      (lambda: S.hessian_eigs(m, x, seed=[1]), 'seed must have one entry per replica'),
+                      (lambda: S.worst_case_loss(m, x, [-1.]), r'rhos\[0\]'), (lambda: S.keskar_sharpness(m, x, [0.1], n_steps=0), 'n_steps'),
+                      (lambda: S.loss_slice(m, x, [], [0.]), 'directions'), (lambda: S.filter_directions(m, ignore='bias'), 'ignore'),
+                      (lambda: S.interpolate(m, MLP([4, 5, 3], y=2, dtype=f64), x), 'model_b'),
+                      (lambda: S.barrier([0., .5], torch.zeros(3, 2)), 'end at 1'),
+                      (lambda: S.local_entropy(m, x, 0.), 'gamma must be > 0'), (lambda: S.hessian_eigs(m, x, subset=0), 'subset'),
+                      (lambda: S.hessian_eigs(m, x, batch_size=0), 'batch_size')]:
+        with pytest.raises((ValueError, TypeError), match=msg): call()
+
+def test_registered_metrics_shapes(clf):
+    m, x, t, _ = clf
+    opts = {'hessian_max': {}, 'hessian_top': dict(ranks=[1, 3]), 'hessian_trace': dict(n_probes=2),
+            'hessian_density': dict(grid=[0., 0.5, 1.], n_probes=1, n_iter=5), 'rho_sharpness': dict(rhos=[0., .1], n_steps=2),
+            'asam_sharpness': dict(rhos=[.1], n_steps=1), 'keskar_sharpness': dict(epsilons=[1e-3], n_steps=1),
+            'delta_loss': dict(sigmas=[0., .1], n_draws=2), 'loss_slice': dict(alphas=[0., .5]),
+            'local_entropy': dict(gammas=[1.], n_steps=5, n_chains=2, n_lambdas=2)}
+    for name, o in opts.items():
+        met = METRICS[name]
+        assert met.weights
+        v = met.fn(m, x, t, cross_entropy, **o)
+        assert v.shape == ((3,) if met.axis is None else (3, len(o[met.axis]))), name
+    torch.testing.assert_close(METRICS['loss_slice'].fn(m, x, t, cross_entropy, alphas=[0.])[:, 0], dataset_loss(m, x, cross_entropy, target=t))

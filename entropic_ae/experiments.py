@@ -4,15 +4,19 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, os, sys, tempfile, time
+import argparse, ast, json, os, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 import numpy as np
 import torch
 from .core import check_int, check_float, check_choice, atomic_path
 
 # %% auto #0
-__all__ = ['Params', 'resolve_params', 'save_figure', 'elbow', 'default_profile', 'experiments_dir', 'experiment_notebooks',
-           'ExperimentFailed', 'run_experiments', 'main']
+__all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'resolve_params', 'save_figure', 'elbow',
+           'default_profile', 'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters',
+           'notebook_profiles', 'check_parameters', 'tuned_environ', 'use_tuned_allocator', 'check_writable', 'utc_now',
+           'write_json', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -21,7 +25,7 @@ class Params(dict):
         try: return self[k]
         except KeyError: raise AttributeError(k) from None
 
-def _literal(s:str):
+def parse_value(s:str):
     "A command-line value as a Python literal when it parses as one, else the string itself."
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
@@ -37,7 +41,7 @@ def _check_like(name, value, default):
         if not isinstance(value, str): raise TypeError(f"{name} must be a string, got {value!r}")
         return value
     if isinstance(default, (list, tuple)):
-        if isinstance(value, str): value = _literal(value)   # papermill's `-p` hands lists over as strings
+        if isinstance(value, str): value = parse_value(value)   # papermill's `-p` hands lists over as strings
         if not isinstance(value, (list, tuple)): raise TypeError(f"{name} must be a list, got {value!r}")
         if not default: return list(value)
         return [_check_like(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value)]
@@ -72,85 +76,273 @@ def elbow(widths, errors) -> float:
     below = (B[-1] - B) / (B[-1] - B[0]) - (y - y[-1]) / (y[0] - y[-1])   # chord minus curve, both in [0, 1]
     return float(B[below.argmax()])
 
-# %% ../nbs/15_experiments.ipynb #f80192af
+# %% ../nbs/15_experiments.ipynb #71b732e9
 def default_profile() -> str:
     "`'full'` on a CUDA machine, `'quick'` otherwise."
     return 'full' if torch.cuda.is_available() else 'quick'
 
 def experiments_dir() -> Path:
     "The `nbs/experiments` folder of this checkout (next to the package), else under the working directory."
-    here = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
+    import entropic_ae
+    here = Path(entropic_ae.__file__).resolve().parent.parent/'nbs'/'experiments'
     return here if here.is_dir() else Path.cwd()/'nbs'/'experiments'
 
 def experiment_notebooks(folder=None) -> list[Path]:
     "The experiment notebooks in `folder`, in name order."
     return sorted(p for p in Path(folder or experiments_dir()).glob('*.ipynb') if not p.name.startswith('.'))
 
-# %% ../nbs/15_experiments.ipynb #239a7fba
-class ExperimentFailed(RuntimeError):
-    "An experiment notebook raised; `.notebook` is its name."
-    def __init__(self, notebook, cause):
-        self.notebook = notebook
-        super().__init__(f"experiment notebook {notebook} failed: {type(cause).__name__}: {cause}")
+def find_notebook(name, folder=None) -> Path:
+    "The experiment notebook called `name` (with or without `.ipynb`) in `folder`, or a path to any notebook."
+    p = Path(str(name))
+    if p.suffix == '.ipynb' and p.is_file(): return p.resolve()
+    have = {q.stem: q for q in experiment_notebooks(folder)}
+    stem = p.name.removesuffix('.ipynb')
+    if stem not in have: raise ValueError(f"unknown notebook {str(name)!r}; have {sorted(have)}")
+    return have[stem].resolve()
 
-# %% ../nbs/15_experiments.ipynb #7bd8de24
-def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_dir='figures',
-                    folder=None, params:dict|None=None, progress:bool=True) -> list[Path]:
-    "Execute the experiment notebooks (all, or those named in `only`) for `profile`; returns the executed copies."
+# %% ../nbs/15_experiments.ipynb #8d8e0a92
+def notebook_parameters(path) -> dict:
+    "Name -> default of the notebook's `parameters` cell, as papermill reads it (defaults as Python values where literal)."
     import papermill as pm
+    try: found = pm.inspect_notebook(str(path))
+    except Exception as e: raise ValueError(f"cannot read the parameters of {path}: {e}") from None
+    if not found: raise ValueError(f"{Path(path).stem} has no cell tagged 'parameters'")
+    return {k: parse_value(v['default']) for k, v in found.items()}
+
+_SAFE_BUILTINS = {f.__name__: f for f in (dict, list, tuple, range, round, float, int, str, bool, len, min, max, sorted, zip)}
+
+def notebook_profiles(path) -> dict|None:
+    "The notebook's `PROFILES`, evaluated from its upper-case constant assignments only (no imports); `None` if unavailable."
+    import nbformat
+    ns = {}
+    for cell in nbformat.read(str(path), as_version=4).cells:
+        if cell.cell_type != 'code': continue
+        try: body = ast.parse(cell.source).body
+        except SyntaxError: continue
+        for node in body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id.isupper()): continue
+            try: ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(path), 'eval'),
+                                               {'__builtins__': _SAFE_BUILTINS, **ns})
+            except Exception: pass
+    prof = ns.get('PROFILES')
+    return prof if isinstance(prof, dict) and prof and all(isinstance(v, dict) for v in prof.values()) else None
+
+# %% ../nbs/15_experiments.ipynb #d4cf66e7
+RUNNER_OWNED = {'profile': '--profile', 'figures_dir': '--figures-dir'}
+
+def check_parameters(path, profile:str, params:dict) -> dict:
+    "`params` for the notebook at `path` run with `profile`: names, profile and types checked; returns converted values."
+    path = Path(path)
+    for k, opt in RUNNER_OWNED.items():
+        if k in params: raise ValueError(f"{k} is set by the runner, not passed as a parameter: use eae-run {opt}")
+    known = notebook_parameters(path)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{path.stem} has no parameter(s) {unknown}; its parameters are {sorted(set(known) - set(RUNNER_OWNED))}")
+    profiles = notebook_profiles(path)
+    if profiles is not None:
+        try: check_choice('profile', profile, list(profiles))
+        except ValueError as e: raise ValueError(f"{path.stem}: {e}") from None
+    types = {**{k: v for k, v in known.items() if v is not None}, **(profiles or {}).get(profile, {})}
+    try: return {k: v if v is None or k not in types else _check_like(k, v, types[k]) for k, v in params.items()}
+    except (TypeError, ValueError) as e: raise type(e)(f"{path.stem}: {e}") from None
+
+# %% ../nbs/15_experiments.ipynb #aa412694
+ALLOCATOR_TUNABLES = {'glibc.malloc.mmap_threshold': '4294967296', 'glibc.malloc.trim_threshold': '4294967296'}
+
+def tuned_environ(environ=None) -> dict:
+    "A copy of `environ` (default `os.environ`) whose `GLIBC_TUNABLES` keeps large blocks in the heap; the user's own values win."
+    env = dict(os.environ if environ is None else environ)
+    have = dict(kv.split('=', 1) for kv in env.get('GLIBC_TUNABLES', '').split(':') if '=' in kv)
+    env['GLIBC_TUNABLES'] = ':'.join(f'{k}={v}' for k, v in {**ALLOCATOR_TUNABLES, **have}.items())
+    return env
+
+def use_tuned_allocator():
+    "Put the tuned `GLIBC_TUNABLES` in this process's environment, for every kernel or worker it starts from now on."
+    os.environ['GLIBC_TUNABLES'] = tuned_environ()['GLIBC_TUNABLES']
+
+# %% ../nbs/15_experiments.ipynb #ce732bdc
+def check_writable(**folders):
+    "Create each folder (keyword = its name in errors) and prove it writable with a scratch file, before any work."
+    for name, d in folders.items():
+        d = Path(d)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix='.eae-write-test-'); os.close(fd); os.unlink(tmp)
+        except OSError as e: raise ValueError(f"{name} {d} is not writable: {e.strerror or e}") from None
+
+def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
+
+def write_json(obj, path):
+    with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
+
+# %% ../nbs/15_experiments.ipynb #263326fd
+def _git_commit(folder) -> str|None:
+    try:
+        run = lambda *a: subprocess.run(['git', '-C', str(folder), *a], capture_output=True, text=True, timeout=20)
+        head = run('rev-parse', 'HEAD')
+        if head.returncode: return None
+        dirty = run('status', '--porcelain', '--untracked-files=no').stdout.strip()
+        return head.stdout.strip() + ('+dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError): return None
+
+def _gpus() -> list[str]:
+    "Names of the GPUs this process may use (nvidia-smi, honouring CUDA_VISIBLE_DEVICES), without initialising CUDA."
+    if not shutil.which('nvidia-smi'): return []
+    try: out = subprocess.run(['nvidia-smi', '--query-gpu=index,uuid,name', '--format=csv,noheader'],
+                              capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError): return []
+    rows = [[s.strip() for s in line.split(',', 2)] for line in out.splitlines() if line.count(',') >= 2]
+    vis = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if vis is None: return [r[2] for r in rows]
+    want = [v.strip() for v in vis.split(',') if v.strip()]
+    return [r[2] for w in want for r in rows if w in (r[0], r[1])]
+
+def provenance(notebook, parameters:dict) -> dict:
+    "Where and with what a notebook run happens: git commit, package versions, machine, visible GPUs."
+    def v(pkg):
+        try: return metadata.version(pkg)
+        except metadata.PackageNotFoundError: return None
+    return dict(notebook=str(notebook), parameters=parameters, git_commit=_git_commit(Path(notebook).parent),
+                versions={'python': platform.python_version(), **{p: v(p) for p in
+                          ('entropic_ae', 'torch', 'numpy', 'papermill', 'distributed', 'nbclient', 'ipykernel')}},
+                device=dict(host=socket.gethostname(), platform=platform.platform(), cpus=os.cpu_count(),
+                            torch_device=parameters.get('device') or 'auto (cuda if available)',
+                            cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'), gpus=_gpus()),
+                glibc_tunables=os.environ.get('GLIBC_TUNABLES'))
+
+# %% ../nbs/15_experiments.ipynb #4649f636
+def _move_tree(src:Path, dst:Path) -> list[str]:
+    "Rename every file under `src` to the same place under `dst` (atomic per file; copy-then-rename across devices)."
+    moved = []
+    for f in sorted(p for p in src.rglob('*') if p.is_file()):
+        t = dst/f.relative_to(src); t.parent.mkdir(parents=True, exist_ok=True)
+        try: os.replace(f, t)
+        except OSError:
+            with atomic_path(t) as tmp: shutil.copy2(f, tmp)
+        moved.append(str(f.relative_to(src)))
+    return moved
+
+def output_paths(out_notebook:Path) -> dict:
+    s = out_notebook.name.removesuffix('.ipynb')
+    return dict(provenance=out_notebook.with_name(f'{s}.provenance.json'), failed=out_notebook.with_name(f'{s}.failed.json'),
+                failed_nb=out_notebook.with_name(f'{s}.failed.ipynb'), staging=out_notebook.parent/'.staging', stem=s)
+
+# %% ../nbs/15_experiments.ipynb #462c4a6d
+def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile:str, start_timeout:int=180,
+                   record:dict|None=None) -> dict:
+    "Run `notebook` with papermill; only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record."
+    import papermill as pm
+    notebook, out_notebook, figures_dir = Path(notebook).resolve(), Path(out_notebook).resolve(), Path(figures_dir).resolve()
+    o = output_paths(out_notebook)
+    for old in o['staging'].glob(f"{o['stem']}-*"): shutil.rmtree(old, ignore_errors=True)   # left by a killed run
+    stage = o['staging']/f"{o['stem']}-{uuid.uuid4().hex[:8]}"
+    (stage/'figures').mkdir(parents=True)
+    rec = dict(record or {}, profile=profile, output=str(out_notebook), figures_dir=str(figures_dir),
+               **provenance(notebook, parameters), start=utc_now())
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(notebook), str(stage/out_notebook.name), kernel_name='python3', cwd=str(notebook.parent),
+                            parameters=dict(parameters, profile=profile, figures_dir=str(stage/'figures')),
+                            progress_bar=False, start_timeout=start_timeout)
+        rec['files'] = _move_tree(stage/'figures', figures_dir)
+        os.replace(stage/out_notebook.name, out_notebook)
+        rec.update(status='done', end=utc_now(), wall_s=round(time.time() - t0, 3))
+        write_json(rec, o['provenance'])
+        for k in ('failed', 'failed_nb'): o[k].unlink(missing_ok=True)
+    except Exception as e:
+        rec.update(status='failed', end=utc_now(), wall_s=round(time.time() - t0, 3), error=f'{type(e).__name__}: {e}',
+                   traceback=traceback.format_exc(), retryable=not isinstance(e, pm.PapermillExecutionError))
+        if (stage/out_notebook.name).exists(): os.replace(stage/out_notebook.name, o['failed_nb'])
+        write_json(rec, o['failed'])
+    finally: shutil.rmtree(stage, ignore_errors=True)
+    return rec
+
+# %% ../nbs/15_experiments.ipynb #c161f3c1
+class ExperimentFailed(RuntimeError):
+    "Experiment notebooks failed; `.notebook` is the first one's name, `.failed` maps every failed name to its error."
+    def __init__(self, failed:dict):
+        self.failed, self.notebook = failed, next(iter(failed))
+        super().__init__('; '.join(f"experiment notebook {n} failed: {e}" for n, e in failed.items()))
+
+# %% ../nbs/15_experiments.ipynb #05d8091e
+def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_dir='figures', folder=None,
+                    params:dict|None=None, progress:bool=True, retries:int=2) -> list[Path]:
+    "Execute the experiment notebooks (all, or those named in `only`) for `profile`; returns the executed copies."
     from tqdm.auto import tqdm
     profile = check_choice('profile', profile or default_profile(), ['quick', 'full'])
-    nbs = experiment_notebooks(folder)
-    if only:
-        names = {n.removesuffix('.ipynb') for n in only}
-        missing = names - {p.stem for p in nbs}
-        if missing: raise ValueError(f"only names unknown notebook(s) {sorted(missing)}; have {[p.stem for p in nbs]}")
-        nbs = [p for p in nbs if p.stem in names]
-    out_dir = Path(runs_dir).resolve()/profile
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = dict(params or {}, profile=profile, figures_dir=str(Path(figures_dir).resolve()))
-    done = []
+    retries = check_int('retries', retries, lo=0)
+    nbs = [find_notebook(n, folder) for n in dict.fromkeys(only)] if only else experiment_notebooks(folder)
+    checked = {nb: check_parameters(nb, profile, dict(params or {})) for nb in nbs}
+    out_dir, fig_dir = Path(runs_dir).resolve()/profile, Path(figures_dir).resolve()
+    check_writable(runs_dir=out_dir, figures_dir=fig_dir)
+    use_tuned_allocator()
+    done, failed = [], {}
     bar = tqdm(nbs, desc=f'experiments ({profile})', disable=not progress)
     for nb in bar:
         bar.set_postfix_str(nb.stem)
-        out, t0 = out_dir/nb.name, time.time()
-        try: pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name='python3',
-                                 cwd=str(nb.parent), progress_bar=False)
-        except Exception as e: raise ExperimentFailed(nb.name, e) from e
-        bar.write(f'{nb.stem}: {time.time()-t0:.0f} s -> {out}')
-        done.append(out)
+        for attempt in range(retries + 1):
+            rec = execute_atomic(nb, out_dir/nb.name, fig_dir, checked[nb], profile, record=dict(attempt=attempt))
+            if rec['status'] == 'done' or not rec['retryable']: break
+        if rec['status'] == 'done': done.append(out_dir/nb.name)
+        else: failed[nb.name] = rec['error']
+        bar.write(f"{nb.stem}: {rec['status']} in {rec['wall_s']:.0f} s -> {out_dir/nb.name}")
+    if failed: raise ExperimentFailed(failed)
     return done
 
-# %% ../nbs/15_experiments.ipynb #cf72937d
+# %% ../nbs/15_experiments.ipynb #91d1f1a1
 def _parser():
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
-    ap.add_argument('--profile', default='auto', help="quick | full | auto (full on CUDA, quick otherwise)")
+    ap.add_argument('--profile', default=None, help="quick | full | auto (default: full on CUDA, quick otherwise)")
     ap.add_argument('--only', nargs='+', action='extend', metavar='NOTEBOOK', help='run only these experiment notebooks (by name)')
     ap.add_argument('--runs-dir', default='runs', help='where executed notebooks go (default: runs/)')
-    ap.add_argument('--figures-dir', default='figures', help='where figures and tables go (default: figures/)')
+    ap.add_argument('--figures-dir', default=None, help='where figures and tables go (default: figures/)')
     ap.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                     help='override a notebook parameter (repeatable)')
     ap.add_argument('--experiments-dir', default=None, help='folder of experiment notebooks (default: nbs/experiments)')
     ap.add_argument('--list', action='store_true', help='list the experiment notebooks and exit')
+    sw = ap.add_argument_group('sweeps (see the sweeps chapter)')
+    sw.add_argument('--sweep', metavar='FILE.toml', help='run the parameter grid described in a TOML file')
+    sw.add_argument('-g', '--grid', nargs='+', action='append', default=[], metavar=('NAME', 'VALUE'),
+                    help='cross NAME over the given values (repeatable; several -g make a product)')
+    sw.add_argument('--scheduler', metavar='tcp://HOST:PORT', help='use a running Dask scheduler instead of a local cluster')
+    sw.add_argument('--workers', type=int, default=None, help='local Dask workers (default: one per GPU, else one per core)')
+    sw.add_argument('--retries', type=int, default=2, help='extra attempts for a cell that failed for a retryable reason')
+    sw.add_argument('--force', action='store_true', help='rerun sweep cells that already completed')
     return ap
 
-# %% ../nbs/15_experiments.ipynb #359ece8f
+# %% ../nbs/15_experiments.ipynb #11fc18e6
+def _runner_options(args) -> tuple[str|None, str]:
+    "`--profile` and `--figures-dir`, merged with `-p profile ...` / `-p figures_dir ...` (conflicts are errors)."
+    given = {'profile': None if args.profile in (None, 'auto') else args.profile, 'figures_dir': args.figures_dir}
+    for k, v in args.parameter:
+        if k in RUNNER_OWNED:
+            if given[k] not in (None, v): raise ValueError(f"-p {k} {v} contradicts {RUNNER_OWNED[k]} {given[k]}")
+            given[k] = v
+    args.parameter = [(k, v) for k, v in args.parameter if k not in RUNNER_OWNED]
+    return given['profile'], given['figures_dir']
+
 def main(argv=None) -> int:
     "Entry point of `eae-run`: returns the process exit code."
     args = _parser().parse_args(argv)
     if args.list:
         for p in experiment_notebooks(args.experiments_dir): print(p.stem)
         return 0
-    profile = None if args.profile == 'auto' else args.profile
     try:
-        run_experiments(profile, only=args.only, runs_dir=args.runs_dir, figures_dir=args.figures_dir,
-                        folder=args.experiments_dir, params={k: _literal(v) for k, v in args.parameter})
+        profile, figures_dir = _runner_options(args)
+        if args.sweep or args.grid or args.scheduler or args.workers is not None:
+            from entropic_ae.sweeps import sweep_main
+            return sweep_main(args, profile, figures_dir)
+        run_experiments(profile, only=args.only, runs_dir=args.runs_dir, figures_dir=figures_dir or 'figures',
+                        folder=args.experiments_dir, params={k: parse_value(v) for k, v in args.parameter}, retries=args.retries)
     except ExperimentFailed as e:
-        print(f'eae-run: FAILED: {e.notebook}\n  {e}', file=sys.stderr); return 1
+        for n, err in e.failed.items(): print(f'eae-run: FAILED: {n}\n  {err}', file=sys.stderr)
+        return 1
     except (ValueError, TypeError) as e:
         print(f'eae-run: {e}', file=sys.stderr); return 2
     return 0
 
-# %% ../nbs/15_experiments.ipynb #b75bcd95
+# %% ../nbs/15_experiments.ipynb #8ddeb949
 #| eval: false
 if __name__ == '__main__': sys.exit(main())

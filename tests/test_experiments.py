@@ -1,18 +1,21 @@
-"""The papermill runner and the `eae-run` command: profiles, typed overrides, failures that name the notebook."""
-import subprocess, sys
+"""The papermill runner and the `eae-run` command: profiles, overrides checked before any kernel starts, failures that name
+the notebook and never replace an earlier good result, kernels started with the tuned allocator."""
+import json, os, subprocess, sys
 from pathlib import Path
 import nbformat, pytest
 from entropic_ae.experiments import ExperimentFailed, experiment_notebooks, main, run_experiments
 
 TOY = '''
+import os
 from pathlib import Path
 import matplotlib.pyplot as plt
 from entropic_ae.experiments import resolve_params, save_figure
 PROFILES = {"quick": {"n": 3, "scale": 1.0}, "full": {"n": 30, "scale": 1.0}}
 p = resolve_params(PROFILES, profile, n=n, scale=scale)
-if p.scale < 0: raise RuntimeError("negative scale requested")
 fig, ax = plt.subplots(); ax.plot(range(p.n))
 save_figure(fig, Path(figures_dir)/f"toy_{profile}.png")
+Path(figures_dir, "env.txt").write_text(os.environ.get("GLIBC_TUNABLES", ""))
+if p.scale < 0: raise RuntimeError("negative scale requested")
 '''
 
 def make_nb(folder, name, body):
@@ -34,14 +37,37 @@ def test_runner_writes_figure_and_executed_notebook(toy):
     assert out == [root/'runs'/'quick'/'a_toy.ipynb'] and out[0].exists()
     assert (root/'figs'/'toy_quick.png').read_bytes()[:4] == b'\x89PNG'
 
-def test_bad_override_fails_naming_parameter_and_keeps_figure(toy):
+def test_kernels_get_the_tuned_allocator(toy):
     root, exp = toy
     run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
-    before = (root/'figs'/'toy_quick.png').read_bytes()
+    assert (root/'figs'/'env.txt').read_text() == 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296'
+
+def test_bad_override_is_refused_before_any_kernel_starts(toy):
+    root, exp = toy
+    for params, message in [({'n': 'many'}, 'a_toy: n must be an integer'), ({'scale': [1]}, 'a_toy: scale must be a real number'),
+                            ({'unknown_param': 3}, "a_toy has no parameter(s) ['unknown_param']; its parameters are ['n', 'scale']"),
+                            ({'profile': 'full'}, 'use eae-run --profile'), ({'figures_dir': 'x'}, 'use eae-run --figures-dir')]:
+        with pytest.raises((TypeError, ValueError)) as e:
+            run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params=params, progress=False)
+        assert message in str(e.value)
+    assert not (root/'runs').exists() and not (root/'figs').exists()
+
+def test_failed_run_never_replaces_good_notebook_or_figure(toy):
+    "The failing run writes a new figure before it raises: the old figure and executed notebook stay, the failure is recorded."
+    root, exp = toy
+    run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
+    fig, out = root/'figs'/'toy_quick.png', root/'runs'/'quick'/'a_toy.ipynb'
+    before = fig.read_bytes(), out.read_bytes()
     with pytest.raises(ExperimentFailed) as e:
-        run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params={'n': 'many'}, progress=False)
-    assert e.value.notebook == 'a_toy.ipynb' and 'n must be an integer' in str(e.value)
-    assert (root/'figs'/'toy_quick.png').read_bytes() == before
+        run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params={'n': 50, 'scale': -1.0}, progress=False)
+    assert e.value.notebook == 'a_toy.ipynb' and 'negative scale requested' in str(e.value)
+    assert (fig.read_bytes(), out.read_bytes()) == before
+    failed = json.loads((out.parent/'a_toy.failed.json').read_text())
+    assert failed['status'] == 'failed' and failed['retryable'] is False and failed['parameters'] == {'n': 50, 'scale': -1.0}
+    assert (out.parent/'a_toy.failed.ipynb').exists() and not list((out.parent/'.staging').iterdir())
+    prov = json.loads((out.parent/'a_toy.provenance.json').read_text())   # still the good run's
+    assert prov['status'] == 'done' and prov['parameters'] == {} and prov['files'] == ['env.txt', 'toy_quick.png']
+    assert {'git_commit', 'versions', 'device', 'start', 'end', 'wall_s'} <= set(prov)
 
 def test_cli_exit_code_names_failing_notebook(toy):
     root, exp = toy
@@ -50,7 +76,16 @@ def test_cli_exit_code_names_failing_notebook(toy):
                         '--runs-dir', str(root/'runs'), '--figures-dir', str(root/'figs')], capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
     assert 'FAILED: b_fails.ipynb' in r.stderr
-    assert (root/'figs'/'toy_quick.png').exists()  # the notebook before the failing one still delivered
+    assert (root/'figs'/'toy_quick.png').exists()  # the other notebook still delivered
+
+def test_cli_p_profile_and_unwritable_folder(toy, capsys):
+    root, exp = toy
+    blocked = root/'a_file'; blocked.write_text('x')
+    assert main(['-p', 'profile', 'full', '--experiments-dir', str(exp), '--runs-dir', str(root/'runs'),
+                 '--figures-dir', str(root/'figs')]) == 0
+    assert (root/'runs'/'full'/'a_toy.ipynb').exists() and (root/'figs'/'toy_full.png').exists()
+    assert main(['--profile', 'quick', '--experiments-dir', str(exp), '--runs-dir', str(blocked/'runs')]) == 2
+    assert f'runs_dir {blocked}/runs/quick is not writable' in capsys.readouterr().err
 
 def test_cli_rejects_unknown_profile_and_notebook(toy, capsys):
     root, exp = toy

@@ -72,15 +72,18 @@ def make_step(model_name, impl, y, device, data):
         opt.zero_grad(set_to_none=True); loss_of(model(X[i]), i).sum().backward(); opt.step()
     return step
 
+CLOCK = time.perf_counter
+
 def time_round_robin(steps:dict, device, warmup:int, n:int) -> dict:
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    perf_counter = CLOCK
     for s in steps.values():
         for _ in range(warmup): s()
     sync()
     times = {k: [] for k in steps}
     for _ in range(n):
         for k, s in steps.items():
-            t0 = time.perf_counter(); s(); sync(); times[k].append(time.perf_counter() - t0)
+            t0 = perf_counter(); s(); sync(); times[k].append(perf_counter() - t0)
     return times
 
 def fit_overhead(device, y:int, epochs:int=3, P:int=1024, rounds:int=3) -> dict:
@@ -90,16 +93,16 @@ def fit_overhead(device, y:int, epochs:int=3, P:int=1024, rounds:int=3) -> dict:
     for _ in range(rounds):
         model = deep_ae(N, B, H=H, y=y, device=device); opt = Replicated(model, gamma=0.1, lr=1e-3)
         gens = [torch.Generator().manual_seed(s) for s in range(y)]
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(epochs):
             perms = torch.stack([torch.randperm(P, generator=g) for g in gens]).to(device)
             for i in perms.split(64, dim=1):
                 xb = X[i]; opt.zero_grad(); recon_error(model(xb), xb).sum().backward(); opt.step()
-        bare.append(time.perf_counter() - t0)
+        bare.append(CLOCK() - t0)
         model = deep_ae(N, B, H=H, y=y, device=device)
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fit(model, X, epochs, bs=64, opt_func=partial(Replicated, gamma=0.1, lr=1e-3), metrics=(), progress=False, device=device)
-        looped.append(time.perf_counter() - t0)
+        looped.append(CLOCK() - t0)
     return dict(y=y, epochs=epochs, P=P, bare_s=min(bare), fit_s=min(looped), fit_over_bare=min(looped) / min(bare))
 
 def main(argv=None):
@@ -111,18 +114,23 @@ def main(argv=None):
     ap.add_argument('--steps', type=int, default=15)
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
+    ap.add_argument('--threads', type=int, default=None, help='torch threads; with 1 on a CPU, steps are timed in thread CPU time')
     a = ap.parse_args(argv)
+    global CLOCK
+    if a.threads: torch.set_num_threads(a.threads)
+    if a.threads == 1 and (a.device or 'cpu') == 'cpu':   # CPU time of this thread: robust to other processes on a shared machine
+        CLOCK = time.thread_time
     device = default_device(a.device)
     torch.manual_seed(0)
     ae_data = (torch.rand(2048, N, device=device), None)
     conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                           threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
-                          glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''))
+                          glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''), clock=CLOCK.__name__)
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
         data = ae_data if model_name == 'ae' else conv_data
-        for y in [int(v) for v in ys.split(',')]:
+        for y in [int(v) for v in ys.split(',') if v]:
             steps = {('plain', 1): make_step(model_name, 'plain', 1, device, data)}
             steps.update({(impl, y): make_step(model_name, impl, y, device, data) for impl in impls})
             times = time_round_robin(steps, device, a.warmup, a.steps)

@@ -189,3 +189,21 @@ def test_bad_data_and_seeds_are_named(ae_data):
     with pytest.raises(ValueError, match='data.x_train'): fit(replicate(mlp, 3, seeds=SEEDS).double(), nan, 1, **KW)
     with pytest.raises(ValueError, match='distinct'): fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, 1, seeds=[1, 1, 2], **KW)
     with pytest.raises(TypeError, match='torch.optim.Optimizer'): fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, 1, opt_func=lambda ps: None, **KW)
+
+def test_every_part_of_the_library_accepts_a_replicated_module(img_data):
+    "local_energy, denoising, SAM(per_replica), EntropySGD, evaluate on barycentre and ensemble: all on a replicated BN net."
+    from entropic_ae.flatness import local_energy, denoising, dataset_loss
+    from entropic_ae.train import evaluate
+    m = replicate(bn_net, 4, seeds=range(4)).double()
+    for opt in (partial(SAM, base=torch.optim.SGD, rho=0.05, per_replica=True, lr=0.1),
+                partial(EntropySGD, lr=0.1, gamma=0.1, L=2, seed=0)):
+        r = fit(m, img_data, epochs=1, opt_func=opt, loss_fn=cross_entropy, groups=2, eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+        assert r.active.all() and r.df.value.map(math.isfinite).all()
+    m.eval()
+    x, t = img_data.x_train, img_data.t_train
+    base = dataset_loss(m, x, cross_entropy, target=t)
+    torch.testing.assert_close(local_energy(m, x, [0., 0.1], n_draws=2, loss_fn=cross_entropy, target=t)[:, 0], base)
+    torch.testing.assert_close(denoising(m, x, [0., 0.1], n_draws=2, loss_fn=cross_entropy, target=t)[:, 0], base)
+    rows = pd.DataFrame(evaluate(m, img_data, {'train_loss': {}, 'local_energy': dict(sigmas=[0.1], n_draws=2)},
+                                 on=('barycentre', 'ensemble'), loss_fn=cross_entropy, groups=2))
+    assert set(zip(rows.eval_on, rows.metric)) == {('barycentre', 'train_loss'), ('barycentre', 'local_energy'), ('ensemble', 'train_loss')}

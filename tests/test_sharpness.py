@@ -212,3 +212,27 @@ def test_registered_metrics_shapes(clf):
         v = met.fn(m, x, t, cross_entropy, **o)
         assert v.shape == ((3,) if met.axis is None else (3, len(o[met.axis]))), name
     torch.testing.assert_close(METRICS['loss_slice'].fn(m, x, t, cross_entropy, alphas=[0.])[:, 0], dataset_loss(m, x, cross_entropy, target=t))
+
+def test_flatness_toolbox_notebook_smoke(tmp_path):
+    import pandas as pd
+    import papermill as pm
+    from pathlib import Path
+    exp = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments'
+    params = dict(figures_dir=str(tmp_path), cache_dir=str(tmp_path / 'cache'), N=24, D=6, P=96, P_test=48, B=6, trials=2,
+                  y=2, epochs=2, bs=32, slq_probes=2, slq_steps=4, lanczos_steps=4, grid=3, path_points=3)
+    with pytest.raises(pm.PapermillExecutionError, match='span must be > 0'):
+        pm.execute_notebook(str(exp / 'flatness_toolbox.ipynb'), str(tmp_path / 'bad.ipynb'), kernel_name='python3',
+                            cwd=str(exp), progress_bar=False, parameters=dict(params, span=0.))
+    assert not list(tmp_path.glob('*.png'))
+    pm.execute_notebook(str(exp / 'flatness_toolbox.ipynb'), str(tmp_path / 'out.ipynb'), kernel_name='python3',
+                        cwd=str(exp), progress_bar=False, parameters=params)
+    for s in ('spectrum', 'slice', 'interpolation'):
+        assert (tmp_path / f'flatness_toolbox_quick_{s}.png').read_bytes()[:4] == b'\x89PNG'
+    df = pd.read_csv(tmp_path / 'flatness_toolbox_quick.csv')
+    assert {'train_loss', 'spectrum', 'lambda_max', 'slice', 'path', 'barrier'} == set(df.kind)
+    sl = df[(df.kind == 'slice') & (df.x == 0) & (df.y == 0)].set_index(['arm', 'trial']).value.sort_index()
+    tl = df[df.kind == 'train_loss'].set_index(['arm', 'trial']).value.sort_index()
+    pd.testing.assert_series_equal(sl, tl, check_names=False, rtol=1e-5)        # the slice's centre is the training loss
+    vt = pd.read_csv(tmp_path / 'flatness_toolbox_quick_verdict.csv')
+    assert len(vt[vt.kind == 'barrier']) == 4 and len(vt[vt.kind == 'lambda_max']) == 3
+    assert len(list((tmp_path / 'cache').glob('*.pt'))) == 3                    # resumable grids were written

@@ -33,7 +33,7 @@ def test_worker_killed_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path)
     from distributed import Client
     nb, markers, out = tiny(tmp_path), tmp_path/'markers', tmp_path/'sweep'
     markers.mkdir()
-    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(markers), slow_seed=2), grid=dict(seed=list(range(6))))],
+    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(markers), slow_seed=2), grid=dict(seed=list(range(4))))],
                        'quick', out)
     result = {}
     with local_cluster(2) as cluster, Client(cluster) as client:
@@ -53,7 +53,7 @@ def test_worker_killed_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path)
         run.join(120)
         assert not run.is_alive()
         by_seed = lambda cs: sorted(c.params['seed'] for c in cs)
-        assert (by_seed(result['done']), by_seed(result['failed']), result['skipped']) == ([0, 1, 3, 4, 5], [2], [])
+        assert (by_seed(result['done']), by_seed(result['failed']), result['skipped']) == ([0, 1, 3], [2], [])
         lost = result['failed'][0]
         assert 'worker lost' in json.loads(output_paths(lost.out_notebook)['failed'].read_text())['error']
         assert not lost.out_notebook.exists() and not list(lost.figures_dir.iterdir())   # nothing half-written in place
@@ -62,13 +62,13 @@ def test_worker_killed_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path)
             time.sleep(0.1)
         assert not alive(kernel_pid)
         again = run_sweep(cells, out, client=client, retries=0, progress=False)   # the rerun (the nanny restarted the worker)
-    assert (by_seed(again['done']), len(again['skipped']), again['failed']) == ([2], 5, []), [again['records'][c.id].get('error') for c in again['failed']]
+    assert (by_seed(again['done']), len(again['skipped']), again['failed']) == ([2], 3, []), [again['records'][c.id].get('error') for c in again['failed']]
     assert not output_paths(lost.out_notebook)['failed'].exists()
     df = pd.read_csv(out/'results.csv')
     assert sorted(df.cell.unique()) == sorted(c.id for c in cells)
     assert (df.groupby('cell').size() == 3).all()                 # exactly one row set per cell
-    assert sorted(df.groupby('cell').param_seed.first()) == list(range(6))
-    assert pd.read_csv(out/'cells.csv').status.tolist().count('skipped') == 5
+    assert sorted(df.groupby('cell').param_seed.first()) == list(range(4))
+    assert pd.read_csv(out/'cells.csv').status.tolist().count('skipped') == 3
 
 def bad_cases(tmp_path, nb):
     blocked = tmp_path/'a_file'; blocked.write_text('not a folder')
@@ -98,10 +98,18 @@ def test_bad_sweep_is_refused_before_any_work(tmp_path, capsys, case):
     assert message in capsys.readouterr().err
     assert not list((tmp_path/'markers').iterdir()) and not (tmp_path/'runs').exists()   # no kernel ran, nothing written
 
-def test_gpu_workers_each_get_their_own_device(tmp_path):
-    "With GPUs (here pretended: ids only), the local cluster has one worker per GPU, each with its own CUDA_VISIBLE_DEVICES."
+def test_gpu_workers_and_cli_on_a_running_scheduler(tmp_path):
+    """With GPUs (here pretended: ids only) the local cluster has one worker per GPU, each with its own
+    CUDA_VISIBLE_DEVICES; `eae-run --scheduler ADDRESS` runs a grid on such a running cluster."""
     from distributed import Client
+    nb = tiny(tmp_path); (tmp_path/'markers').mkdir()
     with local_cluster(gpus=['0', '1']) as cluster, Client(cluster) as client:
         env = client.run(lambda: (os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('OMP_NUM_THREADS')))
-    assert sorted(v[0] for v in env.values()) == ['0', '1']
-    assert all(v[1] for v in env.values())
+        assert sorted(v[0] for v in env.values()) == ['0', '1'] and all(v[1] for v in env.values())
+        assert main(['--only', str(nb), '-g', 'seed', '3', '4', '-p', 'marker_dir', str(tmp_path/'markers'),
+                     '--runs-dir', str(tmp_path/'runs'), '--scheduler', cluster.scheduler_address]) == 0
+    cells = pd.read_csv(tmp_path/'runs'/'sweeps'/'grid'/'cells.csv')
+    assert cells.status.tolist() == ['done', 'done']
+    provs = [json.loads(p.read_text()) for p in (tmp_path/'runs'/'sweeps'/'grid').rglob('tiny.provenance.json')]
+    assert sorted(p['parameters']['seed'] for p in provs) == [3, 4]
+    assert all(p['device']['cuda_visible_devices'] in ('0', '1') and p['worker'].startswith('tcp://') for p in provs)

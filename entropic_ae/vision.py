@@ -24,7 +24,7 @@ from .train import Callback
 __all__ = ['ENV_VAR', 'IMAGE_SETS', 'VGG16', 'CLASSIFIERS', 'RECIPES', 'data_root', 'ImageSet', 'DataMissing', 'DataCorrupt',
            'find_files', 'read_idx', 'write_idx', 'read_cifar', 'write_cifar', 'ImageData', 'load_images',
            'load_digits', 'fake_images', 'crop_flip', 'DeviceLoader', 'BasicBlock', 'ResNet', 'resnet18', 'VGG',
-           'vgg16_bn', 'small_convnet', 'ConvAE', 'channels_last_', 'ImageModel', 'image_classifier',
+           'vgg16_bn', 'small_convnet', 'ConvAE', 'channels_last_', 'ImageModel', 'image_classifier', 'bn_barycentre',
            'classifier_errors', 'delta_error', 'grad_sharpness', 'LRSchedule', 'cosine', 'step_lr', 'recipe',
            'grad_evals', 'Accumulate']
 
@@ -456,8 +456,14 @@ def image_classifier(arch:str, y:int, seeds:Sequence[int]|None=None, *, shape=(3
     stacked = replicate(partial(make, **kw), y, seeds, backend=backend, device=device)
     return ImageModel(stacked, pad=4 if augment else 0, flip=bool(augment), fill=fill, amp=amp, channels_last=channels_last)
 
-# %% ../nbs/11_vision.ipynb #38fb6156
+# %% ../nbs/11_vision.ipynb #84259009
 def _inner(model): return model.model if isinstance(model, ImageModel) else model
+
+def bn_barycentre(model:nn.Module, x:Tensor, groups:int=1, batch_size:int=256) -> nn.Module:
+    "Each group's barycentre (a stacked model with `groups` replicas) with its batch-norm statistics recomputed on the images `x`, in eval mode."
+    bary = barycentre(model, groups)
+    recompute_bn(_inner(bary), x, batch_size)
+    return bary.eval()
 
 @torch.no_grad()
 def classifier_errors(model:nn.Module, data, groups:int=1, batch_size:int=500, bn_batch_size:int=256) -> dict[str, Tensor]:
@@ -465,9 +471,8 @@ def classifier_errors(model:nn.Module, data, groups:int=1, batch_size:int=500, b
     model.eval()
     y = n_replicas(model)
     res = {'replicas': dataset_loss(model, data.x_test, error_rate, batch_size, data.t_test)}
-    bary = barycentre(model, groups)
-    recompute_bn(_inner(bary), data.x_train, bn_batch_size)
-    res['barycentre'] = dataset_loss(bary.eval(), data.x_test, error_rate, batch_size, data.t_test)
+    bary = bn_barycentre(model, data.x_train, groups, bn_batch_size)
+    res['barycentre'] = dataset_loss(bary, data.x_test, error_rate, batch_size, data.t_test)
     ens = lambda x: ensemble_forward(model, x, groups)
     ens.y = groups
     parts = [(error_rate(ens(data.x_test[a:a + batch_size]), data.t_test[a:a + batch_size]), min(batch_size, len(data.x_test) - a))
@@ -540,7 +545,7 @@ def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     "The learning rate multiplied by `gamma` at each epoch in `milestones` (e.g. [100, 150] for 200 epochs)."
     return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=list(milestones), gamma=gamma))
 
-# %% ../nbs/11_vision.ipynb #b14c1d7b
+# %% ../nbs/11_vision.ipynb #5b7406a1
 RECIPES = ('sgd', 'adam', 'adamw', 'rsgd', 'esgd', 'sgd_sam', 'adam_sam', 'asam')
 
 def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:float=0.9, weight_decay:float=5e-4,
@@ -549,13 +554,14 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
     "`(opt_func, callbacks)` for `fit`: the named recipe (see `RECIPES`) with the `schedule` ('cosine', 'step' or 'none') over `epochs`."
     check_choice('name', name, RECIPES)
     lr, epochs = check_float('lr', lr, lo=0.), check_int('epochs', epochs, lo=1)
+    momentum = check_float('momentum', momentum, lo=0., hi=0.999)
     sgd = dict(lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     adam = dict(lr=lr, weight_decay=weight_decay)
     opt = {'sgd': partial(torch.optim.SGD, **sgd),
            'adam': partial(torch.optim.Adam, **adam),
            'adamw': partial(torch.optim.AdamW, **adam),
            'rsgd': partial(Replicated, base=torch.optim.SGD, gamma=Exponential(gamma0, gamma1), groups=groups, **sgd),
-           'esgd': partial(EntropySGD, lr=1 / check_float('gamma', gamma, lo=1e-12), gamma=gamma, L=L, inner_lr=lr, noise=noise,
+           'esgd': partial(EntropySGD, lr=1 / check_float('gamma', gamma, lo=1e-12), gamma=gamma, L=L, inner_lr=lr / (1 - momentum), noise=noise,
                            weight_decay=weight_decay),
            'sgd_sam': partial(SAM, base=torch.optim.SGD, rho=rho, per_replica=True, **sgd),
            'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam),

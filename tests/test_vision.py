@@ -194,7 +194,7 @@ def test_lr_schedule_callback_scales_inner_lr_and_survives_resume(tmp_path):
     assert g['lr'] == pytest.approx(0.)                                     # cosine to zero over 4 epochs
     assert g['inner_lr'] == pytest.approx(0.) and g['initial_lr'] == pytest.approx(10.)
     half = run(tmp_path/'c.pt', stop_after=2)
-    assert half.optimizer.param_groups[0]['inner_lr'] == pytest.approx(0.025)
+    assert half.optimizer.param_groups[0]['inner_lr'] == pytest.approx(0.25)       # 0.05 / (1 - 0.9), halved
     again = run(tmp_path/'c.pt', resume=True)
     assert again.optimizer.param_groups[0]['lr'] == pytest.approx(0.)
     for a, b in zip(full.model.parameters(), again.model.parameters()): assert torch.allclose(a, b, atol=1e-5)

@@ -1,0 +1,97 @@
+"""Smoke tests of the real-image experiment notebooks (talk_table, sam_study, real_autoencoders): tiny papermill runs of
+the quick profile on the digits, and of the full profile on CPU against miniature CIFAR-10 / MNIST / Fashion-MNIST files
+written in the exact on-disk formats; bad overrides fail before anything is written."""
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+from entropic_ae import vision as V
+
+EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
+
+def run(name, tmp_path, profile='quick', **params):
+    out = tmp_path/'out'; out.mkdir(exist_ok=True)
+    pm.execute_notebook(str(EXP/f'{name}.ipynb'), str(tmp_path/f'{name}_{profile}.ipynb'), kernel_name='python3', cwd=str(EXP),
+                        progress_bar=False, parameters=dict(figures_dir=str(out), profile=profile, device='cpu', threads=1, **params))
+    png, csv, verdict = (out/f'{name}_{profile}{s}' for s in ('.png', '.csv', '_verdict.csv'))
+    assert png.read_bytes()[:4] == b'\x89PNG'
+    vt = pd.read_csv(verdict)
+    assert {'diff', 'diff_se', 'z', 'status'} <= set(vt.columns) and vt.status.isin(['holds', 'contradicted', 'not resolved']).all()
+    return pd.read_csv(csv), vt, out
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    "Miniature CIFAR-10, MNIST and Fashion-MNIST in torchvision's layout."
+    root = tmp_path_factory.mktemp('data')
+    rng = np.random.default_rng(0)
+    c = root/'cifar-10-batches-py'; c.mkdir()
+    for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        V.write_cifar(rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 4), c/name)
+    for folder in ('MNIST', 'FashionMNIST'):
+        f = root/folder/'raw'; f.mkdir(parents=True)
+        for split, n in (('train', 24), ('t10k', 8)):
+            V.write_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), f/f'{split}-images-idx3-ubyte.gz', gz=True)
+            V.write_idx(rng.integers(0, 10, n).astype(np.uint8), f/f'{split}-labels-idx1-ubyte.gz', gz=True)
+    return root
+
+TALK = dict(trials=2, y=2, L=2, epochs=1, bs=32, n_draws=1, n_flat=32, sigmas=[0.0, 0.2], record_every=1)
+def test_talk_table_quick(tmp_path):
+    df, vt, out = run('talk_table', tmp_path, n_train=96, n_test=40, widths=[4, 2], **TALK)
+    fin = df[df.metric == 'final_test_error']
+    assert set(zip(fin.arm, fin.eval_on)) == {('baseline', 'replicas'), ('rsgd', 'barycentre'), ('rsgd', 'ensemble'),
+        ('rsgd', 'replica_mean'), ('esgd', 'replicas'), ('baseline_long', 'replicas'), ('independent', 'ensemble'),
+        ('independent', 'replica_mean')}
+    assert set(fin.trial) == {0, 1} and fin.value.between(0, 1).all()
+    de = df[df.metric == 'delta_error']
+    assert (de[de.sigma == 0].value == 0).all() and set(de.arm) == {'baseline', 'rsgd', 'esgd', 'baseline_long'}
+    assert df[(df.arm == 'baseline_long') & (df.metric == 'final_test_error')].epoch.max() == 2      # y x epochs
+    cost = df[df.metric == 'grad_evals_per_trial'].set_index(['arch', 'arm']).value
+    assert cost[('resnet18', 'rsgd')] == 2 * cost[('resnet18', 'baseline')] == cost[('resnet18', 'esgd')]
+    assert len(vt) == 2 * 8
+    table = pd.read_csv(out/'talk_table_quick_table.csv')
+    assert list(table.source) == ['this run', 'talk', 'this run', 'talk']
+
+def test_talk_table_full_on_tiny_cifar(tmp_path, data_root):
+    df, vt, _ = run('talk_table', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], **TALK)
+    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 16
+
+def test_sam_study_quick_and_full(tmp_path, data_root):
+    df, vt, out = run('sam_study', tmp_path, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16)
+    assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam', 'asam'}
+    sh = df[df.metric == 'grad_sharpness']
+    assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
+    assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 6
+    assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
+    df, vt, _ = run('sam_study', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], trials=2, epochs=1, bs=8,
+                    arms=['sgd', 'sgd_sam', 'adam', 'adam_sam'], n_sharp=8)
+    assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam'} and len(vt) == 2 * 5
+
+AE = dict(trials=2, y=2, epochs=2, bs=32, n_draws=2, record_every=1, energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2])
+def test_real_autoencoders_quick_and_full(tmp_path, data_root):
+    df, vt, _ = run('real_autoencoders', tmp_path, n_train=96, B=4, conv_widths=[4, 4], **AE)
+    fin = df[df.final == True]
+    assert set(zip(fin.arm, fin.eval_on)) == {('adam', 'replicas'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('sam', 'replicas')}
+    assert set(fin.arch) == {'mlp', 'conv'} and {'local_energy', 'denoising', 'test_loss'} <= set(fin.metric)
+    assert len(vt) == 2 * 4 * 3
+    df, vt, _ = run('real_autoencoders', tmp_path, profile='full', data_root=str(data_root), B=4, conv_widths=[2, 2], **AE)
+    assert set(df.dataset) == {'mnist', 'fashion_mnist'} and len(vt) == 2 * 2 * 4 * 3
+
+def test_replicas_start_together_in_the_autoencoder_notebook(tmp_path):
+    "same_start: a replicated trial's replicas begin at its first network's weights (checked through the builder's code path)."
+    import json, torch
+    nb = json.loads((EXP/'real_autoencoders.ipynb').read_text())
+    src = next(''.join(c['source']) for c in nb['cells'] if 'def start_together' in ''.join(c['source']))
+    ns = {}
+    exec(src.split('def builder')[0], {'torch': torch}, ns)
+    m = V.replicate(lambda: torch.nn.Linear(3, 2), 4, seeds=[0, 1000, 1, 1001], sample_dims=1)
+    ns['start_together'](m, [0, 1000, 1, 1001])
+    w = m.module.weight
+    assert torch.equal(w[0], w[1]) and torch.equal(w[2], w[3]) and not torch.equal(w[0], w[2])
+
+def test_missing_data_and_bad_override_fail_before_writing(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match='CIFAR-10 not found'):
+        run('talk_table', tmp_path, profile='full', data_root=str(tmp_path/'nowhere'), **TALK)
+    with pytest.raises(pm.PapermillExecutionError, match='archs must be a non-empty list'):
+        run('sam_study', tmp_path, archs=['alexnet'])
+    assert not list((tmp_path/'out').glob('*'))

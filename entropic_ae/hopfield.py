@@ -4,16 +4,21 @@
 
 # %% ../nbs/12_hopfield.ipynb #696281bb
 from __future__ import annotations
-import math, numbers
+import math, numbers, os, warnings
 from fractions import Fraction
 import numpy as np
 import torch
 from .core import check_int, check_float, check_choice, default_device
+try:
+    import numba
+    from numba import cuda
+except ImportError: numba = cuda = None      # the numpy reference still works
 
 # %% auto #0
-__all__ = ['N_MAX', 'fixed_point_entropy', 'stability_cut', 'log_p_stable', 'annealed_entropy', 'expected_fixed_points',
-           'pair_orthant', 'pair_exponent', 'random_couplings', 'min_stability_histogram', 'counts_from_histogram',
-           'count_fixed_points', 'count_fixed_points_brute', 'sample_fixed_points', 'fixed_point_explorer']
+__all__ = ['N_MAX', 'BACKENDS', 'fixed_point_entropy', 'stability_cut', 'log_p_stable', 'annealed_entropy',
+           'expected_fixed_points', 'pair_orthant', 'pair_exponent', 'random_couplings', 'min_stability_histogram',
+           'counts_from_histogram', 'count_fixed_points', 'count_fixed_points_brute', 'sample_fixed_points',
+           'fixed_point_explorer']
 
 # %% ../nbs/12_hopfield.ipynb #bedb4a5f
 N_MAX = 40  # largest N `count_fixed_points` accepts (2^39 states after the ± symmetry)
@@ -177,7 +182,7 @@ def _hist_numpy(J, L, chunk=4096, nbuf=16):
     return _from_bytes(h2.sum(0) + h2.sum(1), N)
 
 def _hist_torch(J, L, device, batch_bytes=2**28):
-    "Same histogram with torch on `device`: gather the rows of a batch of high patterns, `amin`, `bincount`."
+    "Same histogram with torch on `device` (any accelerator torch knows): gather the rows of a batch of high patterns, `amin`, `bincount`."
     N = len(J); nB = 2**(N - 1 - L)
     T, V_lo, V_hi = _tables(J, L)
     T = torch.from_numpy(T).to(device)
@@ -189,18 +194,138 @@ def _hist_torch(J, L, device, batch_bytes=2**28):
         h += torch.bincount(m.reshape(-1).view(torch.uint8).long(), minlength=256)
     return _from_bytes(h.cpu().numpy(), N)
 
+# %% ../nbs/12_hopfield.ipynb #24f32096
+def _njit_parallel(f):
+    "`numba.njit(parallel=True, cache=True)` when numba is installed, else `None`."
+    return numba.njit(parallel=True, cache=True)(f) if numba is not None else None
+
+@_njit_parallel
+def _min_hist_cpu(T, R, tile, per_task):
+    "Byte histogram (256 bins, int64) of min_j T[R[p, j], k] over every high pattern p (row of R) and column k of T."
+    n_p, N = R.shape
+    n_tasks = (n_p + per_task - 1)//per_task
+    out = np.zeros((n_tasks, 256), np.int64)
+    for c in numba.prange(n_tasks):                    # a task: `per_task` high patterns on one thread
+        m = np.empty(tile, np.int8)
+        h = np.zeros(4*256, np.int64)                   # four interleaved histograms
+        p0, p1 = c*per_task, min(n_p, (c + 1)*per_task)
+        for t0 in range(0, T.shape[1], tile):           # a tile of columns: stays in cache for all p
+            for p in range(p0, p1):
+                a, b = T[R[p, 0], t0:t0 + tile], T[R[p, 1], t0:t0 + tile]
+                for k in range(tile): m[k] = min(a[k], b[k])
+                for j in range(2, N):
+                    x = T[R[p, j], t0:t0 + tile]
+                    for k in range(tile): m[k] = min(m[k], x[k])
+                for k in range(tile): h[(k & 3)*256 + (m[k] & 255)] += 1
+        for v in range(256): out[c, v] = h[v] + h[256 + v] + h[512 + v] + h[768 + v]
+    return out.sum(0)
+
+# %% ../nbs/12_hopfield.ipynb #f19da97c
+def _hist_numba(J, L, tile=4096, chunk=2**16):
+    "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba kernel on all CPU threads."
+    if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
+    N = len(J); nB = 2**(N - 1 - L)
+    T, V_lo, V_hi = _tables(J, L)
+    tile = min(tile, 2**L)
+    threads, before = (numba.get_num_threads() if 2**(N - 1) >= 2**22 else 1), numba.get_num_threads()
+    per_task = max(1, min(64, nB//(4*threads)))           # enough tasks to balance the threads
+    h = np.zeros(256, np.int64)
+    numba.set_num_threads(threads)                         # small networks: waking threads costs more than it saves
+    try:
+        for c0 in range(0, nB, chunk):
+            h += _min_hist_cpu(T, _rows(J, L, V_lo, V_hi, c0, min(c0 + chunk, nB)).astype(np.int32), tile, per_task)
+    finally: numba.set_num_threads(before)
+    return _from_bytes(h, N)
+
+# %% ../nbs/12_hopfield.ipynb #d979606e
+_CUDA_BLOCK, _CUDA_BINS = 128, 80          # threads per block; histogram bins (2N - 1 <= 79 for N <= 40)
+
+def _cuda_kernel(f):
+    "`numba.cuda.jit(f)` when numba is installed, else `None`."
+    return cuda.jit(f) if cuda is not None else None
+
+@_cuda_kernel
+def _min_hist_cuda(Tw, J, L, V_lo, V_hi, nB, hist):
+    "Tw: the table + (N-1), four columns per uint32 word; hist[u + N - 1] += #states with min_i u_i = u."
+    N = J.shape[0]
+    rows = cuda.shared.array(64, numba.int32)
+    cnt = cuda.shared.array((_CUDA_BINS, _CUDA_BLOCK), numba.uint32)
+    t = cuda.threadIdx.x
+    w = cuda.blockIdx.x*cuda.blockDim.x + t
+    hi = numba.uint32(0x80808080)
+    for v in range(_CUDA_BINS): cnt[v, t] = 0
+    for b in range(cuda.blockIdx.y, nB, cuda.gridDim.y):
+        if t < N:                                   # table row of neuron t for high pattern b
+            B = J[t, N - 1]                         # the last spin is +1
+            for k in range(N - 1 - L): B += J[t, L + k] if (b >> k) & 1 else -J[t, L + k]
+            if t < L: rows[t] = t*V_lo + (B + N - L)//2
+            else:
+                up = 1 if t == N - 1 else (b >> (t - L)) & 1
+                rows[t] = L*V_lo + (t - L)*2*V_hi + up*V_hi + (B + N - L - 1)//2
+        cuda.syncthreads()
+        if w < Tw.shape[1]:
+            m = numba.uint32(Tw[rows[0], w])
+            for j in range(1, N):
+                x = numba.uint32(Tw[rows[j], w])
+                ge = ((m | hi) - x) & hi                                # top bit set where m >= x
+                mask = numba.uint32((ge >> numba.uint32(7))*numba.uint32(0xFF))
+                m = numba.uint32((x & mask) | (m & ~mask))
+            for q in range(4):
+                v = (m >> (8*q)) & 0xFF
+                if v < _CUDA_BINS: cnt[v, t] += 1
+        cuda.syncthreads()
+    for v in range(t, _CUDA_BINS, cuda.blockDim.x):
+        s = numba.int64(0)
+        for u in range(cuda.blockDim.x): s += cnt[v, u]
+        if s: cuda.atomic.add(hist, v, s)
+
+# %% ../nbs/12_hopfield.ipynb #3a070804
+def _cuda_words(J, L):
+    "The shared table shifted to 0..2N-2 and packed four columns per uint32 word (127 pads the last word)."
+    N = len(J)
+    T, V_lo, V_hi = _tables(J, L)
+    C = 2**L
+    Tb = np.full((len(T), -(-C//4)*4), 127, np.uint8)
+    Tb[:, :C] = T + (N - 1)
+    return Tb.view(np.uint32), V_lo, V_hi
+
+def _hist_cuda(J, L, device=None, blocks_per_sm=16):
+    "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba.cuda kernel on `device`."
+    N = len(J); nB = 2**(N - 1 - L)
+    device = default_device(device)
+    with cuda.gpus[device.index or 0]:
+        Tw, V_lo, V_hi = _cuda_words(J, L)
+        Tw = cuda.to_device(Tw)
+        hist = cuda.to_device(np.zeros(_CUDA_BINS, np.int64))
+        gx = -(-Tw.shape[1]//_CUDA_BLOCK)
+        sms = 1 if numba.config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
+        gy = min(nB, max(-(-blocks_per_sm*sms//gx), -(-nB//2**28)))    # 4 counts per pattern < 2^32 per thread
+        _min_hist_cuda[(gx, gy), _CUDA_BLOCK](Tw, cuda.to_device(J.astype(np.int32)), L, V_lo, V_hi, nB, hist)
+        return hist.copy_to_host()[:2*N - 1]
+
 # %% ../nbs/12_hopfield.ipynb #9b0d8786
+BACKENDS = ['auto', 'numpy', 'numba', 'cuda', 'torch']
+
+def _default_backend(device) -> str:
+    "The fastest available backend for `device` (measured: numba on CPU, the CUDA kernel on a GPU)."
+    if device.type == 'cuda': return 'cuda' if cuda is not None and cuda.is_available() else 'torch'
+    if device.type == 'cpu': return 'numba' if numba is not None else 'numpy'
+    return 'torch'
+
 def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
     "Exact number of states s with min_i u_i(s) = u, for u = -(N-1)..N-1 (index u + N - 1); sums to 2^N."
     J = _check_couplings(J)
     N = len(J)
-    check_choice('backend', backend, ['auto', 'numpy', 'torch'])
+    check_choice('backend', backend, BACKENDS)
     device = default_device(device)
+    if backend == 'auto': backend = _default_backend(device)
+    if backend == 'cuda' and device.type != 'cuda': raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device}")
     if low_bits is not None: L = check_int('low_bits', low_bits, lo=1)
-    elif device.type == 'cuda': L = 20
-    else: L = 16 if N > 28 else max(10, min(14, N - 8))   # tuned on a 2-core CPU
-    L = min(L, N - 1)
-    if backend == 'torch' or (backend == 'auto' and device.type != 'cpu'): return 2*_hist_torch(J, L, device)
+    else: L = {'numpy': 16 if N > 28 else max(10, min(14, N - 8)), 'numba': 10 if N <= 26 else 14, 'cuda': 14, 'torch': 20}[backend]
+    L = min(L, N - 1)                # numpy, numba: measured on a 2-core CPU; cuda: the table fits the GPU's L2
+    if backend == 'cuda': return 2*_hist_cuda(J, L, device)
+    if backend == 'torch': return 2*_hist_torch(J, L, device)
+    if backend == 'numba': return 2*_hist_numba(J, L)
     return 2*_hist_numpy(J, L)
 
 # %% ../nbs/12_hopfield.ipynb #acc2d65d

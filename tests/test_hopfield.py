@@ -1,6 +1,7 @@
-"""Random asymmetric Hopfield model: exact enumeration against brute force, the exact annealed values,
-bad input, and a smoke run of the experiment notebook."""
-import itertools, math
+"""Random asymmetric Hopfield model: exact enumeration against brute force, the compiled kernels (numba CPU,
+numba.cuda: typed for a GPU and run in numba's CUDA simulator) against the numpy reference, the exact annealed
+values, bad input, and a smoke run of the experiment notebook."""
+import itertools, math, os, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from entropic_ae import hopfield as H
@@ -18,7 +19,8 @@ def test_fast_counter_equals_brute_force(N):
         assert count_fixed_points(J, DS, device='cpu').tolist() == ref
         for L in {1, (N - 1)//2 or 1, N - 1}:
             assert count_fixed_points(J, DS, device='cpu', low_bits=L).tolist() == ref
-        assert count_fixed_points(J, DS, device='cpu', backend='torch', low_bits=max(1, N//2)).tolist() == ref
+        for be in ['numba', 'torch']:
+            assert count_fixed_points(J, DS, device='cpu', backend=be, low_bits=max(1, N//2)).tolist() == ref
 
 def test_histogram_sums_and_torch_batches():
     J = random_couplings(16, seed=5)
@@ -29,6 +31,54 @@ def test_histogram_sums_and_torch_batches():
     small = 2*H._hist_torch(H._check_couplings(J), L, torch.device('cpu'), batch_bytes=16*2**L*3)   # several batches, ragged end
     assert (small == h).all()
     assert (min_stability_histogram(J, device='cpu', low_bits=9) == h).all()
+
+@pytest.mark.parametrize('N', range(2, 25))
+def test_numba_kernel_equals_numpy(N):
+    "Full histograms identical, for every N <= 24, several networks, the default split and another one."
+    for k in range(3):
+        J = random_couplings(N, seed=2024, sample=k)
+        ref = min_stability_histogram(J, device='cpu', backend='numpy')
+        assert (min_stability_histogram(J, device='cpu', backend='numba') == ref).all()
+        assert (min_stability_histogram(J, device='cpu', backend='numba', low_bits=max(1, N//2)) == ref).all()
+    Jc = H._check_couplings(J)                       # tiles smaller than a row, several kernel calls with a ragged end
+    L = max(1, N - 6)
+    assert (2*H._hist_numba(Jc, L, tile=max(1, 2**L//8), chunk=5) == ref).all()
+
+def test_default_backend_is_the_compiled_one():
+    assert H._default_backend(torch.device('cpu')) == 'numba'
+    assert H._default_backend(torch.device('cuda')) == ('cuda' if H.cuda.is_available() else 'torch')
+
+def test_cuda_kernel_types_for_a_gpu_without_one():
+    "Type inference and lowering for compute capability 9.0 work on a CPU-only machine; no value becomes a float."
+    from numba import types
+    from numba.cuda.compiler import compile_cuda
+    A = lambda t, n: types.Array(t, n, 'C')
+    sig = (A(types.uint32, 2), A(types.int32, 2), types.int64, types.int64, types.int64, types.int64, A(types.int64, 1))
+    ty = compile_cuda(H._min_hist_cuda.py_func, types.void, sig, cc=(9, 0)).type_annotation.typemap
+    assert [str(ty[k]) for k in ['m', 'x', 'mask']] == ['uint32']*3
+    assert not any('float' in str(v) for v in ty.values())
+
+def test_cuda_packed_table():
+    for N, L in [(2, 1), (9, 3), (12, 5)]:
+        J = random_couplings(N, seed=1)
+        Tw, V_lo, V_hi = H._cuda_words(J, L)
+        T = H._tables(J, L)[0]
+        b = Tw.view(np.uint8).reshape(len(T), -1)
+        assert (b[:, :2**L].astype(int) - (N - 1) == T).all() and (b[:, 2**L:] == 127).all() and b.max() < 128
+
+def test_cuda_kernel_in_the_simulator():
+    "Every thread of the CUDA kernel run by numba's simulator: padding (L = 1), several blocks in x and y, odd and even N."
+    code = textwrap.dedent("""
+        from entropic_ae.hopfield import _hist_cuda, _hist_numpy, random_couplings
+        for N, L in [(2, 1), (3, 1), (7, 3), (11, 10)]:
+            for k in range(1):
+                J = random_couplings(N, seed=7, sample=k)
+                h, ref = _hist_cuda(J, L), _hist_numpy(J, L)
+                assert (h == ref).all(), (N, L, k, h, ref)
+        print('ok')""")
+    r = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, NUMBA_ENABLE_CUDASIM='1'),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-3000:]
 
 def test_exact_ties_and_sign_zero():
     assert stability_cut(16, 0.0) == 1 and stability_cut(16, 1.0) == -3 and stability_cut(16, 1.0 + 1e-12) == -4
@@ -110,7 +160,8 @@ def test_bad_input_names_the_parameter():
     with pytest.raises(ValueError, match='J must have 0 on the diagonal'): count_fixed_points(3*J, 1.0)
     with pytest.raises(ValueError, match='J must be a square'): count_fixed_points(J[:, :5], 1.0)
     with pytest.raises(ValueError, match='low_bits must be >= 1'): count_fixed_points(J, 1.0, low_bits=0)
-    with pytest.raises(ValueError, match='backend must be one of'): count_fixed_points(J, 1.0, backend='cuda')
+    with pytest.raises(ValueError, match='backend must be one of'): count_fixed_points(J, 1.0, backend='gpu')
+    with pytest.raises(ValueError, match="backend 'cuda' needs a CUDA device"): count_fixed_points(J, 1.0, device='cpu', backend='cuda')
     with pytest.raises(ValueError, match=r'Ns\[1\] must be <= 40'): sample_fixed_points([8, 50], 1.0, 1, progress=False)
     with pytest.raises(ValueError, match='n_samples must be an int or have one entry per N'): sample_fixed_points([8, 10], 1.0, [1], progress=False)
     with pytest.raises(ValueError, match=r'N \(the size of J\) must be <= 20 for the brute-force counter'): count_fixed_points_brute(random_couplings(21), 1.0)

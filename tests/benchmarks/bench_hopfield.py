@@ -1,57 +1,135 @@
 """Benchmark (run by hand, not collected by pytest): exact fixed-point enumeration of one random ±1 network.
 
-    .venv/bin/python tests/benchmarks/bench_hopfield.py                  # N = 32 on CPU, and on CUDA when present
-    .venv/bin/python tests/benchmarks/bench_hopfield.py --N 24 28 --devices cpu --repeats 3
+    .venv/bin/python tests/benchmarks/bench_hopfield.py                     # N = 32: numpy vs numba (CPU), CUDA when present
+    .venv/bin/python tests/benchmarks/bench_hopfield.py --N 28 30 --backends numpy numba --repeats 3
+    .venv/bin/python tests/benchmarks/bench_hopfield.py --backends cuda --minute    # GPU: largest N enumerated in 60 s
 
-Prints one line per (device, N) and writes a tidy table (default figures/hopfield_benchmark.csv) with the
-wall time, enumerated states per second (2^(N-1) states, thanks to the ± symmetry) and covered states per
-second (2^N). Every run checks that the histogram adds up to 2^N; with CUDA the counts are compared to
-the CPU counts for the smaller sizes.
+Backends run interleaved (repeat 1 of every backend, then repeat 2, ...), so a shared, noisy machine
+slows them alike; the table records the wall time, the CPU time of this process, enumerated states per
+second (2^(N-1) states, thanks to the ± symmetry), covered states per second (2^N) and, for every
+backend, the ratio of the numpy reference's best time to its own. The first call of each backend
+(compilation or loading the compiled kernel from the cache) is timed separately. Every histogram must
+add up to 2^N, and the backends must give identical histograms for the same network.
+
+`--minute` (default when CUDA is present) enumerates N = 32, 34, ... with the fastest backend until a
+run takes more than 60 s or the next one is predicted to (4x per step of 2), and reports the largest
+N done within 60 s (goal on one H200: N = 40, 2^39 states).
+
+The table (default figures/hopfield_benchmark.csv) is merged: rows of the same hardware, backend and
+N are replaced, others kept, so CPU and GPU results live in one file.
 """
 import argparse, os, platform, time
-import numpy as np, torch
+from pathlib import Path
+import numpy as np, pandas as pd, torch
 from entropic_ae.core import tidy, write_csv
-from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram
+from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, cuda
 
 D_LIST = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
+HAS_CUDA = torch.cuda.is_available()
 
-def run_one(N, device, low_bits=None, seed=0):
+def device_of(backend): return 'cuda' if backend in ('cuda', 'torch') and HAS_CUDA else 'cpu'
+
+def run_one(N, backend, low_bits=None, seed=0):
+    "Wall and CPU seconds of one enumeration, and its histogram."
     J = random_couplings(N, seed)
-    if device.startswith('cuda'): torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    h = min_stability_histogram(J, device=device, low_bits=low_bits)
-    if device.startswith('cuda'): torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    assert h.sum() == 2**N, f'histogram adds up to {h.sum()}, not 2^{N}'
-    return dt, counts_from_histogram(h, N, D_LIST)
+    dev = device_of(backend)
+    if dev == 'cuda': torch.cuda.synchronize()
+    t0, c0 = time.perf_counter(), time.process_time()
+    h = min_stability_histogram(J, device=dev, low_bits=low_bits, backend=backend)   # returns host counts: synchronised
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    assert h.sum() == 2**N, f'{backend}: histogram adds up to {h.sum()}, not 2^{N}'
+    return dt, dc, h
+
+def hardware(backend):
+    if device_of(backend) == 'cuda': return torch.cuda.get_device_name()
+    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus'
+
+def first_call(backend):
+    "Time of the first call (compiles, or loads the compiled kernel from numba's cache); None if the backend fails."
+    try:
+        dt, _, _ = run_one(12, backend)
+        return dt
+    except Exception as e:
+        print(f'{backend}: unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:200]})')
+        return None
+
+def compare(a, backends, rows):
+    "Interleaved timing of every backend at every N; histograms must agree."
+    for N in a.N:
+        times = {b: [] for b in backends}; cpu = {b: [] for b in backends}; ref = None
+        for r in range(a.repeats):
+            for b in backends:
+                dt, dc, h = run_one(N, b, a.low_bits)
+                times[b].append(dt); cpu[b].append(dc)
+                if ref is None: ref = h
+                assert (h == ref).all(), f'N={N}: {b} histogram differs from {backends[0]}'
+        counts = counts_from_histogram(ref, N, D_LIST)
+        for b in backends:
+            best = min(times[b])
+            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default')
+            rows += [tidy('bench_hopfield', r, 0, 'seconds', t, **extra) for r, t in enumerate(times[b])]
+            rows += [tidy('bench_hopfield', r, 0, 'cpu_seconds', t, **extra) for r, t in enumerate(cpu[b])]
+            rows += [tidy('bench_hopfield', 0, 0, 'enumerated_states_per_s', 2**(N-1)/best, **extra),
+                     tidy('bench_hopfield', 0, 0, 'covered_states_per_s', 2**N/best, **extra)]
+            line = f'{b:6s} N={N:2d}: best {best:8.3f} s of {a.repeats} (cpu {min(cpu[b]):7.3f} s); {2**(N-1)/best:.3e} enumerated states/s'
+            if 'numpy' in backends:
+                ratio = min(times['numpy'])/best
+                per_rep = np.median([tn/tb for tn, tb in zip(times['numpy'], times[b])])
+                rows += [tidy('bench_hopfield', 0, 0, 'speedup_vs_numpy', ratio, **extra),
+                         tidy('bench_hopfield', 0, 0, 'speedup_vs_numpy_interleaved_median', per_rep, **extra)]
+                line += f'; {ratio:.2f}x numpy (interleaved median {per_rep:.2f}x)'
+            print(line + f'  [{hardware(b)}]', flush=True)
+        print(f'       N={N:2d}: #FP at D={D_LIST}: {counts.tolist()}', flush=True)
+
+def minute(a, backend, rows, limit=60.0):
+    "Enumerate N = a.minute_from, +2, ... until a run exceeds `limit` s or the next is predicted to."
+    best_N, N, last = None, a.minute_from, None
+    while N <= 40:
+        if last is not None and 4*last > limit:
+            print(f'{backend}: N={N} predicted {4*last:.0f} s > {limit:.0f} s; stop'); break
+        dt, _, h = run_one(N, backend, a.low_bits)
+        extra = dict(N=N, backend=backend, device=device_of(backend), hardware=hardware(backend), low_bits=a.low_bits or 'default')
+        rows += [tidy('bench_hopfield_minute', 0, 0, 'seconds', dt, **extra),
+                 tidy('bench_hopfield_minute', 0, 0, 'enumerated_states_per_s', 2**(N-1)/dt, **extra)]
+        print(f'{backend} N={N}: {dt:.2f} s, {2**(N-1)/dt:.3e} enumerated states/s; #FP at D={D_LIST}: '
+              f'{counts_from_histogram(h, N, D_LIST).tolist()}', flush=True)
+        if dt > limit: break
+        best_N, last, N = N, dt, N + 2
+    extra = dict(backend=backend, device=device_of(backend), hardware=hardware(backend), low_bits=a.low_bits or 'default')
+    rows.append(tidy('bench_hopfield_minute', 0, 0, 'largest_N_in_60s', best_N if best_N else float('nan'), **extra))
+    print(f'{backend}: largest N enumerated within {limit:.0f} s: {best_N}')
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--N', type=int, nargs='+', default=[32])
-    ap.add_argument('--devices', nargs='+', default=['cpu'] + (['cuda'] if torch.cuda.is_available() else []))
-    ap.add_argument('--repeats', type=int, default=1)
+    ap.add_argument('--backends', nargs='+', default=['numpy', 'numba'] + (['cuda'] if HAS_CUDA else []))
+    ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--low-bits', type=int, default=None)
+    ap.add_argument('--minute', action='store_true', default=HAS_CUDA)
+    ap.add_argument('--minute-from', type=int, default=32)
     ap.add_argument('--out', default='figures/hopfield_benchmark.csv')
     a = ap.parse_args(argv)
-    host = f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus'
-    rows, ref = [], {}
-    for dev in a.devices:
-        name = torch.cuda.get_device_name() if dev.startswith('cuda') else host
-        if dev.startswith('cuda'): run_one(12, dev)   # warm-up: CUDA context, kernels
-        for N in a.N:
-            times = []
-            for r in range(a.repeats):
-                dt, counts = run_one(N, dev, a.low_bits)
-                times.append(dt)
-            if N in ref: assert (ref[N] == counts).all(), f'{dev} counts {counts} differ from {ref[N]}'
-            else: ref[N] = counts
-            best = min(times)
-            print(f'{dev:5s} N={N:2d}: best {best:8.3f} s of {a.repeats}; {2**(N-1)/best:.3e} enumerated states/s '
-                  f'({2**N/best:.3e} covered states/s); #FP at D={D_LIST}: {counts.tolist()}  [{name}]', flush=True)
-            extra = dict(N=N, device=dev, hardware=name, low_bits=a.low_bits or 'default')
-            rows += [tidy('bench_hopfield', r, 0, 'seconds', t, **extra) for r, t in enumerate(times)]
-            rows += [tidy('bench_hopfield', 0, 0, 'enumerated_states_per_s', 2**(N-1)/best, **extra),
-                     tidy('bench_hopfield', 0, 0, 'covered_states_per_s', 2**N/best, **extra)]
-    print('table:', write_csv(rows, a.out))
+    rows = []
+    firsts = {b: first_call(b) for b in a.backends}
+    for b, t in firsts.items():
+        if t is not None:
+            rows.append(tidy('bench_hopfield', 0, 0, 'first_call_seconds', t, N=12, backend=b, device=device_of(b), hardware=hardware(b)))
+            print(f'{b}: first call (compile or cache load) {t:.2f} s')
+    backends = [b for b in a.backends if firsts[b] is not None]
+    if HAS_CUDA and 'cuda' in a.backends and 'cuda' not in backends and 'torch' not in backends:
+        print('falling back to the torch gather path on the GPU'); backends.append('torch')
+    if a.N: compare(a, backends, rows)
+    if a.minute:
+        gpu = [b for b in backends if device_of(b) == 'cuda']
+        minute(a, (gpu or backends)[-1], rows)
+    out = Path(a.out)
+    new = pd.DataFrame(rows)
+    if out.exists():
+        old = pd.read_csv(out)
+        if 'backend' not in old: old['backend'] = 'numpy'        # tables written before the compiled kernels
+        key = ['hardware', 'backend', 'run', 'N']
+        stale = old.set_index(key).index.isin(new.set_index(key).index)
+        new = pd.concat([old[~stale], new], ignore_index=True)
+    print('table:', write_csv(new.to_dict('records'), out))
 
 if __name__ == '__main__': main()

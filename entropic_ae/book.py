@@ -137,10 +137,14 @@ def execute(paths, n_workers=None, quiet=False) -> list[Path]:
 # %% ../nbs/17_book.ipynb #d5c04ee5
 _ANSI = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
 _PROGRESS = re.compile(r'^.*(?:\d+%\|| it/s\b|\bs/it\b|\d+(?:\.\d+)?it/s).*$', re.M)
+_N = r'[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?'
 _MASKS = [(re.compile(r'0x[0-9a-fA-F]{4,}'), '0x?'),
           (re.compile(r'\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?'), '<datetime>'),
-          (re.compile(r'(?<![\w.~])(?:/[\w.@+~-]+){2,}/?'), '<path>'),
-          (re.compile(r'(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds|min|minutes)\b'), '<time>')]
+          (re.compile(r'(?<![\w.~/:])(?:/[\w.@+~-]+){2,}/?'), '<path>'),
+          (re.compile(r'#L\d+(?:-L\d+)?'), '#L?'),
+          (re.compile(r'(\b\w*(?:time|wall|elapsed|duration|seconds|secs)\w*|\b\w+_s)(["\']?\s*[:=]\s*)' + _N), r'\1\2<time>'),
+          (re.compile(r'(?<![\w.])' + _N + r'\s?(?:[A-Za-z]+)?/s\b'), '<rate>'),
+          (re.compile(r'(?<![\w.])' + _N + r'\s?(?:ns|µs|us|ms|s|sec|secs|seconds|min|minutes)\b'), '<time>')]
 _NUM = re.compile(r'(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])')
 
 def mask(text: str) -> str:
@@ -195,7 +199,7 @@ def output_pieces(cell) -> list[tuple]:
             for mime, v in sorted(o.get('data', {}).items()):
                 if mime in _IGNORED: continue
                 res.append((mime, image_size(mime, v) if mime.startswith('image/') else _txt(v)))
-    return [(k, v) for k, v in res if not (k.startswith('stream') and not mask(v).strip())]
+    return [(k, v) for k, v in res if k != 'stream:stderr' and not (k.startswith('stream') and not mask(v).strip())]
 
 # %% ../nbs/17_book.ipynb #4d675f23
 def _close_size(a, b, rel=0.1):
@@ -212,6 +216,7 @@ def compare_cells(old, new) -> str | None:
     if [k for k, _ in a] != [k for k, _ in b]:
         if not a: return f"no committed output; fresh output has {[k for k, _ in b]}"
         return f"outputs differ in kind: committed {[k for k, _ in a]}, fresh {[k for k, _ in b]}"
+    if 'volatile' in _directives(old): return None
     for (k, x), (_, y) in zip(a, b):
         if k.startswith('image/'):
             if not _close_size(x, y): return f"{k} size changed: committed {x}, fresh {y}"
@@ -330,6 +335,8 @@ body.eae-book { margin: 0; padding: 0; display: flex; align-items: flex-start; b
 .eae-main .jp-OutputArea-output img { max-width: 100%; height: auto; }
 .eae-pager { display: flex; justify-content: space-between; gap: 1rem; border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 1rem; font: 15px sans-serif; }
 .eae-pager .eae-next { margin-left: auto; }
+.eae-main a.anchor-link { visibility: hidden; margin-left: .3em; font-size: .7em; text-decoration: none; color: #999; }
+.eae-main :is(h1, h2, h3, h4):hover a.anchor-link { visibility: visible; }
 @media (max-width: 800px) { body.eae-book { display: block; } .eae-sidebar { position: static; width: auto; height: auto; } }
 '''
 
@@ -401,6 +408,7 @@ def build_html(nbs, dest, title='entropic_ae', quiet=False) -> list[Path]:
     cfg.TagRemovePreprocessor.remove_all_outputs_tags = {'eae-hide-output'}
     ex = HTMLExporter(config=cfg, template_name='lab', extra_loaders=[DictLoader({'eae_book.html.j2': BOOK_TEMPLATE})],
                       template_file='eae_book.html.j2', exclude_input_prompt=True, exclude_output_prompt=True)
+    ex.log.setLevel('ERROR')  # not a warning per figure that its alt text is nbconvert's generic one
     _prepare_dest(dest)
     lab = next(Path(d)/'static' for d in ex.template_paths if (Path(d)/'static'/'index.css').exists())
     shutil.copy(lab/'index.css', dest/'_static'/'jupyterlab.css')
@@ -428,13 +436,16 @@ PROBE = r'''<script>
   function report(){
     var imgs = Array.prototype.slice.call(document.images);
     var bad = imgs.filter(function(i){ return !(i.complete && i.naturalWidth > 0); }).map(function(i){ return i.src.slice(0, 80); });
-    var src = document.querySelectorAll('script[type^="math/tex"]').length;
-    var out = document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_CHTML, mjx-container').length;
+    var scripts = document.querySelectorAll('script[type^="math/tex"]'), src = scripts.length, out = 0;
+    for (var k = 0; k < src; k++) { var f = scripts[k].previousSibling;  // MathJax 2 puts the typeset frame just before the source
+      if (f && f.className && /\bMathJax(_Display|_SVG|_SVG_Display|_CHTML)?\b/.test(f.className)) out++; }
     var raw = 0, w = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
     while (w.nextNode()) { var n = w.currentNode, p = n.parentNode.closest('pre, code, script, style, .MathJax_Preview');
       if (!p && /\$[^$\s][^$]*\$/.test(n.nodeValue)) raw++; }
+    var h = location.hash.slice(1), a = h ? (document.getElementById(h) || document.getElementById(decodeURIComponent(h))) : null;
     document.documentElement.setAttribute('data-eae-probe', JSON.stringify({images: imgs.length, broken: bad,
-      math_src: src, math_out: out, math_err: window.eaeMathErrors || 0, mathjax: !!(window.MathJax && MathJax.Hub), raw_math: raw}));
+      math_src: src, math_out: out, math_err: window.eaeMathErrors || 0, mathjax: !!(window.MathJax && MathJax.Hub), raw_math: raw,
+      anchor_top: a ? Math.round(a.getBoundingClientRect().top + window.scrollY) : null}));
   }
   window.eaeMathErrors = 0;
   if (window.MathJax && MathJax.Hub) {
@@ -485,6 +496,19 @@ def page_problems(name: str, probe: dict | None) -> list[str]:
     if probe['raw_math']: res.append(f"{name}: {probe['raw_math']} text nodes still hold raw $...$ math")
     return res
 
+def _screenshot(site: Path, page: str, dest, width=1280, height=1600):
+    "PNG `dest` of `height` pixels of `page` (`name.html` or `name.html#id`: starting at that element) as Chromium draws it."
+    from PIL import Image
+    page, _, frag = page.partition('#')
+    uri, top = (site/page).as_uri(), 0
+    if frag:  # find where the element is, then draw a window tall enough and crop (headless draws nothing when scrolled)
+        probe = _probe(chromium(['--dump-dom', f'--window-size={width},{height}', f'{uri}#{frag}']))
+        if not probe or probe['anchor_top'] is None: raise ValueError(f"shot_page: no #{frag} in {page}")
+        top = max(0, probe['anchor_top'] - 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        chromium([f'--screenshot={tmp}/full.png', f'--window-size={width},{top + height}', uri])
+        Image.open(f'{tmp}/full.png').crop((0, top, width, top + height)).save(dest)
+
 def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
     "Load every page of built site `site` in headless Chromium; return problems (empty: all pages fine)."
     from urllib.parse import unquote, urlsplit
@@ -502,9 +526,7 @@ def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
             probe = _probe(dom)
             problems += page_problems(p.name, probe)
             if not quiet and probe: print(f"{p.name}: {probe['images']} images, {probe['math_out']}/{probe['math_src']} formulas typeset")
-        if screenshot:
-            target = copy/(shot_page or pages[0].name)
-            chromium([f'--screenshot={Path(screenshot).absolute()}', '--window-size=1280,2000', target.as_uri()])
+        if screenshot: _screenshot(copy, shot_page or pages[0].name, screenshot)
     parsed = {}
     for n, dom in doms.items():
         parsed[n] = _Links(); parsed[n].feed(dom)
@@ -512,11 +534,11 @@ def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
         for href in lk.hrefs:
             u = urlsplit(href)
             if u.scheme or href.startswith('//'): continue
-            target = n if not u.path else os.path.normpath(u.path)
-            frag = unquote(u.fragment)
+            target, frag = (n if not u.path else os.path.normpath(u.path)), u.fragment
             if target not in parsed:
                 if not (site/target).exists(): problems.append(f"{n}: link {href!r} does not resolve")
-            elif frag and frag not in parsed[target].ids: problems.append(f"{n}: link {href!r}: no #{frag} in {target}")
+            elif frag and not {frag, unquote(frag)} & parsed[target].ids:  # as browsers do: the raw fragment, then decoded
+                problems.append(f"{n}: link {href!r}: no #{unquote(frag)} in {target}")
     return problems
 
 # %% ../nbs/17_book.ipynb #47ac09b2
@@ -543,7 +565,7 @@ def main(argv=None):
     s = sub.add_parser('browse', help='check every page of the built site in headless Chromium')
     s.add_argument('--site', default=None, help='site folder (default: doc_path of settings.ini)')
     s.add_argument('--screenshot', default=None, help='write a PNG screenshot of one page here')
-    s.add_argument('--page', default=None, help='page to screenshot (default: the first)')
+    s.add_argument('--page', default=None, help='page to screenshot, optionally with a #fragment (default: the first)')
     sub.add_parser('showdoc', help='list exported names that no show_doc cell documents')
     a = ap.parse_args(argv)
     cfg, start = _cfg(), time.time()

@@ -274,11 +274,8 @@ def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, i
         finally: torch._foreach_copy_(params, w0)
     return base, out
 
-# %% ../nbs/08_sharpness.ipynb #49f7d821
-def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01,
-                    loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
-                    subset:int|None=None, bn:str='eval') -> Tensor:
-    "Highest training loss [y, S] found in each replica's ball ‖ε‖ ≤ ρ (ASAM, `adaptive`: ‖ε/(|w| + η)‖ ≤ ρ), for each ρ in `rhos`, by `n_steps` steps of normalised projected gradient ascent."
+# %% ../nbs/08_sharpness.ipynb #e4826d98
+def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn):
     rhos, n_steps = check_sigmas('rhos', rhos), check_int('n_steps', n_steps, lo=1)
     eta = check_float('eta', eta, lo=0.)
     if not isinstance(adaptive, bool): raise TypeError(f"adaptive must be a bool, got {adaptive!r}")
@@ -293,14 +290,20 @@ def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:boo
         c = (s['rho'] / _rnorm(delta).clamp_min(1e-30)).clamp(max=1.)     # back onto the ball
         s['delta'] = [_per(c, u) * u for u in delta]
         s['eps'] = s['delta'] if s['T'] is None else torch._foreach_mul(s['delta'], s['T'])
-    return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step)[1]
+    return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step)
 
-def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01, **kw) -> Tensor:
+def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01,
+                    loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
+                    subset:int|None=None, bn:str='eval') -> Tensor:
+    "Highest training loss [y, S] found in each replica's ball ‖ε‖ ≤ ρ (ASAM, `adaptive`: ‖ε/(|w| + η)‖ ≤ ρ), for each ρ in `rhos`, by `n_steps` steps of normalised projected gradient ascent."
+    return _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)[1]
+
+def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01,
+                  loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
+                  subset:int|None=None, bn:str='eval') -> Tensor:
     "SAM's sharpness [y, S]: `worst_case_loss` minus the training loss (ASAM's with `adaptive=True`)."
-    kw.setdefault('batch_size', None)
-    x2, t2, _ = _data(model, x, kw.get('target'), kw['batch_size'], kw.get('subset'))
-    with bn_mode(model, kw.get('bn', 'eval')): base = dataset_loss(model, x2, kw.get('loss_fn', recon_error), kw['batch_size'], t2)
-    return worst_case_loss(model, x, rhos, n_steps, adaptive, eta, **kw) - base[:, None]
+    base, worst = _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)
+    return worst - base[:, None]
 
 # %% ../nbs/08_sharpness.ipynb #b42e0ec4
 def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, loss_fn:Callable=recon_error,
@@ -358,9 +361,10 @@ def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn'
         out.append(d)
     return out
 
-# %% ../nbs/08_sharpness.ipynb #2eb50fff
-def _default_points(device, y:int, n_params:int, rows:int, width:int, budget:int=2**28) -> int:
-    if torch.device(device).type != 'cuda': return 1
+# %% ../nbs/08_sharpness.ipynb #338cb936
+def _default_points(device, y:int, n_params:int, rows:int, width:int) -> int:
+    "Grid points per pass: as many as fit a budget of weights plus first-layer activations (256 MB on a GPU, 64 MB on a CPU)."
+    budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
     return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
 
 @torch.no_grad()
@@ -537,10 +541,10 @@ def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=3
                gauss_newton=False, bn='eval'):
     return spectral_density(*slq(model, x, n_probes, n_iter, seed, loss_fn, target, batch_size, subset, gauss_newton, bn), grid, sigma)
 
-# %% ../nbs/08_sharpness.ipynb #4b326449
+# %% ../nbs/08_sharpness.ipynb #d10d3876
 def _m_rho(adaptive):
     def fn(model, x, target, loss_fn, rhos, n_steps=5, eta=0.01, batch_size=None, subset=None, bn='eval'):
-        return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, loss_fn=loss_fn, target=target, batch_size=batch_size, subset=subset, bn=bn)
+        return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)
     return fn
 
 def _m_keskar(model, x, target, loss_fn, epsilons, n_steps=10, batch_size=None, subset=None, bn='eval'):

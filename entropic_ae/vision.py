@@ -251,7 +251,7 @@ def fake_images(n_train:int=64, n_test:int=32, shape=(3, 8, 8), classes:int=10, 
     z = (0.,) * shape[0]
     return _as_image_data('fake', (xa, xb), (ta, tb), shape, classes, z, (1.,)*shape[0], False, False, device, dtype)
 
-# %% ../nbs/11_vision.ipynb #8b9c0527
+# %% ../nbs/11_vision.ipynb #96032973
 def crop_flip(x:Tensor, pad:int=4, flip:bool=True, fill=0., generator:torch.Generator|None=None) -> Tensor:
     "Random crops of the `pad`-padded images `x` [..., C, H, W] and random horizontal flips, one draw per image."
     pad = check_int('pad', pad, lo=0)
@@ -260,13 +260,13 @@ def crop_flip(x:Tensor, pad:int=4, flip:bool=True, fill=0., generator:torch.Gene
     n, dev = xs.shape[0], x.device
     fill = torch.as_tensor(fill, dtype=x.dtype, device=dev).reshape(-1, 1, 1)
     if fill.shape[0] not in (1, C): raise ValueError(f"fill must be a number or one value per channel ({C}), got {fill.shape[0]} values")
-    padded = fill.expand(C, H + 2*pad, W + 2*pad).repeat(n, 1, 1, 1)
-    padded[:, :, pad:pad + H, pad:pad + W] = xs
+    border = nn.functional.pad(torch.zeros(1, 1, H, W, dtype=x.dtype, device=dev), (pad,) * 4, value=1.)
+    padded = nn.functional.pad(xs, (pad,) * 4) + fill * border                          # the image exact, `fill` around it
     dy, dx = (torch.randint(0, 2*pad + 1, (n, 1), device=dev, generator=generator) for _ in range(2))
     rows, cols = dy + torch.arange(H, device=dev), dx + torch.arange(W, device=dev)          # [n, H], [n, W]
     if flip: cols = torch.where(torch.rand(n, 1, device=dev, generator=generator) < 0.5, cols.flip(1), cols)
-    out = padded[torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]   # [n, H, W, C]
-    return out.permute(0, 3, 1, 2).reshape(x.shape)
+    idx = (rows[:, :, None] * (W + 2*pad) + cols[:, None, :]).view(n, 1, H * W).expand(n, C, H * W)
+    return padded.reshape(n, C, -1).gather(2, idx).view(x.shape)
 
 # %% ../nbs/11_vision.ipynb #c38b323d
 class DeviceLoader:

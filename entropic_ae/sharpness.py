@@ -361,7 +361,7 @@ def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn'
         out.append(d)
     return out
 
-# %% ../nbs/08_sharpness.ipynb #338cb936
+# %% ../nbs/08_sharpness.ipynb #a8b5b84b
 def _default_points(device, y:int, n_params:int, rows:int, width:int) -> int:
     "Grid points per pass: as many as fit a budget of weights plus first-layer activations (256 MB on a GPU, 64 MB on a CPU)."
     budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
@@ -383,11 +383,11 @@ def _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_p
         view = lambda t: t.view(len(idx), y, *t.shape[1:])
         fill([view(p) for p in sc.parameters() if p.requires_grad],
              [(view(b), b0) for b, b0 in zip(sc.buffers(), model.buffers())], idx)
-        with bn_mode(sc, bn): out[idx] = dataset_loss(sc, x, loss_fn, batch_size, target).view(len(idx), y).to(out.dtype)
+        with bn_mode(sc, bn): out[idx] = dataset_loss(sc, x, loss_fn, batch_size, target).view(len(idx), y).to(out.device, out.dtype)
         if on_pass is not None: on_pass(idx)
     return out
 
-# %% ../nbs/08_sharpness.ipynb #d8c5440c
+# %% ../nbs/08_sharpness.ipynb #914711a6
 def _as_coords(name, c) -> Tensor:
     c = torch.as_tensor(c, dtype=torch.float64).reshape(-1)
     if c.numel() == 0 or not torch.isfinite(c).all(): raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
@@ -433,9 +433,9 @@ def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=r
             with atomic_path(path) as tmp: torch.save(dict(grid=grid, values=out, done=done, check=check), tmp)
     todo = [i for i in range(len(grid)) if not done[i]]
     _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save)
-    return out.T.reshape(F.y, *[len(a) for a in axes]).to(F.params[0].dtype)
+    return out.T.reshape(F.y, *[len(a) for a in axes]).to(F.params[0].device, F.params[0].dtype)
 
-# %% ../nbs/08_sharpness.ipynb #36223b6c
+# %% ../nbs/08_sharpness.ipynb #d88115f4
 def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:Callable=recon_error,
                 target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None,
                 points_per_pass:int|None=None, bn:str='eval') -> tuple[Tensor, Tensor]:
@@ -458,7 +458,7 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
             v.copy_(torch.lerp(a.unsqueeze(0), b.unsqueeze(0), w(v)) if v.is_floating_point() else a.unsqueeze(0).expand_as(v))
     out = torch.full((len(ts), ya), float('nan'), dtype=torch.float64)
     _eval_points(model_a, fill, list(range(len(ts))), x, target, loss_fn, batch_size, points_per_pass, bn, out)
-    return ts, out.T.to(pa[0].dtype)
+    return ts, out.T.to(pa[0].device, pa[0].dtype)
 
 def barrier(ts, losses:Tensor) -> Tensor:
     "Barrier height [y]: max over t of L(t) − [(1 − t) L(0) + t L(1)], for a path sampled at `ts` (first 0, last 1)."

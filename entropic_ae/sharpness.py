@@ -467,7 +467,7 @@ def barrier(ts, losses:Tensor) -> Tensor:
     if losses.dim() != 2 or losses.shape[1] != len(ts): raise ValueError(f"losses must have shape [y, {len(ts)}], got {tuple(losses.shape)}")
     return (losses - torch.lerp(losses[:, :1], losses[:, -1:], ts)).amax(1)
 
-# %% ../nbs/08_sharpness.ipynb #aa851e71
+# %% ../nbs/08_sharpness.ipynb #071aafba
 @dataclass
 class LocalEntropy:
     "Per-replica output of `local_entropy`."
@@ -479,7 +479,7 @@ class LocalEntropy:
     mean: list[Tensor]     # ⟨w'⟩ at λ = 1, one tensor [y, ...] per parameter
     mean_se: list[Tensor]  # its standard error over chains
 
-# %% ../nbs/08_sharpness.ipynb #1d23ce7a
+# %% ../nbs/08_sharpness.ipynb #c0fb4843
 def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps:int=500, lr:float=1e-3,
                   n_chains:int=4, n_lambdas:int=8, burn_in:float=0.5, seed:int=0, loss_fn:Callable=recon_error,
                   target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval') -> LocalEntropy:
@@ -522,7 +522,7 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
     return LocalEntropy(chains.mean(1), sem(chains, 1), chains, Eb[:K].mean(1).T, lams[:K],
                         [m.mean(0).to(w.dtype) for m, w in zip(means, w0)], [sem(m, 0).to(w.dtype) for m, w in zip(means, w0)])
 
-# %% ../nbs/08_sharpness.ipynb #a5c0a2e4
+# %% ../nbs/08_sharpness.ipynb #722b7ff2
 def _first_seed(seed): return seed if isinstance(seed, numbers.Integral) else check_int('seed[0]', list(seed)[0], lo=0)
 
 def _m_top(model, x, target, loss_fn, ranks, n_iter=None, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval'):
@@ -541,7 +541,7 @@ def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=3
                gauss_newton=False, bn='eval'):
     return spectral_density(*slq(model, x, n_probes, n_iter, seed, loss_fn, target, batch_size, subset, gauss_newton, bn), grid, sigma)
 
-# %% ../nbs/08_sharpness.ipynb #d10d3876
+# %% ../nbs/08_sharpness.ipynb #8f8fbe50
 def _m_rho(adaptive):
     def fn(model, x, target, loss_fn, rhos, n_steps=5, eta=0.01, batch_size=None, subset=None, bn='eval'):
         return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)
@@ -562,7 +562,7 @@ def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3,
     return torch.stack([local_entropy(model, x, g, beta, n_steps, lr, n_chains, n_lambdas, burn_in, _first_seed(seed), loss_fn,
                                       target, batch_size, subset, bn).phi for g in gammas], 1)
 
-# %% ../nbs/08_sharpness.ipynb #54b37b83
+# %% ../nbs/08_sharpness.ipynb #b9c607cd
 register_metric('hessian_max', _m_max, weights=True)
 register_metric('hessian_top', _m_top, 'ranks', 'rank', weights=True)
 register_metric('hessian_trace', _m_trace, weights=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 # %% auto #0
-__all__ = ['BOOK_RC', 'BOOK_TEMPLATE', 'BOOK_CSS', 'CHROMIUM_FLAGS', 'PROBE', 'chapters', 'skipped', 'clean_outputs',
+__all__ = ['BOOK_RC', 'PRELOAD', 'BOOK_TEMPLATE', 'BOOK_CSS', 'CHROMIUM_FLAGS', 'PROBE', 'chapters', 'skipped', 'clean_outputs',
            'execute_nbs', 'execute', 'mask', 'close_numbers', 'same_text', 'image_size', 'output_pieces',
            'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc', 'nb_title', 'prepare_cells',
            'rewrite_links', 'build_html', 'find_chromium', 'chromium', 'page_problems', 'browse', 'main']
@@ -93,7 +93,10 @@ def clean_outputs(nb: dict, path=None) -> dict:
              str(cfg.get('clean_ids', True)).lower() in ('true', '1', 'yes'))
     return nb
 
-# %% ../nbs/17_book.ipynb #8011ec88
+# %% ../nbs/17_book.ipynb #090d08d9
+PRELOAD = ('torch', 'matplotlib', 'IPython', 'execnb.shell', 'nbdev.process', 'entropic_ae.book')
+"Modules the fork server imports once, so that each chapter's fresh process starts without importing them again."
+
 def _n_workers(n, k):
     if n is not None and (not isinstance(n, int) or n < 1): raise ValueError(f"n_workers: expected a positive integer, got {n!r}")
     return n or max(1, min(os.cpu_count() or 1, 8, k))
@@ -107,13 +110,21 @@ def execute_nbs(paths, done, n_workers=None, flags=None):
         if not p.is_file(): raise ValueError(f"paths: no notebook {str(p)!r}")
     if not paths: return
     if flags is None: flags = tuple(get_config(path=paths[0].parent).get('tst_flags', '').split())
-    from entropic_ae.book import _execute_worker  # by module name, so a spawned process can import it (also from this notebook)
-    ctx = mp.get_context('spawn')
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, max_tasks_per_child=1) as ex:
-        futs = {ex.submit(_execute_worker, str(p), tuple(flags), BOOK_RC): p for p in paths}
-        for f in as_completed(futs):
-            text, err, secs = f.result()
-            done(futs[f], None if text is None else json.loads(text), err, secs)
+    from entropic_ae.book import _execute_worker  # by module name, so a new process can import it (also from this notebook)
+    ctx = mp.get_context('forkserver')
+    ctx.set_forkserver_preload(list(PRELOAD))
+    old = {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+    os.environ.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')  # before the server imports torch
+    try:
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, max_tasks_per_child=1) as ex:
+            futs = {ex.submit(_execute_worker, str(p), tuple(flags), BOOK_RC): p for p in paths}
+            for f in as_completed(futs):
+                text, err, secs = f.result()
+                done(futs[f], None if text is None else json.loads(text), err, secs)
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/17_book.ipynb #70ded75b
 def _write_nb(nb: dict, path):

@@ -289,7 +289,7 @@ def _cuda_words(J, L):
     Tb[:, :C] = T + (N - 1)
     return Tb.view(np.uint32), V_lo, V_hi
 
-def _hist_cuda(J, L, device=None, blocks_per_sm=16):
+def _hist_cuda(J, L, device=None, blocks_per_sm=128):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba.cuda kernel on `device`."
     N = len(J); nB = 2**(N - 1 - L)
     device = default_device(device)
@@ -299,18 +299,31 @@ def _hist_cuda(J, L, device=None, blocks_per_sm=16):
         hist = cuda.to_device(np.zeros(_CUDA_BINS, np.int64))
         gx = -(-Tw.shape[1]//_CUDA_BLOCK)
         sms = 1 if numba.config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
-        gy = min(nB, max(-(-blocks_per_sm*sms//gx), -(-nB//2**28)))    # 4 counts per pattern < 2^32 per thread
+        gy = min(nB, 65535, max(-(-blocks_per_sm*sms//gx), -(-nB//2**28)))   # many waves of short blocks; counts < 2^32
         _min_hist_cuda[(gx, gy), _CUDA_BLOCK](Tw, cuda.to_device(J.astype(np.int32)), L, V_lo, V_hi, nB, hist)
         return hist.copy_to_host()[:2*N - 1]
 
 # %% ../nbs/12_hopfield.ipynb #9b0d8786
 BACKENDS = ['auto', 'numpy', 'numba', 'cuda', 'torch']
 
+_cuda_problem = None    # why numba.cuda could not compile or run here, once it has failed
+
 def _default_backend(device) -> str:
     "The fastest available backend for `device` (measured: numba on CPU, the CUDA kernel on a GPU)."
-    if device.type == 'cuda': return 'cuda' if cuda is not None and cuda.is_available() else 'torch'
+    if device.type == 'cuda': return 'cuda' if cuda is not None and cuda.is_available() and _cuda_problem is None else 'torch'
     if device.type == 'cpu': return 'numba' if numba is not None else 'numpy'
     return 'torch'
+
+def _hist_cuda_or_torch(J, L, device):
+    "The CUDA kernel; if numba.cuda cannot compile here (no NVVM: no CUDA toolkit), say why once and use torch."
+    global _cuda_problem
+    from numba.cuda.cudadrv.error import CudaSupportError, NvvmError, NvvmSupportError
+    try: return _hist_cuda(J, L, device)
+    except (CudaSupportError, NvvmError, NvvmSupportError) as e:
+        _cuda_problem = f"{type(e).__name__}: {e}"
+        warnings.warn(f"the numba.cuda kernel cannot run here ({_cuda_problem.splitlines()[0]}); using torch gathers on {device}. "
+                      "numba.cuda needs NVVM: a CUDA toolkit (CUDA_HOME) or pip install numba-cuda[cu12]")
+        return _hist_torch(J, L, device)
 
 def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
     "Exact number of states s with min_i u_i(s) = u, for u = -(N-1)..N-1 (index u + N - 1); sums to 2^N."
@@ -318,12 +331,13 @@ def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str=
     N = len(J)
     check_choice('backend', backend, BACKENDS)
     device = default_device(device)
-    if backend == 'auto': backend = _default_backend(device)
+    auto = backend == 'auto'
+    if auto: backend = _default_backend(device)
     if backend == 'cuda' and device.type != 'cuda': raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device}")
     if low_bits is not None: L = check_int('low_bits', low_bits, lo=1)
     else: L = {'numpy': 16 if N > 28 else max(10, min(14, N - 8)), 'numba': 10 if N <= 26 else 14, 'cuda': 14, 'torch': 20}[backend]
     L = min(L, N - 1)                # numpy, numba: measured on a 2-core CPU; cuda: the table fits the GPU's L2
-    if backend == 'cuda': return 2*_hist_cuda(J, L, device)
+    if backend == 'cuda': return 2*(_hist_cuda_or_torch if auto else _hist_cuda)(J, L, device)
     if backend == 'torch': return 2*_hist_torch(J, L, device)
     if backend == 'numba': return 2*_hist_numba(J, L)
     return 2*_hist_numpy(J, L)

@@ -48,6 +48,18 @@ def test_default_backend_is_the_compiled_one():
     assert H._default_backend(torch.device('cpu')) == 'numba'
     assert H._default_backend(torch.device('cuda')) == ('cuda' if H.cuda.is_available() else 'torch')
 
+def test_cuda_fallback_without_nvvm(monkeypatch):
+    "When numba.cuda cannot compile (no CUDA toolkit), `auto` warns once, uses torch gathers and stops trying the kernel."
+    from numba.cuda.cudadrv.error import NvvmSupportError
+    def no_nvvm(*a, **k): raise NvvmSupportError('libNVVM cannot be found')
+    monkeypatch.setattr(H, '_hist_cuda', no_nvvm)
+    monkeypatch.setattr(H, '_cuda_problem', None)
+    J = H._check_couplings(random_couplings(10, seed=3))
+    with pytest.warns(UserWarning, match='numba.cuda kernel cannot run here'):
+        h = H._hist_cuda_or_torch(J, 4, torch.device('cpu'))
+    assert (h == H._hist_numpy(J, 4)).all() and 'NvvmSupportError' in H._cuda_problem
+    assert H._default_backend(torch.device('cuda')) == 'torch'
+
 def test_cuda_kernel_types_for_a_gpu_without_one():
     "Type inference and lowering for compute capability 9.0 work on a CPU-only machine; no value becomes a float."
     from numba import types

@@ -237,6 +237,8 @@ def compare_cells(old, new) -> str | None:
 def compare_nbs(old: dict, new: dict, name='notebook', flags=('notest', 'slow')) -> list[str]:
     "Messages naming every stale code cell of committed notebook `old` against freshly executed `new`."
     if len(old['cells']) != len(new['cells']): return [f"{name}: cells changed while it ran"]
+    if not any(c.get('outputs') for c in old['cells']) and any(c.get('outputs') for c in new['cells']):
+        return [f"{name}: committed without outputs (run `eae-book execute` on it and commit it)"]
     res = []
     for i, (a, b) in enumerate(zip(old['cells'], new['cells'])):
         if a['cell_type'] != 'code' or skipped(a, flags): continue

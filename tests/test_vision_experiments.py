@@ -35,7 +35,7 @@ def data_root(tmp_path_factory):
             V.write_idx(rng.integers(0, 10, n).astype(np.uint8), f/f'{split}-labels-idx1-ubyte.gz', gz=True)
     return root
 
-TALK = dict(trials=2, y=2, L=2, epochs=1, bs=32, n_draws=1, n_flat=32, sigmas=[0.0, 0.2], record_every=1)
+TALK = dict(trials=2, y=2, L=2, epochs=1, bs=32, n_draws=1, n_flat=32, sigmas=[0.0, 0.2], record_every=1, hessian_iter=3)
 def test_talk_table_quick(tmp_path):
     df, vt, out = run('talk_table', tmp_path, n_train=96, n_test=40, widths=[4, 2], **TALK)
     fin = df[df.metric == 'final_test_error']
@@ -48,24 +48,27 @@ def test_talk_table_quick(tmp_path):
     assert df[(df.arm == 'baseline_long') & (df.metric == 'final_test_error')].epoch.max() == 2      # y x epochs
     cost = df[df.metric == 'grad_evals_per_trial'].set_index(['arch', 'arm']).value
     assert cost[('resnet18', 'rsgd')] == 2 * cost[('resnet18', 'baseline')] == cost[('resnet18', 'esgd')]
-    assert len(vt) == 2 * 8
+    assert len(vt) == 2 * 10                                                # 8 claims + 2 on the top Hessian eigenvalue
+    assert (df[df.metric == 'hessian_max'].value > 0).all()
+    spread = df[df.metric == 'relative_spread'].groupby('arm').value.mean()
+    assert spread['rsgd'] < spread['independent']                           # coupled replicas stay together
     table = pd.read_csv(out/'talk_table_quick_table.csv')
     assert list(table.source) == ['this run', 'talk', 'this run', 'talk']
 
 def test_talk_table_full_on_tiny_cifar(tmp_path, data_root):
     df, vt, _ = run('talk_table', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], **TALK)
-    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 16
+    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
 
 def test_sam_study_quick_and_full(tmp_path, data_root):
-    df, vt, out = run('sam_study', tmp_path, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16)
+    df, vt, out = run('sam_study', tmp_path, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
     assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam', 'asam'}
     sh = df[df.metric == 'grad_sharpness']
     assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
-    assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 6
+    assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
     df, vt, _ = run('sam_study', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], trials=2, epochs=1, bs=8,
-                    arms=['sgd', 'sgd_sam', 'adam', 'adam_sam'], n_sharp=8)
-    assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam'} and len(vt) == 2 * 5
+                    arms=['sgd', 'sgd_sam', 'adam', 'adam_sam'], n_sharp=8, hessian_iter=3)
+    assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam'} and len(vt) == 2 * 7
 
 AE = dict(trials=2, y=2, epochs=2, bs=32, n_draws=2, record_every=1, energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2])
 def test_real_autoencoders_quick_and_full(tmp_path, data_root):

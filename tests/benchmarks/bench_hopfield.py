@@ -6,8 +6,10 @@
 
 Backends run interleaved (repeat 1 of every backend, then repeat 2, ...), so a shared, noisy machine
 slows them alike; the table records the wall time, the CPU time of this process, enumerated states per
-second (2^(N-1) states, thanks to the ± symmetry), covered states per second (2^N) and, for every
-backend, the ratio of the numpy reference's best time to its own. The first call of each backend
+second (2^(N-1) states, thanks to the ± symmetry), covered states per second (2^N), enumerated states per
+CPU-second (all threads together: on a machine shared with other jobs this, times the thread count, says
+what an idle machine would do) and, for every backend, the ratio of the numpy reference's best time to
+its own. The first call of each backend
 (compilation or loading the compiled kernel from the cache) is timed separately. Every histogram must
 add up to 2^N, and the backends must give identical histograms for the same network.
 
@@ -20,7 +22,7 @@ N are replaced, others kept, so CPU and GPU results live in one file.
 """
 import argparse, os, platform, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numba, numpy as np, pandas as pd, torch
 from entropic_ae.core import tidy, write_csv
 from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, cuda
 
@@ -66,11 +68,13 @@ def compare(a, backends, rows):
         counts = counts_from_histogram(ref, N, D_LIST)
         for b in backends:
             best = min(times[b])
-            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default')
+            threads = numba.get_num_threads() if b == 'numba' else 1 if b == 'numpy' else ''
+            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default', threads=threads)
             rows += [tidy('bench_hopfield', r, 0, 'seconds', t, **extra) for r, t in enumerate(times[b])]
             rows += [tidy('bench_hopfield', r, 0, 'cpu_seconds', t, **extra) for r, t in enumerate(cpu[b])]
             rows += [tidy('bench_hopfield', 0, 0, 'enumerated_states_per_s', 2**(N-1)/best, **extra),
-                     tidy('bench_hopfield', 0, 0, 'covered_states_per_s', 2**N/best, **extra)]
+                     tidy('bench_hopfield', 0, 0, 'covered_states_per_s', 2**N/best, **extra),
+                     tidy('bench_hopfield', 0, 0, 'enumerated_states_per_cpu_s', 2**(N-1)/min(cpu[b]), **extra)]
             line = f'{b:6s} N={N:2d}: best {best:8.3f} s of {a.repeats} (cpu {min(cpu[b]):7.3f} s); {2**(N-1)/best:.3e} enumerated states/s'
             if 'numpy' in backends:
                 ratio = min(times['numpy'])/best

@@ -251,7 +251,7 @@ def _min_hist_cuda(Tw, J, L, V_lo, V_hi, nB, hist):
     rows = cuda.shared.array(64, numba.int32)
     cnt = cuda.shared.array((_CUDA_BINS, _CUDA_BLOCK), numba.uint32)
     t = cuda.threadIdx.x
-    w = cuda.blockIdx.x*cuda.blockDim.x + t
+    w0 = cuda.blockIdx.x*cuda.blockDim.x + t
     hi = numba.uint32(0x80808080)
     for v in range(_CUDA_BINS): cnt[v, t] = 0
     for b in range(cuda.blockIdx.y, nB, cuda.gridDim.y):
@@ -263,7 +263,7 @@ def _min_hist_cuda(Tw, J, L, V_lo, V_hi, nB, hist):
                 up = 1 if t == N - 1 else (b >> (t - L)) & 1
                 rows[t] = L*V_lo + (t - L)*2*V_hi + up*V_hi + (B + N - L - 1)//2
         cuda.syncthreads()
-        if w < Tw.shape[1]:
+        for w in range(w0, Tw.shape[1], cuda.gridDim.x*cuda.blockDim.x):   # a few words per thread
             m = numba.uint32(Tw[rows[0], w])
             for j in range(1, N):
                 x = numba.uint32(Tw[rows[j], w])
@@ -289,7 +289,7 @@ def _cuda_words(J, L):
     Tb[:, :C] = T + (N - 1)
     return Tb.view(np.uint32), V_lo, V_hi
 
-def _hist_cuda(J, L, device=None, blocks_per_sm=128):
+def _hist_cuda(J, L, device=None, words_per_thread=8, blocks_per_sm=128):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba.cuda kernel on `device`."
     N = len(J); nB = 2**(N - 1 - L)
     device = default_device(device)
@@ -297,9 +297,9 @@ def _hist_cuda(J, L, device=None, blocks_per_sm=128):
         Tw, V_lo, V_hi = _cuda_words(J, L)
         Tw = cuda.to_device(Tw)
         hist = cuda.to_device(np.zeros(_CUDA_BINS, np.int64))
-        gx = -(-Tw.shape[1]//_CUDA_BLOCK)
+        gx = -(-Tw.shape[1]//(_CUDA_BLOCK*words_per_thread))
         sms = 1 if numba.config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
-        gy = min(nB, 65535, max(-(-blocks_per_sm*sms//gx), -(-nB//2**28)))   # many waves of short blocks; counts < 2^32
+        gy = min(nB, 65535, max(-(-blocks_per_sm*sms//gx), -(-nB*4*words_per_thread//2**30)))  # many short blocks; counts < 2^32
         _min_hist_cuda[(gx, gy), _CUDA_BLOCK](Tw, cuda.to_device(J.astype(np.int32)), L, V_lo, V_hi, nB, hist)
         return hist.copy_to_host()[:2*N - 1]
 

@@ -79,14 +79,13 @@ def test_cuda_packed_table():
         assert (b[:, :2**L].astype(int) - (N - 1) == T).all() and (b[:, 2**L:] == 127).all() and b.max() < 128
 
 def test_cuda_kernel_in_the_simulator():
-    "Every thread of the CUDA kernel run by numba's simulator: padding (L = 1), several blocks in x and y, odd and even N."
+    "Every thread of the CUDA kernel run by numba's simulator: padding (L = 1), several blocks in x and y, several words per thread, idle threads, odd and even N."
     code = textwrap.dedent("""
         from entropic_ae.hopfield import _hist_cuda, _hist_numpy, random_couplings
-        for N, L in [(2, 1), (3, 1), (7, 3), (11, 10)]:
-            for k in range(1):
-                J = random_couplings(N, seed=7, sample=k)
-                h, ref = _hist_cuda(J, L), _hist_numpy(J, L)
-                assert (h == ref).all(), (N, L, k, h, ref)
+        for N, L, wpt in [(2, 1, 8), (3, 1, 1), (7, 3, 8), (11, 10, 1), (11, 10, 3)]:
+            J = random_couplings(N, seed=7)
+            h, ref = _hist_cuda(J, L, words_per_thread=wpt), _hist_numpy(J, L)
+            assert (h == ref).all(), (N, L, wpt, h, ref)
         print('ok')""")
     r = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, NUMBA_ENABLE_CUDASIM='1'),
                        capture_output=True, text=True, timeout=300)

@@ -94,7 +94,7 @@ def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol
         W, f = W - t[:, None]*step, fn
     return W
 
-# %% ../nbs/13_perceptron.ipynb #4e9725cb
+# %% ../nbs/13_perceptron.ipynb #f9a40978
 def _check_radii(d, N):
     d = torch.as_tensor(d, dtype=torch.float64).reshape(-1)
     if len(d) == 0 or not torch.isfinite(d).all() or (d <= 0).any() or (d > 4).any(): raise ValueError(f"d must lie in (0, 4], got {d.tolist()}")
@@ -104,16 +104,18 @@ def _check_radii(d, N):
 def cap_distances(N:int, d, n:int, generator=None, cells:int=4096) -> torch.Tensor:
     "s = ‖w−w'‖²/4 of n points uniform on the cap ‖w−w'‖² ≤ d of S^{N−1}, for every d: [n_d, n] (exact rejection sampler)."
     N, n, cells = check_int('N', N, lo=2), check_int('n', n, lo=1), check_int('cells', cells, lo=1)
-    d = _check_radii(d, N); k, smax = (N - 1)/2, d/4
-    j = torch.arange(cells, dtype=torch.float64)
+    dev = generator.device if generator is not None else torch.device('cpu')   # work where the random numbers are made
+    d = _check_radii(d, N).to(dev); k, smax = (N - 1)/2, d/4
+    j = torch.arange(cells, dtype=torch.float64, device=dev)
     r0, r1 = j/cells, (j + 1)/cells
     q = torch.exp(k*torch.log(r0/r1))                                       # (r_j/r_{j+1})^k, 0 in the first cell
-    g = lambda r: torch.zeros(len(d), r.shape[-1], dtype=torch.float64) if k == 1 else (k - 1)*torch.log1p(-smax[:, None]*r)
+    g = lambda r: torch.zeros(len(d), r.shape[-1], dtype=torch.float64, device=dev) if k == 1 else (k - 1)*torch.log1p(-smax[:, None]*r)
     env = torch.maximum(g(r0[None]), g(r1[None]))                           # [n_d, cells]
     cdf = torch.softmax(k*torch.log(r1) + torch.log1p(-q) + env, -1).cumsum(-1)
-    out, todo = torch.empty(len(d), n, dtype=torch.float64), torch.ones(len(d), n, dtype=torch.bool)
+    out = torch.empty(len(d), n, dtype=torch.float64, device=dev)
+    todo = torch.ones(len(d), n, dtype=torch.bool, device=dev)
     while todo.any():
-        u = torch.rand(len(d), n, 3, generator=generator, dtype=torch.float64)
+        u = torch.rand(len(d), n, 3, generator=generator, dtype=torch.float64, device=dev)
         c = torch.searchsorted(cdf, (u[..., 0]*cdf[:, -1:]).contiguous()).clamp_(max=cells - 1)
         r = r1[c]*(q[c] + u[..., 1]*(1 - q[c]))**(1/k)
         acc = todo & (torch.log(u[..., 2]) < g(r) - env.gather(1, c))

@@ -5,7 +5,7 @@
 
 Every configuration runs a fixed number of sweeps of replicated SA (y replicas, moves of every replica counted) at a
 low temperature and strong coupling, so that few instances are solved and the work is the same for every backend.
-Backends are interleaved within each repeat (timings on a shared machine are noisy; compare ratios, not absolutes),
+torch runs with one CPU thread by default (--torch-threads). Backends are interleaved within each repeat (timings on a shared machine are noisy; compare ratios, not absolutes),
 and the numba and torch final states are checked to be identical. Writes a tidy table (default
 figures/annealing_benchmark.csv).
 """
@@ -26,8 +26,9 @@ def run(prob, y, sweeps, backend, device=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--N', type=int, nargs='+', default=[101, 401, 1001])
-    ap.add_argument('--B', type=int, nargs='+', default=[16, 256])
+    ap.add_argument('--N', type=int, nargs='+', default=[101, 401])
+    ap.add_argument('--B', type=int, nargs='+', default=[16, 256, 2048])
+    ap.add_argument('--torch-threads', type=int, default=1, help='torch CPU threads (1: its ops are tiny, and spinning OpenMP threads on a shared machine were measured 2-10x slower)')
     ap.add_argument('--alpha', type=float, default=0.5)
     ap.add_argument('--y', type=int, default=3)
     ap.add_argument('--sweeps', type=int, default=4)
@@ -35,6 +36,7 @@ def main(argv=None):
     ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--out', default='figures/annealing_benchmark.csv')
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.torch_threads)
     host = f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}'
     all_threads = numba.config.NUMBA_NUM_THREADS
     arms = [('numba', 1, None), ('numba', all_threads, None), ('torch', None, 'cpu')]

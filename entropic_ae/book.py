@@ -366,6 +366,9 @@ def _label(path: Path, nb: dict) -> str:
     m = re.match(r'(\d+)_', path.stem)
     return (f"{m.group(1)} " if m else '') + nb_title(nb, path.stem)
 
+_SHOW_DOC = re.compile(r'(?:show_doc\([^\n]*\)\s*)+')
+_SOURCE_LINK = re.compile(r'\[source\]\([^)]*\)(?:\{[^}\n]*\})?')
+
 def prepare_cells(nb: dict) -> dict:
     "Copy of notebook dict `nb` ready to render: hidden cells dropped, directives stripped, hiding as tags."
     from nbdev.process import extract_directives
@@ -378,8 +381,11 @@ def prepare_cells(nb: dict) -> dict:
             c['source'] = re.sub(r'\A(?:#\|.*\n?)+', '', src.source)  # quarto-style directives too
             if 'hide' in d or 'default_exp' in d or not c['source'].strip() and not c.get('outputs'): continue
             tags = c.setdefault('metadata', {}).setdefault('tags', [])
-            if d.get('echo:', [''])[0].lower() == 'false' or not c['source'].strip(): tags.append('eae-hide-input')
+            if d.get('echo:', [''])[0].lower() == 'false' or not c['source'].strip() or _SHOW_DOC.fullmatch(c['source'].strip()):
+                tags.append('eae-hide-input')
             if d.get('output:', [''])[0].lower() == 'false': tags.append('eae-hide-output')
+            for o in c.get('outputs', []):
+                if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = _SOURCE_LINK.sub('', _txt(o['data']['text/markdown']))
         cells.append(c)
     nb['cells'] = cells
     return nb

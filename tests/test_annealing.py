@@ -98,12 +98,12 @@ def test_annealing_notebook_smoke(tmp_path):
 
 def test_perceptron_notebook_smoke(tmp_path):
     _run('perceptron_local_entropy', tmp_path, N=16, instances=1, lambdas=[0.01, 10.0], ds=[0.05, 0.5],
-         n_chains=16, reps=2, mcmc_steps=2, threads=1)
+         n_chains=32, reps=2, mcmc_steps=4, threads=1)
     assert (tmp_path/'perceptron_local_entropy_quick.png').read_bytes()[:4] == b'\x89PNG'
     df = pd.read_csv(tmp_path/'perceptron_local_entropy_quick.csv')
     assert {'test_error', 'train_error', 'phi', 'phi_se', 'ladder_levels', 'bayes_error_large_N'} <= set(df.metric)
     phi = df[df.metric == 'phi']
-    assert len(phi) == 2*2*2 and (phi.value <= 0).all()
+    assert len(phi) == 2*2*2 and (phi.value.dropna() <= 0).all() and phi.value.notna().sum() >= 6   # a stalled ladder is nan
     vt = pd.read_csv(tmp_path/'perceptron_local_entropy_quick_verdict.csv')
     assert set(vt.loss) == {'logistic', 'square'} and {'holds', 'contradicted', 'mixed', 'not resolved'} >= set(vt.result)
 

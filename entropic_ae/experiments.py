@@ -76,7 +76,7 @@ def elbow(widths, errors) -> float:
     below = (B[-1] - B) / (B[-1] - B[0]) - (y - y[-1]) / (y[0] - y[-1])   # chord minus curve, both in [0, 1]
     return float(B[below.argmax()])
 
-# %% ../nbs/15_experiments.ipynb #6526551e
+# %% ../nbs/15_experiments.ipynb #b1e2dc6b
 def default_profile() -> str:
     "`'full'` on a CUDA machine, `'quick'` otherwise."
     return 'full' if torch.cuda.is_available() else 'quick'
@@ -100,7 +100,7 @@ def find_notebook(name, folder=None) -> Path:
     if stem not in have: raise ValueError(f"unknown notebook {str(name)!r}; have {sorted(have)}")
     return have[stem].resolve()
 
-# %% ../nbs/15_experiments.ipynb #6666b53c
+# %% ../nbs/15_experiments.ipynb #1dee19c4
 def notebook_parameters(path) -> dict:
     "Name -> default of the notebook's `parameters` cell, as papermill reads it (defaults as Python values where literal)."
     import papermill as pm
@@ -128,7 +128,7 @@ def notebook_profiles(path) -> dict|None:
     prof = ns.get('PROFILES')
     return prof if isinstance(prof, dict) and prof and all(isinstance(v, dict) for v in prof.values()) else None
 
-# %% ../nbs/15_experiments.ipynb #34716d05
+# %% ../nbs/15_experiments.ipynb #9049ceb9
 RUNNER_OWNED = {'profile': '--profile', 'figures_dir': '--figures-dir'}
 
 def check_parameters(path, profile:str, params:dict) -> dict:
@@ -148,7 +148,7 @@ def check_parameters(path, profile:str, params:dict) -> dict:
     try: return {k: v if v is None or k not in types else _check_like(k, v, types[k]) for k, v in params.items()}
     except (TypeError, ValueError) as e: raise type(e)(f"{path.stem}: {e}") from None
 
-# %% ../nbs/15_experiments.ipynb #18285ae4
+# %% ../nbs/15_experiments.ipynb #3cd31966
 ALLOCATOR_TUNABLES = {'glibc.malloc.mmap_threshold': '4294967296', 'glibc.malloc.trim_threshold': '4294967296'}
 
 def tuned_environ(environ=None) -> dict:
@@ -162,7 +162,7 @@ def use_tuned_allocator():
     "Put the tuned `GLIBC_TUNABLES` in this process's environment, for every kernel or worker it starts from now on."
     os.environ['GLIBC_TUNABLES'] = tuned_environ()['GLIBC_TUNABLES']
 
-# %% ../nbs/15_experiments.ipynb #a7902dd7
+# %% ../nbs/15_experiments.ipynb #5f09589b
 def check_writable(**folders):
     "Create each folder (keyword = its name in errors) and prove it writable with a scratch file, before any work."
     for name, d in folders.items():
@@ -177,7 +177,7 @@ def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seco
 def write_json(obj, path):
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
 
-# %% ../nbs/15_experiments.ipynb #65c46eb8
+# %% ../nbs/15_experiments.ipynb #81a7ae8b
 def _git_commit(folder) -> str|None:
     try:
         run = lambda *a: subprocess.run(['git', '-C', str(folder), *a], capture_output=True, text=True, timeout=20)
@@ -212,7 +212,7 @@ def provenance(notebook, parameters:dict) -> dict:
                             cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'), gpus=_gpus()),
                 glibc_tunables=os.environ.get('GLIBC_TUNABLES'))
 
-# %% ../nbs/15_experiments.ipynb #5f91ee32
+# %% ../nbs/15_experiments.ipynb #8c2e2f19
 def _move_tree(src:Path, dst:Path) -> list[str]:
     "Rename every file under `src` to the same place under `dst` (atomic per file; copy-then-rename across devices)."
     moved = []
@@ -229,7 +229,7 @@ def output_paths(out_notebook:Path) -> dict:
     return dict(provenance=out_notebook.with_name(f'{s}.provenance.json'), failed=out_notebook.with_name(f'{s}.failed.json'),
                 failed_nb=out_notebook.with_name(f'{s}.failed.ipynb'), staging=out_notebook.parent/'.staging', stem=s)
 
-# %% ../nbs/15_experiments.ipynb #df0d276b
+# %% ../nbs/15_experiments.ipynb #77de0b76
 def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile:str, start_timeout:int=180,
                    record:dict|None=None) -> dict:
     "Run `notebook` with papermill; only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record."
@@ -259,14 +259,14 @@ def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile
     finally: shutil.rmtree(stage, ignore_errors=True)
     return rec
 
-# %% ../nbs/15_experiments.ipynb #b9da7288
+# %% ../nbs/15_experiments.ipynb #ef71eb59
 class ExperimentFailed(RuntimeError):
     "Experiment notebooks failed; `.notebook` is the first one's name, `.failed` maps every failed name to its error."
     def __init__(self, failed:dict):
         self.failed, self.notebook = failed, next(iter(failed))
         super().__init__('; '.join(f"experiment notebook {n} failed: {e}" for n, e in failed.items()))
 
-# %% ../nbs/15_experiments.ipynb #fb5ecfd6
+# %% ../nbs/15_experiments.ipynb #7e6f49c6
 def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_dir='figures', folder=None,
                     params:dict|None=None, progress:bool=True, retries:int=2) -> list[Path]:
     "Execute the experiment notebooks (all, or those named in `only`) for `profile`; returns the executed copies."
@@ -291,7 +291,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     if failed: raise ExperimentFailed(failed)
     return done
 
-# %% ../nbs/15_experiments.ipynb #fa8accd1
+# %% ../nbs/15_experiments.ipynb #035dd24d
 def _parser():
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
     ap.add_argument('--profile', default=None, help="quick | full | auto (default: full on CUDA, quick otherwise)")
@@ -312,7 +312,7 @@ def _parser():
     sw.add_argument('--force', action='store_true', help='rerun sweep cells that already completed')
     return ap
 
-# %% ../nbs/15_experiments.ipynb #770d1cfd
+# %% ../nbs/15_experiments.ipynb #66309d98
 def _runner_options(args) -> tuple[str|None, str]:
     "`--profile` and `--figures-dir`, merged with `-p profile ...` / `-p figures_dir ...` (conflicts are errors)."
     given = {'profile': None if args.profile in (None, 'auto') else args.profile, 'figures_dir': args.figures_dir}
@@ -344,6 +344,6 @@ def main(argv=None) -> int:
         print(f'eae-run: {e}', file=sys.stderr); return 2
     return 0
 
-# %% ../nbs/15_experiments.ipynb #e4391766
+# %% ../nbs/15_experiments.ipynb #56b6cb3c
 #| eval: false
 if __name__ == '__main__': sys.exit(main())

@@ -83,6 +83,11 @@ def test_rule():
     assert book.same_text('x 0.333333 t 1.2 s <A at 0x7f00aa11>', 'x 0.333338 t 9.9 s <A at 0x7f00bb22>')
     assert not book.same_text('x 0.3333', 'x 0.3340')
     assert not book.same_text('n 7', 'n 8')
+    out = lambda t: {'cell_type': 'code', 'source': '', 'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': t}]}
+    timed = lambda t: dict(out(t), source='t0 = time.perf_counter()\nprint(speed())')
+    assert book.compare_cells(timed('numba 1.7x faster'), out('numba 2.1x faster')) is None    # reads the clock
+    assert 'differs' in book.compare_cells(timed('numba 1.7x faster'), out('numpy 1.7x faster'))
+    assert 'differs' in book.compare_cells(dict(out('1.7x'), source='print(x)'), out('2.1x'))
 
 
 def test_bad_input(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 marker = Path(marker_dir)/f"started-{seed}"
 first = not marker.exists()
 marker.write_text(f"{os.getppid()} {os.getpid()}")
+if seed == crash_seed and first: os._exit(1)           # the kernel dies: an infrastructure failure, worth a retry
 time.sleep(120 if seed == slow_seed and first else 0.3)
 with open(Path(figures_dir)/"tiny.csv", "w", newline="") as f:
     w = csv.writer(f); w.writerow(["run", "metric", "value"])
@@ -19,7 +20,7 @@ with open(Path(figures_dir)/"tiny.csv", "w", newline="") as f:
 '''
 
 def tiny(folder):
-    params = nbformat.v4.new_code_cell('profile = "quick"\nfigures_dir = "."\nseed = 0\nslow_seed = -1\nmarker_dir = "."')
+    params = nbformat.v4.new_code_cell('profile = "quick"\nfigures_dir = "."\nseed = 0\nslow_seed = -1\ncrash_seed = -1\nmarker_dir = "."')
     params.metadata['tags'] = ['parameters']
     nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(BODY)])
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
@@ -80,7 +81,7 @@ def bad_cases(tmp_path, nb):
         'unknown notebook': (['--sweep', toml('nb', 'notebooks = ["no_such_notebook"]\n[grid]\nseed = [0, 1]\n')],
                              "unknown notebook 'no_such_notebook'"),
         'unknown parameter': (['--sweep', toml('par', head + grid + 'sede = [0, 1]\n')],
-                              "tiny has no parameter(s) ['sede']; its parameters are ['marker_dir', 'seed', 'slow_seed']"),
+                              "tiny has no parameter(s) ['sede']; its parameters are ['crash_seed', 'marker_dir', 'seed', 'slow_seed']"),
         'wrong type': (['--sweep', toml('typ', head + grid + 'seed = [0, "one"]\n')], 'tiny: seed must be an integer'),
         'empty grid file': (['--sweep', toml('emp', head + grid)], 'the grid is empty'),
         'empty axis': (['--sweep', toml('axis', head + grid + 'seed = []\n')], "grid parameter 'seed' has no values"),
@@ -108,8 +109,24 @@ def test_gpu_workers_and_cli_on_a_running_scheduler(tmp_path):
         assert sorted(v[0] for v in env.values()) == ['0', '1'] and all(v[1] for v in env.values())
         assert main(['--only', str(nb), '-g', 'seed', '3', '4', '-p', 'marker_dir', str(tmp_path/'markers'),
                      '--runs-dir', str(tmp_path/'runs'), '--scheduler', cluster.scheduler_address]) == 0
+        assert main(['--only', str(nb), '-p', 'marker_dir', str(tmp_path/'markers'), '-p', 'seed', '7', '--runs-dir', str(tmp_path/'plain'),
+                     '--figures-dir', str(tmp_path/'figs'), '--scheduler', cluster.scheduler_address]) == 0   # no grid: plain layout
+    assert (tmp_path/'plain'/'quick'/'tiny.ipynb').exists() and (tmp_path/'figs'/'tiny.csv').read_text().startswith('run,metric')
     cells = pd.read_csv(tmp_path/'runs'/'sweeps'/'grid'/'cells.csv')
     assert cells.status.tolist() == ['done', 'done']
     provs = [json.loads(p.read_text()) for p in (tmp_path/'runs'/'sweeps'/'grid').rglob('tiny.provenance.json')]
     assert sorted(p['parameters']['seed'] for p in provs) == [3, 4]
     assert all(p['device']['cuda_visible_devices'] in ('0', '1') and p['worker'].startswith('tcp://') for p in provs)
+
+def test_dead_kernel_is_retried_a_bounded_number_of_times(tmp_path):
+    "A kernel that dies is a retryable failure: recorded as such without retries, and completed on the next attempt with one."
+    nb, markers = tiny(tmp_path), tmp_path/'markers'
+    markers.mkdir()
+    plan = lambda crash: plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(markers), crash_seed=crash), grid=dict(seed=[5]))],
+                                    'quick', tmp_path/'sweep')
+    s = run_sweep(plan(5), tmp_path/'sweep', workers=0, retries=0, progress=False)
+    rec = s['records'][s['failed'][0].id]
+    assert rec['retryable'] is True and 'DeadKernelError' in rec['error'], rec['error']
+    (markers/'started-5').unlink()
+    s = run_sweep(plan(5), tmp_path/'sweep', workers=0, retries=1, progress=False)
+    assert len(s['done']) == 1 and json.loads(output_paths(s['done'][0].out_notebook)['provenance'].read_text())['attempt'] == 1

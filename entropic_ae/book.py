@@ -14,8 +14,9 @@ import nbformat
 # %% auto #0
 __all__ = ['BOOK_RC', 'PRELOAD', 'BOOK_TEMPLATE', 'BOOK_CSS', 'CHROMIUM_FLAGS', 'PROBE', 'chapters', 'skipped', 'clean_outputs',
            'execute_nbs', 'execute', 'mask', 'close_numbers', 'same_text', 'image_size', 'output_pieces',
-           'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc', 'nb_title', 'prepare_cells',
-           'rewrite_links', 'build_html', 'find_chromium', 'chromium', 'page_problems', 'browse', 'main']
+           'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc', 'add_show_docs', 'nb_title',
+           'prepare_cells', 'rewrite_links', 'build_html', 'find_chromium', 'chromium', 'page_problems', 'browse',
+           'main']
 
 # %% ../nbs/17_book.ipynb #b18698b4
 def chapters(nbs) -> list[Path]:
@@ -275,26 +276,44 @@ def _patched_onto(fn) -> str | None:
     ann = fn.args.args[0].annotation
     return ann.id if isinstance(ann, ast.Name) else None
 
+def _cell_names(c) -> list[str]:
+    "Public functions and classes defined at the top level of code cell `c` if it is exported."
+    import ast
+    if c['cell_type'] != 'code' or not ({'export', 'exports'} & _directives(c).keys()): return []
+    try: tree = ast.parse(_txt(c['source']))
+    except SyntaxError: return []
+    names = []
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_'):
+            cls = _patched_onto(n) if not isinstance(n, ast.ClassDef) else None
+            names.append(f"{cls}.{n.name}" if cls else n.name)
+    return names
+
 def exported_names(nb: dict) -> list[str]:
     "Public functions and classes defined at the top level of the exported cells of notebook dict `nb`."
-    import ast
-    names = []
-    for c in nb['cells']:
-        if c['cell_type'] != 'code' or not ({'export', 'exports'} & _directives(c).keys()): continue
-        try: tree = ast.parse(_txt(c['source']))
-        except SyntaxError: continue
-        for n in tree.body:
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_'):
-                cls = _patched_onto(n) if not isinstance(n, ast.ClassDef) else None
-                names.append(f"{cls}.{n.name}" if cls else n.name)
-    return names
+    return [n for c in nb['cells'] for n in _cell_names(c)]
 
 def missing_show_doc(nb: dict) -> list[str]:
     "Exported names of notebook dict `nb` that no `show_doc(...)` call documents."
     shown = set(re.findall(r'show_doc\(\s*([\w.]+)', '\n'.join(_txt(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')))
     return [n for n in exported_names(nb) if n not in shown]
 
-# %% ../nbs/17_book.ipynb #8938e583
+# %% ../nbs/17_book.ipynb #46485fc5
+def add_show_docs(nb: dict) -> list[str]:
+    "Insert a `show_doc(name)` cell after the exported cell defining each name of notebook dict `nb` that lacks one; return the names."
+    import secrets
+    missing, cells, added = set(missing_show_doc(nb)), [], []
+    for c in nb['cells']:
+        cells.append(c)
+        for n in _cell_names(c):
+            if n in missing:
+                cells.append(dict(cell_type='code', execution_count=None, id=secrets.token_hex(4), metadata={}, outputs=[],
+                                  source=f'show_doc({n})'))
+                added.append(n); missing.discard(n)
+    nb['cells'] = cells
+    return added
+
+# %% ../nbs/17_book.ipynb #c1023d70
 BOOK_TEMPLATE = r'''{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
@@ -356,7 +375,7 @@ body.eae-book { margin: 0; padding: 0; display: flex; align-items: flex-start; b
 @media (max-width: 800px) { body.eae-book { display: block; } .eae-sidebar { position: static; width: auto; height: auto; } }
 '''
 
-# %% ../nbs/17_book.ipynb #9cd9be87
+# %% ../nbs/17_book.ipynb #47504868
 def nb_title(nb: dict, default='') -> str:
     "The text of the first level-1 markdown heading of notebook dict `nb` (backticks dropped)."
     for c in nb['cells']:
@@ -393,14 +412,14 @@ def prepare_cells(nb: dict) -> dict:
     nb['cells'] = cells
     return nb
 
-# %% ../nbs/17_book.ipynb #f34aa3b5
+# %% ../nbs/17_book.ipynb #4a839b5f
 _HREF = re.compile(r'''(href=["'])(?![a-z][\w+.-]*:|//|#)([^"'#]*?)([^"'#/]+)\.ipynb((?:#[^"']*)?["'])''')
 
 def rewrite_links(page: str, pages: set) -> str:
     "Rewrite relative links to `NAME.ipynb` in html `page` to `NAME.html` when NAME is in `pages`."
     return _HREF.sub(lambda m: f"{m[1]}{m[2]}{m[3]}.html{m[4]}" if not m[2] and m[3] in pages else m[0], page)
 
-# %% ../nbs/17_book.ipynb #5ee0b474
+# %% ../nbs/17_book.ipynb #d393e0e1
 def _mathjax_dir() -> Path:
     try: import jupyter_server_mathjax
     except ImportError: raise RuntimeError("the HTML edition needs MathJax from the `jupyter-server-mathjax` package: "
@@ -448,7 +467,7 @@ def build_html(nbs, dest, title='entropic_ae', quiet=False) -> list[Path]:
     if not quiet: print(f"wrote {len(out)} pages to {dest}")
     return out
 
-# %% ../nbs/17_book.ipynb #3478775f
+# %% ../nbs/17_book.ipynb #3acac4c6
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--hide-scrollbars', '--virtual-time-budget=30000']
@@ -493,7 +512,7 @@ def chromium(args, timeout=120) -> str:
     if r.returncode: raise RuntimeError(f"chromium failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
 
-# %% ../nbs/17_book.ipynb #4def5dde
+# %% ../nbs/17_book.ipynb #6498df78
 class _Links(HTMLParser):
     "Collect `href`s of anchors and all `id`/`name` attributes of an html page."
     def __init__(self):
@@ -563,7 +582,7 @@ def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
                 problems.append(f"{n}: link {href!r}: no #{unquote(frag)} in {target}")
     return problems
 
-# %% ../nbs/17_book.ipynb #47ac09b2
+# %% ../nbs/17_book.ipynb #f85172d2
 def _cfg():
     from nbdev.config import get_config
     return get_config()
@@ -588,7 +607,9 @@ def main(argv=None):
     s.add_argument('--site', default=None, help='site folder (default: doc_path of settings.ini)')
     s.add_argument('--screenshot', default=None, help='write a PNG screenshot of one page here')
     s.add_argument('--page', default=None, help='page to screenshot, optionally with a #fragment (default: the first)')
-    sub.add_parser('showdoc', help='list exported names that no show_doc cell documents')
+    s = sub.add_parser('showdoc', help='list exported names that no show_doc cell documents')
+    s.add_argument('notebooks', nargs='*', help='notebooks (default: every chapter)')
+    s.add_argument('--add', action='store_true', help='insert the missing show_doc cells (then run `eae-book execute`)')
     a = ap.parse_args(argv)
     cfg, start = _cfg(), time.time()
     if a.cmd == 'execute':
@@ -610,9 +631,12 @@ def main(argv=None):
         print('eae-book browse: every page loaded, math typeset, images shown, internal links resolve')
     elif a.cmd == 'showdoc':
         n = 0
-        for p in chapters(cfg.nbs_path):
-            miss = missing_show_doc(json.loads(p.read_text(encoding='utf-8')))
+        for p in _paths(a.notebooks):
+            nb = json.loads(p.read_text(encoding='utf-8'))
+            miss = add_show_docs(nb) if a.add else missing_show_doc(nb)
+            if a.add and miss: _write_nb(nb, p)
             n += len(miss)
-            if miss: print(f"{p.name}: {', '.join(miss)}")
-        if n: sys.exit(f"eae-book showdoc: {n} exported names without show_doc")
-        print('eae-book showdoc: every exported name has a show_doc cell')
+            if miss: print(f"{p.name}: {'added show_doc for ' if a.add else ''}{', '.join(miss)}")
+        if a.add: print(f"eae-book showdoc: {n} show_doc cells added; now run `eae-book execute` on those notebooks")
+        elif n: sys.exit(f"eae-book showdoc: {n} exported names without show_doc (`eae-book showdoc --add` inserts them)")
+        else: print('eae-book showdoc: every exported name has a show_doc cell')

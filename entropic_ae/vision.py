@@ -410,7 +410,7 @@ def _channels_last_input(x:Tensor) -> Tensor:
     order = [*range(lead), lead, lead + 2, lead + 3, lead + 1]
     return x.permute(*order).contiguous().permute(*[order.index(i) for i in range(x.dim())])
 
-# %% ../nbs/11_vision.ipynb #6f2e9328
+# %% ../nbs/11_vision.ipynb #20ba445c
 class ImageModel(nn.Module):
     "A stacked image model with its input pipeline: random crop + flip in training mode, bf16 autocast and channels-last on CUDA."
     def __init__(self, model:nn.Module, pad:int=0, flip:bool=False, fill=0., amp:bool=False, channels_last:bool=False):
@@ -425,8 +425,9 @@ class ImageModel(nn.Module):
         return super().train(mode)
 
     def augment(self, x:Tensor) -> Tensor:
-        "`x` cropped and flipped per image and replica; the same draw again if `x` is the batch seen last."
-        if self._memo is not None and self._memo[0] is x: return self._memo[1]
+        "`x` cropped and flipped per image and replica; the same draw again if `x` holds the same images as the last batch."
+        last = self._memo
+        if last is not None and (last[0] is x or (last[0].shape == x.shape and torch.equal(last[0], x))): return last[1]
         xa = crop_flip(x.expand(self.y, *x.shape) if x.dim() == 4 else x, self.pad, self.flip, self.fill)
         self._memo = (x, xa)
         return xa

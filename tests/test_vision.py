@@ -135,9 +135,22 @@ def test_sam_passes_see_the_same_crops():
     x = torch.randn(2, 6, 3, 8, 8)
     a1 = m.augment(x); a2 = m.augment(x)
     assert a1 is a2
-    assert not torch.equal(m.augment(x.clone()), a1)                        # a new batch, new crops
+    assert m.augment(x.clone()) is a1                                       # the same images gathered anew: same crops
+    assert not torch.equal(m.augment(x + 1), a1 + 1)                        # other images, new crops
     m.eval(); m.train()
     assert m._memo is None
+
+@pytest.mark.parametrize('name, draws_per_step', [('sgd', 1), ('sgd_sam', 1), ('esgd', 2)])
+def test_augmentation_draws_through_fit(name, draws_per_step, monkeypatch):
+    "Through fit: SAM's two passes share one draw of crops (fit re-gathers the batch each call), Entropy-SGD's fresh batches do not."
+    calls = []
+    real = V.crop_flip
+    monkeypatch.setattr(V, 'crop_flip', lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = V.fake_images(16, 8, shape=(3, 8, 8), classes=3)
+    m = V.image_classifier('small_convnet', 2, shape=(3, 8, 8), classes=3, width=4, augment=True)
+    opt_func, cbs = V.recipe(name, 0.05, epochs=1, L=2)
+    fit(m, data, epochs=1, bs=4, opt_func=opt_func, cbs=cbs, loss_fn=cross_entropy, progress=False, metrics=[])
+    assert len(calls) == 4 * draws_per_step                                 # 4 steps per epoch
 
 def test_classifier_errors_ensemble_and_barycentre():
     data = V.fake_images(32, 16, shape=(3, 8, 8), classes=3, noise=0.3)

@@ -15,8 +15,8 @@ import nbformat
 __all__ = ['BOOK_RC', 'PRELOAD', 'BOOK_TEMPLATE', 'BOOK_CSS', 'CHROMIUM_FLAGS', 'PROBE', 'chapters', 'skipped', 'clean_outputs',
            'execute_nbs', 'execute', 'mask', 'close_numbers', 'same_text', 'image_size', 'output_pieces',
            'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc', 'add_show_docs', 'nb_title',
-           'prepare_cells', 'rewrite_links', 'build_html', 'find_chromium', 'chromium', 'page_problems', 'browse',
-           'main']
+           'prepare_cells', 'rewrite_links', 'link_api', 'build_html', 'find_chromium', 'chromium', 'page_problems',
+           'browse', 'main']
 
 # %% ../nbs/17_book.ipynb #b18698b4
 def chapters(nbs) -> list[Path]:
@@ -310,6 +310,11 @@ def add_show_docs(nb: dict) -> list[str]:
                 cells.append(dict(cell_type='code', execution_count=None, id=secrets.token_hex(4), metadata={}, outputs=[],
                                   source=f'show_doc({n})'))
                 added.append(n); missing.discard(n)
+    src = '\n'.join(_txt(c['source']) for c in cells if c['cell_type'] == 'code')
+    if added and not re.search(r'from nbdev\.showdoc import|import nbdev', src):  # the import, hidden, after default_exp
+        at = next((i + 1 for i, c in enumerate(cells) if 'default_exp' in _directives(c)), 0)
+        cells.insert(at, dict(cell_type='code', execution_count=None, id=secrets.token_hex(4), metadata={}, outputs=[],
+                              source='#| hide\nfrom nbdev.showdoc import show_doc'))
     nb['cells'] = cells
     return added
 
@@ -368,6 +373,7 @@ body.eae-book { margin: 0; padding: 0; display: flex; align-items: flex-start; b
 .eae-main .jp-InputPrompt, .eae-main .jp-OutputPrompt { display: none; }
 .eae-main .jp-Cell { padding: 2px 0; }
 .eae-main .jp-OutputArea-output img { max-width: 100%; height: auto; }
+.eae-main a.eae-api { text-decoration: none; } .eae-main a.eae-api code { color: #1a5fb4; }
 .eae-pager { display: flex; justify-content: space-between; gap: 1rem; border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 1rem; font: 15px sans-serif; }
 .eae-pager .eae-next { margin-left: auto; }
 .eae-main a.anchor-link { visibility: hidden; margin-left: .3em; font-size: .7em; text-decoration: none; color: #999; }
@@ -419,7 +425,14 @@ def rewrite_links(page: str, pages: set) -> str:
     "Rewrite relative links to `NAME.ipynb` in html `page` to `NAME.html` when NAME is in `pages`."
     return _HREF.sub(lambda m: f"{m[1]}{m[2]}{m[3]}.html{m[4]}" if not m[2] and m[3] in pages else m[0], page)
 
-# %% ../nbs/17_book.ipynb #d393e0e1
+# %% ../nbs/17_book.ipynb #d2c4fdcb
+_CODE = re.compile(r'(<a\b[^>]*>\s*)?<code>([A-Za-z_][\w.]*)</code>')
+
+def link_api(page: str, api: dict) -> str:
+    "Wrap `<code>NAME</code>` in html `page` in a link to `api[NAME]` (an href) for every documented NAME."
+    return _CODE.sub(lambda m: m[0] if m[1] or m[2] not in api else f'<a class="eae-api" href="{api[m[2]]}">{m[0]}</a>', page)
+
+# %% ../nbs/17_book.ipynb #50787444
 def _mathjax_dir() -> Path:
     try: import jupyter_server_mathjax
     except ImportError: raise RuntimeError("the HTML edition needs MathJax from the `jupyter-server-mathjax` package: "
@@ -456,18 +469,22 @@ def build_html(nbs, dest, title='entropic_ae', quiet=False) -> list[Path]:
     shutil.copy(lab/'theme-light.css', dest/'_static'/'theme-light.css')
     (dest/'_static'/'book.css').write_text(BOOK_CSS)
     shutil.copytree(mathjax, dest/'_static'/'mathjax')
-    names, out = {p.stem for p in paths}, []
+    names, out, api = {p.stem for p in paths}, [], {}
+    documented = [[n for n in exported_names(nb) if n not in set(missing_show_doc(nb))] for nb in nbks]
+    for p, ns in zip(paths, documented):
+        for n in ns: api.setdefault(n, f"{p.stem}.html#{n}")
     for i, (p, nb) in enumerate(zip(paths, nbks)):
         book = dict(title=title, pages=[dict(d, current=j == i) for j, d in enumerate(pages)],
                     prev=pages[i - 1] if i else None, next=pages[i + 1] if i + 1 < len(pages) else None)
         body, _ = ex.from_notebook_node(nbformat.reads(json.dumps(prepare_cells(nb)), as_version=4),
                                         resources=dict(book=book, metadata=dict(name=pages[i]['label'])))
-        (dest/pages[i]['href']).write_text(rewrite_links(body, names), encoding='utf-8')
+        local = dict(api, **{n: f"{p.stem}.html#{n}" for n in documented[i]})
+        (dest/pages[i]['href']).write_text(link_api(rewrite_links(body, names), local), encoding='utf-8')
         out.append(dest/pages[i]['href'])
     if not quiet: print(f"wrote {len(out)} pages to {dest}")
     return out
 
-# %% ../nbs/17_book.ipynb #3acac4c6
+# %% ../nbs/17_book.ipynb #e8cd75da
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--hide-scrollbars', '--virtual-time-budget=30000']
@@ -512,7 +529,7 @@ def chromium(args, timeout=120) -> str:
     if r.returncode: raise RuntimeError(f"chromium failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
 
-# %% ../nbs/17_book.ipynb #6498df78
+# %% ../nbs/17_book.ipynb #324be6ce
 class _Links(HTMLParser):
     "Collect `href`s of anchors and all `id`/`name` attributes of an html page."
     def __init__(self):
@@ -563,10 +580,13 @@ def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
         for p in pages:
             q = copy/p.name
             q.write_text(q.read_text(encoding='utf-8').replace('</body>', PROBE + '</body>', 1), encoding='utf-8')
-            doms[p.name] = dom = chromium(['--dump-dom', q.as_uri()])
-            probe = _probe(dom)
-            problems += page_problems(p.name, probe)
-            if not quiet and probe: print(f"{p.name}: {probe['images']} images, {probe['math_out']}/{probe['math_src']} formulas typeset")
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(2) as ex:  # two browsers at a time
+            for p, dom in zip(pages, ex.map(lambda p: chromium(['--dump-dom', (copy/p.name).as_uri()]), pages)):
+                doms[p.name] = dom
+                probe = _probe(dom)
+                problems += page_problems(p.name, probe)
+                if not quiet and probe: print(f"{p.name}: {probe['images']} images, {probe['math_out']}/{probe['math_src']} formulas typeset")
         if screenshot: _screenshot(copy, shot_page or pages[0].name, screenshot)
     parsed = {}
     for n, dom in doms.items():
@@ -582,7 +602,7 @@ def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
                 problems.append(f"{n}: link {href!r}: no #{unquote(frag)} in {target}")
     return problems
 
-# %% ../nbs/17_book.ipynb #f85172d2
+# %% ../nbs/17_book.ipynb #9e4da264
 def _cfg():
     from nbdev.config import get_config
     return get_config()

@@ -237,7 +237,7 @@ def spectral_density(nodes:Tensor, weights:Tensor, grid, sigma:float|None=None) 
     z = (grid - nodes[..., None]) / sigma
     return (weights[..., None] * torch.exp(-0.5 * z.square())).sum(2).mean(1) / (sigma * math.sqrt(2 * math.pi))
 
-# %% ../nbs/08_sharpness.ipynb #413e5143
+# %% ../nbs/08_sharpness.ipynb #b4cd8ece
 def _loss_grad(model:nn.Module, params, x, target, parts, loss_fn, weights:Tensor|None=None):
     "Per-replica loss [y] over all chunks (row-weighted mean) and the gradient of its sum (weighted by `weights`)."
     n, total, grads = x.shape[0], 0., None
@@ -252,7 +252,7 @@ def _loss_grad(model:nn.Module, params, x, target, parts, loss_fn, weights:Tenso
 def _per(s:Tensor, t:Tensor) -> Tensor: return s.view(-1, *[1] * (t.dim() - 1)).to(t.dtype)
 
 @torch.no_grad()
-def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step, final=None):
+def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step):
     "Shared loop of the worst-case measures: for each radius, `n_steps` of `step` from `init`, keeping the highest loss; weights restored."
     x, target, parts = _data(model, x, target, batch_size, subset)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -236,3 +236,17 @@ def test_flatness_toolbox_notebook_smoke(tmp_path):
     vt = pd.read_csv(tmp_path / 'flatness_toolbox_quick_verdict.csv')
     assert len(vt[vt.kind == 'barrier']) == 4 and len(vt[vt.kind == 'lambda_max']) == 3
     assert len(list((tmp_path / 'cache').glob('*.pt'))) == 3                    # resumable grids were written
+
+def test_subset_and_per_replica_seeds(clf):
+    m, x, t, _ = clf
+    idx = torch.randperm(32, generator=torch.Generator().manual_seed(0))[:12]
+    torch.testing.assert_close(S.hessian_eigs(m, x, k=2, subset=12, **kw(t)), S.hessian_eigs(m, x[idx], k=2, loss_fn=cross_entropy, target=t[idx]))
+    # a list of seeds gives each replica its own stream: replica r alone with [s_r] sees the same probes
+    tr = S.hessian_trace(m, x, n_probes=3, seed=[7, 8, 9], **kw(t))[0]
+    torch.testing.assert_close(tr[1:2], S.hessian_trace(replica(m, 1), x, n_probes=3, seed=[8], **kw(t))[0])
+    from entropic_ae.train import evaluate
+    from types import SimpleNamespace
+    rows = evaluate(m, SimpleNamespace(x_train=x, x_test=x, t_train=t, t_test=t),
+                    {'hessian_trace': dict(n_probes=2), 'local_entropy': dict(gammas=[1.], n_steps=3, n_chains=2, n_lambdas=1)},
+                    loss_fn=cross_entropy, seed=[1, 2, 3])
+    assert {r['metric'] for r in rows} == {'hessian_trace', 'local_entropy'} and len(rows) == 6

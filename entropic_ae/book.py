@@ -94,9 +94,14 @@ def clean_outputs(nb: dict, path=None) -> dict:
              str(cfg.get('clean_ids', True)).lower() in ('true', '1', 'yes'))
     return nb
 
-# %% ../nbs/17_book.ipynb #090d08d9
-PRELOAD = ('torch', 'matplotlib', 'IPython', 'execnb.shell', 'nbdev.process', 'entropic_ae.book')
-"Modules the fork server imports once, so that each chapter's fresh process starts without importing them again."
+# %% ../nbs/17_book.ipynb #35b64e78
+PRELOAD = ('numpy', 'pandas', 'torch', 'matplotlib.pyplot', 'IPython', 'execnb.shell', 'nbdev.process', 'nbdev.showdoc',
+           'fastcore.test', 'entropic_ae.book')
+"Modules the fork server imports once (with every `entropic_ae` module), so each chapter's fresh process starts warm."
+
+def _preload() -> list[str]:
+    import pkgutil, entropic_ae
+    return list(PRELOAD) + [f'entropic_ae.{m.name}' for m in pkgutil.iter_modules(entropic_ae.__path__) if m.name != '_modidx']
 
 def _n_workers(n, k):
     if n is not None and (not isinstance(n, int) or n < 1): raise ValueError(f"n_workers: expected a positive integer, got {n!r}")
@@ -113,7 +118,7 @@ def execute_nbs(paths, done, n_workers=None, flags=None):
     if flags is None: flags = tuple(get_config(path=paths[0].parent).get('tst_flags', '').split())
     from entropic_ae.book import _execute_worker  # by module name, so a new process can import it (also from this notebook)
     ctx = mp.get_context('forkserver')
-    ctx.set_forkserver_preload(list(PRELOAD))
+    ctx.set_forkserver_preload(_preload())
     old = {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
     os.environ.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')  # before the server imports torch
     try:

@@ -105,6 +105,16 @@ def test_showdoc_checker():
     assert book.exported_names(nb) == ['f', 'K', 'K.m'] and book.missing_show_doc(nb) == ['K']
 
 
+def test_cli_showdoc(tmp_path, capsys):
+    p = _write(tmp_path/'01_x.ipynb', [('code', '#| default_exp x'), ('code', '#| export\ndef f(): "F."')])
+    with pytest.raises(SystemExit, match='1 exported names without show_doc'): book.main(['showdoc', str(p)])
+    assert '01_x.ipynb: f' in capsys.readouterr().out
+    book.main(['showdoc', '--add', str(p)])
+    book.main(['showdoc', str(p)])                                              # now complete: no exit
+    assert [c.source for c in nbformat.read(p, as_version=4).cells][1:] == [
+        '#| hide\nfrom nbdev.showdoc import show_doc', '#| export\ndef f(): "F."', 'show_doc(f)']
+
+
 def test_html(tiny, tmp_path):
     pages = book.build_html(tiny, tmp_path/'site', title='Tiny', quiet=True)
     assert [p.name for p in pages] == ['index.html', '01_ch.html']

@@ -14,8 +14,8 @@ from .models import recon_error
 from .replicas import n_replicas, stack
 
 # %% auto #0
-__all__ = ['METRICS', 'model_device', 'dataset_loss', 'local_energy', 'denoising', 'log_bins', 'param_histograms', 'Metric',
-           'register_metric']
+__all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'local_energy', 'denoising', 'log_bins',
+           'param_histograms', 'Metric', 'register_metric']
 
 # %% ../nbs/07_flatness.ipynb #e4f658e3
 def model_device(model:nn.Module) -> torch.device:
@@ -47,17 +47,19 @@ def dataset_loss(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, batch_
     for a, b in parts: total = total + loss_fn(model(x[a:b]), target[a:b]) * ((b - a) / n)
     return total
 
-# %% ../nbs/07_flatness.ipynb #fcceb6c2
+# %% ../nbs/07_flatness.ipynb #27512160
+def replica_generators(seed, y:int, device) -> list[torch.Generator]:
+    "Generators on `device`: one shared by all replicas for an int `seed`, or one per replica for a list of `y` seeds."
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool): return [make_generator(check_int('seed', seed, lo=0), device)]
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
+        raise TypeError(f"seed must be an int or a sequence of {y} ints, got {seed!r}")
+    if len(seed) != y: raise ValueError(f"seed must have one entry per replica ({y}), got {len(seed)}")
+    return [make_generator(check_int(f'seed[{i}]', s, lo=0), device) for i, s in enumerate(seed)]
+
 class _Noise:
     "Standard normal draws from one shared generator (int seed) or one generator per replica (list of seeds)."
     def __init__(self, seed, y:int, device):
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            self.gens = [make_generator(check_int('seed', seed, lo=0), device)]
-        else:
-            if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
-                raise TypeError(f"seed must be an int or a sequence of {y} ints, got {seed!r}")
-            if len(seed) != y: raise ValueError(f"seed must have one entry per replica ({y}), got {len(seed)}")
-            self.gens = [make_generator(check_int(f'seed[{i}]', s, lo=0), device) for i, s in enumerate(seed)]
+        self.gens = replica_generators(seed, y, device)
         self.y, self.device = y, device
 
     def draw(self, out:Tensor) -> Tensor:

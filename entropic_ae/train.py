@@ -69,7 +69,6 @@ def check_eval_on(eval_on) -> tuple[str, ...]:
 # %% ../nbs/09_train.ipynb #417a6ef0
 def _view(model, on, groups, active, x_bn=None):
     "The model seen `on` one of `EVAL_ON`, and the replica label of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."
-    y = n_replicas(model)
     if on == 'replicas': return model, [r if ok else None for r, ok in enumerate(active.tolist())]
     some = active.view(groups, -1).any(1).tolist()                   # groups with at least one active replica
     who = [(-1 if groups == 1 else g) if ok else None for g, ok in enumerate(some)]
@@ -268,11 +267,12 @@ class Checkpoint(Callback):
     def __init__(self, path, every=1, resume=False): self.path, self.every, self.resume = Path(path), every, resume
     def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=_describe(L.opt), y=L.y, bs=L.bs)
     def before_fit(self, L):
+        self.made_for = self.meta(L)                    # hashing the data once, not at every save
         for orphan in self.path.parent.glob(f'.{self.path.stem}.*'): orphan.unlink(missing_ok=True)   # from a killed write
         if not (self.resume and self.path.exists()): return
         try: ck = torch.load(self.path, map_location=L.dev, weights_only=True)
         except Exception as e: raise RuntimeError(f"could not load checkpoint {self.path} with weights_only=True: {e}") from e
-        for k, v in self.meta(L).items():
+        for k, v in self.made_for.items():
             if ck['meta'].get(k) != v: raise ValueError(f"resume: checkpoint {self.path} was written with {k}={ck['meta'].get(k)!r}, this run has {k}={v!r}")
         if ck['seeds'] != L.seeds: raise ValueError(f"resume: seeds {L.seeds} differ from the checkpoint's {ck['seeds']}")
         L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
@@ -284,7 +284,7 @@ class Checkpoint(Callback):
             guard = next(c for c in L.cbs if isinstance(c, Guard))
             guard.frozen = [p.detach().clone() for p in L.params]
     def save(self, L, epoch):
-        state = dict(meta=self.meta(L), epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
+        state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
                      rows=L.rows, active=L.active.cpu(), gens=[g.get_state() for g in L.gens], seeds=L.seeds,
                      torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
         with atomic_path(self.path) as tmp: torch.save(state, tmp)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import check_int, check_choice, default_device, tidy, write_csv, atomic_path
+from .core import check_int, check_float, check_choice, default_device, tidy, write_csv, atomic_path
 from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
@@ -23,7 +23,7 @@ from . import sharpness  # registers the flatness toolbox's measures (08_sharpne
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',
-           'Scoping', 'Recorder', 'Progress', 'Checkpoint', 'fit']
+           'Scoping', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
 @dataclass
@@ -248,6 +248,43 @@ class Progress(Callback):
         self.bar.update(1)
         if L.loss is not None and bool(L.active.any()): self.bar.set_postfix(loss=float(L.loss[L.active].mean()))
     def after_fit(self, L): self.bar.close()
+
+# %% ../nbs/09_train.ipynb #7a28d121
+class LRSchedule(Callback):
+    "Build `make(opt)`, a `torch.optim.lr_scheduler`, step it at each epoch's end; the group keys in `scale` follow `lr` in proportion."
+    order = 5
+    def __init__(self, make:Callable, scale:Sequence[str]=('inner_lr',)):
+        if not callable(make): raise TypeError(f"make must be a function opt -> lr scheduler, got {make!r}")
+        self.make, self.scale = make, tuple(scale)
+    def before_fit(self, L):
+        self.sched = None
+        for g in L.opt.param_groups:
+            g.setdefault('initial_lr', g['lr'])
+            for k in self.scale:
+                if k in g: g.setdefault(f'initial_{k}', g[k])
+    def before_epoch(self, L):
+        if self.sched is None:                             # built after a resume has restored the groups
+            self.sched = self.make(L.opt)
+            if L.epoch: self.sched.last_epoch = L.epoch
+        for i, g in enumerate(L.opt.param_groups):
+            L.rows.append(tidy(L.run, -1, L.epoch + 1, 'lr', g['lr'], eval_on='optimizer', param_group=i))
+    def after_epoch(self, L):
+        self.sched.step()
+        for g in L.opt.param_groups:
+            for k in self.scale:
+                if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
+
+def cosine(epochs:int, eta_min:float=0.) -> LRSchedule:
+    "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`)."
+    return LRSchedule(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=check_int('epochs', epochs, lo=1),
+                              eta_min=check_float('eta_min', eta_min, lo=0.)))
+
+def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
+    "The learning rate multiplied by `gamma` at each epoch in `milestones` (e.g. [100, 150] for 200 epochs)."
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        raise TypeError(f"milestones must be a sequence of epochs, got {milestones!r}")
+    ms = [check_int(f'milestones[{i}]', m, lo=1) for i, m in enumerate(milestones)]
+    return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=ms, gamma=check_float('gamma', gamma, lo=0.)))
 
 # %% ../nbs/09_train.ipynb #e2f9bab8
 def _fingerprint(*tensors) -> str:

@@ -18,15 +18,14 @@ from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recom
 from .optim import FitHooks, fit_hooks, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss, local_energy, register_metric
-from .train import Callback
+from .train import cosine, step_lr
 
 # %% auto #0
 __all__ = ['ENV_VAR', 'IMAGE_SETS', 'VGG16', 'CLASSIFIERS', 'RECIPES', 'data_root', 'ImageSet', 'DataMissing', 'DataCorrupt',
            'find_files', 'read_idx', 'write_idx', 'read_cifar', 'write_cifar', 'ImageData', 'load_images',
            'load_digits', 'fake_images', 'crop_flip', 'DeviceLoader', 'BasicBlock', 'ResNet', 'resnet18', 'VGG',
            'vgg16_bn', 'small_convnet', 'ConvAE', 'channels_last_', 'ImageModel', 'image_classifier', 'bn_barycentre',
-           'classifier_errors', 'delta_error', 'grad_sharpness', 'LRSchedule', 'cosine', 'step_lr', 'recipe',
-           'grad_evals', 'Accumulate']
+           'classifier_errors', 'delta_error', 'grad_sharpness', 'recipe', 'grad_evals', 'Accumulate']
 
 # %% ../nbs/11_vision.ipynb #7954facc
 ENV_VAR = 'ENTROPIC_AE_DATA'
@@ -515,37 +514,6 @@ def grad_sharpness(model:nn.Module, x:Tensor, target:Tensor, loss_fn:Callable, r
 register_metric('grad_sharpness', lambda model, x, target, loss_fn, rho=0.05, n=512, batch_size=None:
                 grad_sharpness(model, x[:n], None if target is None else target[:n], loss_fn, rho, batch_size))
 
-# %% ../nbs/11_vision.ipynb #1649b5ec
-class LRSchedule(Callback):
-    "A `fit` callback: `make(opt)` builds a `torch.optim.lr_scheduler`, stepped at each epoch's end; the group keys in `scale` follow `lr` in proportion."
-    order = 5
-    def __init__(self, make:Callable, scale:Sequence[str]=('inner_lr',)):
-        if not callable(make): raise TypeError(f"make must be a function opt -> lr scheduler, got {make!r}")
-        self.make, self.scale = make, tuple(scale)
-    def before_fit(self, L):
-        self.sched = None
-        for g in L.opt.param_groups:                       # the schedule's reference values travel in the checkpoints
-            g.setdefault('initial_lr', g['lr'])
-            for k in self.scale:
-                if k in g: g.setdefault(f'initial_{k}', g[k])
-    def before_epoch(self, L):
-        if self.sched is None:                             # built after a resume has restored the groups' scheduled lr
-            self.sched = self.make(L.opt)
-            if L.epoch: self.sched.last_epoch = L.epoch
-    def after_epoch(self, L):
-        self.sched.step()
-        for g in L.opt.param_groups:
-            for k in self.scale:
-                if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
-
-def cosine(epochs:int, eta_min:float=0.) -> LRSchedule:
-    "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`)."
-    return LRSchedule(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=check_int('epochs', epochs, lo=1), eta_min=eta_min))
-
-def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
-    "The learning rate multiplied by `gamma` at each epoch in `milestones` (e.g. [100, 150] for 200 epochs)."
-    return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=list(milestones), gamma=gamma))
-
 # %% ../nbs/11_vision.ipynb #5b7406a1
 RECIPES = ('sgd', 'adam', 'adamw', 'rsgd', 'esgd', 'sgd_sam', 'adam_sam', 'asam')
 
@@ -568,7 +536,7 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
            'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam),
            'asam': partial(SAM, base=torch.optim.SGD, rho=asam_rho, adaptive=True, per_replica=True, **sgd)}[name]
     check_choice('schedule', schedule, ('cosine', 'step', 'none'))
-    cbs = {'cosine': [cosine(epochs)], 'step': [step_lr([epochs // 2, 3 * epochs // 4])], 'none': []}[schedule]
+    cbs = {'cosine': [cosine(epochs)], 'step': [step_lr(sorted({m for m in (epochs // 2, 3 * epochs // 4) if m}))], 'none': []}[schedule]
     return opt, cbs
 
 def grad_evals(name:str, epochs:int, steps_per_epoch:int, y:int=1, L:int=5) -> int:

@@ -312,3 +312,24 @@ def test_supervised_bad_targets(data):
     with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': sup.t_train[:-1]}))
     with pytest.raises(ValueError, match='t_test'): f(SimpleNamespace(**{**vars(sup), 't_test': None}))
     with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': None}))
+
+# ------------------------------------------------------------------ learning-rate schedules
+def test_lr_schedule_rows_and_scaled_keys(data):
+    "The `lr` rows are the rates each epoch runs at (per parameter group); keys in `scale` follow lr in proportion."
+    from entropic_ae.train import LRSchedule, cosine, step_lr
+    m = ae()
+    groups = lambda ps: torch.optim.SGD([dict(params=ps[:2]), dict(params=ps[2:], lr=0.2)], lr=0.1)
+    def opt_func(ps):
+        o = groups(list(ps))
+        for g in o.param_groups: g['inner_lr'] = 2 * g['lr']
+        return o
+    r = fit(m, data, epochs=4, opt_func=opt_func, cbs=[step_lr([1, 3], gamma=0.5)], **LOSSES)
+    lr = r.df[r.df.metric == 'lr'].pivot_table(index='epoch', columns='param_group', values='value')
+    assert lr[0].tolist() == pytest.approx([0.1, 0.05, 0.05, 0.025]) and lr[1].tolist() == pytest.approx([0.2, 0.1, 0.1, 0.05])
+    assert [g['inner_lr'] for g in r.optimizer.param_groups] == pytest.approx([0.05, 0.1])     # twice the lr after the last step
+    c = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.SGD, lr=0.1), cbs=[cosine(2)], **LOSSES)
+    assert c.df[c.df.metric == 'lr'].value.tolist() == pytest.approx([0.1, 0.05])
+    with pytest.raises(TypeError, match='milestones'): step_lr(3)
+    with pytest.raises(ValueError, match='milestones'): step_lr([0, 2])
+    with pytest.raises(ValueError, match='eta_min'): cosine(3, eta_min=-1.)
+    with pytest.raises(TypeError, match='make'): LRSchedule(None)

@@ -87,78 +87,68 @@ class _Scratch:
         # unperturbed tiled weights: the model's own tensors when k == 1, a frozen copy otherwise
         self.base = [p.detach() for p in src] if k == 1 else [p.detach().clone() for p in self.params]
 
+class _Profile:
+    "What both noise profiles share: checked arguments, the noise streams, the σ = 0 columns (the unperturbed loss), the sums over draws."
+    def __init__(self, model, x, sigmas, n_draws, seed, loss_fn, batch_size, target):
+        self.sigmas, self.n_draws = check_sigmas('sigmas', sigmas), check_int('n_draws', n_draws, lo=1)
+        self.batch_size = _check_bs('batch_size', batch_size)
+        self.dev, self.y = model_device(model), n_replicas(model)
+        self.noise = _Noise(seed, self.y, self.dev)
+        self.x, self.target = x.to(self.dev), None if target is None else target.to(self.dev)
+        base = dataset_loss(model, self.x, loss_fn, self.batch_size, self.target)
+        self.out = base[:, None].repeat(1, len(self.sigmas))
+        self.pos = [i for i, s in enumerate(self.sigmas) if s > 0]
+        self.acc = torch.zeros(len(self.pos), self.y, dtype=base.dtype, device=self.dev)   # [σ > 0, y]
+    def result(self) -> Tensor:
+        if self.pos: self.out[:, self.pos] = (self.acc / self.n_draws).T
+        return self.out
+
 # %% ../nbs/07_flatness.ipynb #d162bbed
 @torch.no_grad()
 def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
                  batch_size:int|None=None, target:Tensor|None=None, draws_per_pass:int|None=None) -> Tensor:
     "Mean training loss `[y, S]` after the multiplicative perturbation `w -> w(1 + σz)` of every parameter, per replica and σ."
-    sigmas = check_sigmas('sigmas', sigmas)
-    n_draws = check_int('n_draws', n_draws, lo=1)
-    batch_size = _check_bs('batch_size', batch_size)
     if draws_per_pass is not None: draws_per_pass = check_int('draws_per_pass', draws_per_pass, lo=1)
-    dev, y = model_device(model), n_replicas(model)
-    noise = _Noise(seed, y, dev)
-    x = x.to(dev); target = None if target is None else target.to(dev)
-    base_loss = dataset_loss(model, x, loss_fn, batch_size, target)
-    out = torch.empty(y, len(sigmas), dtype=base_loss.dtype, device=dev)
-    pos = [i for i, s in enumerate(sigmas) if s > 0]
-    for i, s in enumerate(sigmas):
-        if s == 0: out[:, i] = base_loss
-    if not pos: return out
+    pr = _Profile(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target)
+    if not pr.pos: return pr.result()
     params = list(model.parameters())
-    sizes = [p[0].numel() for p in params]
-    offs = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
-    d = draws_per_pass or _default_draws_per_pass(dev, n_draws, y, batch_size or x.shape[0], x[0].numel())
-    d = min(d, n_draws)
-    acc = torch.zeros(len(pos), y, dtype=base_loss.dtype, device=dev)
+    offs = [0] + torch.tensor([p[0].numel() for p in params]).cumsum(0).tolist()
+    d = min(draws_per_pass or _default_draws_per_pass(pr.dev, pr.n_draws, pr.y, pr.batch_size or pr.x.shape[0], pr.x[0].numel()), pr.n_draws)
     scratches = {}
-    for j0 in range(0, n_draws, d):
-        k = min(d, n_draws - j0)
+    for j0 in range(0, pr.n_draws, d):
+        k = min(d, pr.n_draws - j0)
         if k not in scratches: scratches[k] = _Scratch(model, k)
         sc = scratches[k]
-        z = torch.empty(k, y, offs[-1], dtype=params[0].dtype, device=dev)
-        for j in range(k): noise.draw(z[j])
-        z = z.view(k * y, offs[-1])
+        z = torch.empty(k, pr.y, offs[-1], dtype=params[0].dtype, device=pr.dev)
+        for j in range(k): pr.noise.draw(z[j])
+        z = z.view(k * pr.y, offs[-1])
         zs = [z[:, a:b].view(sc.base[i].shape) for i, (a, b) in enumerate(zip(offs[:-1], offs[1:]))]
         wz = torch._foreach_mul(sc.base, zs)                      # w ⊙ z for every parameter
-        for i, s in zip(range(len(pos)), (sigmas[q] for q in pos)):
+        for i, q in enumerate(pr.pos):
             torch._foreach_copy_(sc.params, sc.base)
-            torch._foreach_add_(sc.params, wz, alpha=s)           # w + σ w ⊙ z
-            l = dataset_loss(sc.model, x, loss_fn, batch_size, target)
-            acc[i] += l.view(k, y).sum(0)
-    out[:, pos] = (acc / n_draws).T
-    return out
+            torch._foreach_add_(sc.params, wz, alpha=pr.sigmas[q])   # w + σ w ⊙ z
+            pr.acc[i] += dataset_loss(sc.model, pr.x, loss_fn, pr.batch_size, pr.target).view(k, pr.y).sum(0)
+    return pr.result()
 
 # %% ../nbs/07_flatness.ipynb #d166d76e
 @torch.no_grad()
 def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
               batch_size:int|None=None, target:Tensor|None=None) -> Tensor:
     "Error `[y, S]` between `model(x + σξ)` and the clean `x` (or `target`), ξ ~ N(0, 1) iid, averaged over `n_draws` corruptions."
-    sigmas = check_sigmas('sigmas', sigmas)
-    n_draws = check_int('n_draws', n_draws, lo=1)
-    batch_size = _check_bs('batch_size', batch_size)
-    dev, y = model_device(model), n_replicas(model)
-    noise = _Noise(seed, y, dev)
-    x = x.to(dev); target = x if target is None else target.to(dev)
-    base_loss = dataset_loss(model, x, loss_fn, batch_size, target)
-    out = torch.empty(y, len(sigmas), dtype=base_loss.dtype, device=dev)
-    pos = [i for i, s in enumerate(sigmas) if s > 0]
-    for i, s in enumerate(sigmas):
-        if s == 0: out[:, i] = base_loss
-    if not pos: return out
-    n, parts = x.shape[0], _chunks(x.shape[0], batch_size)
-    shared = len(noise.gens) == 1
-    acc = torch.zeros(len(pos), y, dtype=base_loss.dtype, device=dev)
-    for _ in range(n_draws):
+    pr = _Profile(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target)
+    if not pr.pos: return pr.result()
+    x = pr.x; target = x if pr.target is None else pr.target
+    n, parts = x.shape[0], _chunks(x.shape[0], pr.batch_size)
+    shared = len(pr.noise.gens) == 1
+    for _ in range(pr.n_draws):
         for a, b in parts:
             xb, tb = x[a:b], target[a:b]
-            xi = noise.draw(torch.empty(1 if shared else y, *xb.shape, dtype=x.dtype, device=dev))
+            xi = pr.noise.draw(torch.empty(1 if shared else pr.y, *xb.shape, dtype=x.dtype, device=pr.dev))
             if shared: xi = xi[0]
             w = 1. if len(parts) == 1 else (b - a) / n
-            for i, q in enumerate(pos):
-                acc[i] += loss_fn(model(xb + sigmas[q] * xi), tb) * w
-    out[:, pos] = (acc / n_draws).T
-    return out
+            for i, q in enumerate(pr.pos):
+                pr.acc[i] += loss_fn(model(xb + pr.sigmas[q] * xi), tb) * w
+    return pr.result()
 
 # %% ../nbs/07_flatness.ipynb #eea92c88
 def log_bins(lo:float=1e-9, hi:float=10., per_decade:int=3) -> Tensor:

@@ -13,9 +13,10 @@ from .experiments import (parse_value, find_notebook, experiment_notebooks, defa
     check_writable, execute_atomic, use_tuned_allocator, output_paths, write_json, utc_now)
 
 # %% auto #0
-__all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest', 'cell_id', 'cell_slug',
-           'plan_cells', 'plain_cells', 'is_done', 'available_cpus', 'visible_gpus', 'local_cluster', 'execute_cell',
-           'run_cells', 'cell_record', 'gather_results', 'run_sweep', 'write_tables', 'print_summary', 'sweep_main']
+__all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest', 'package_digest', 'cell_id',
+           'cell_slug', 'plan_cells', 'plain_cells', 'is_done', 'available_cpus', 'visible_gpus', 'local_cluster',
+           'execute_cell', 'run_cells', 'cell_record', 'gather_results', 'run_sweep', 'write_tables', 'print_summary',
+           'sweep_main']
 
 # %% ../nbs/16_sweeps.ipynb #63c7fda3
 def expand_grid(grid:dict) -> list[dict]:
@@ -66,10 +67,20 @@ def notebook_digest(path) -> str:
     nb = nbformat.read(str(path), as_version=4)
     return hashlib.sha256(json.dumps([c.source for c in nb.cells if c.cell_type == 'code']).encode()).hexdigest()
 
-def cell_id(digest:str, profile:str, params:dict) -> str:
-    "Identity of a cell: hash of notebook code digest, profile, parameters and package version."
+def package_digest(root=None) -> str:
+    "sha256 of the library's source: its `.py` files (not nbdev's `_modidx.py` index), read from disk now."
+    import entropic_ae
+    root = Path(root or Path(entropic_ae.__file__).parent)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob('*.py') if p.name != '_modidx.py'):
+        h.update(f.relative_to(root).as_posix().encode() + b'\0' + f.read_bytes())
+    return h.hexdigest()
+
+def cell_id(digest:str, profile:str, params:dict, package:str|None=None) -> str:
+    "Identity of a cell: hash of the notebook's code digest, profile, parameters and the library's source (`package_digest`)."
     from entropic_ae import __version__
-    key = json.dumps(dict(notebook=digest, profile=profile, params=params, version=__version__), sort_keys=True, default=str)
+    key = json.dumps(dict(notebook=digest, profile=profile, params=params, version=__version__,
+                          package=package or package_digest()), sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 def cell_slug(params:dict, limit:int=80) -> str:
@@ -82,7 +93,7 @@ def cell_slug(params:dict, limit:int=80) -> str:
 # %% ../nbs/16_sweeps.ipynb #6a310200
 def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/grid', folder=None) -> list[Cell]:
     "The cells of a sweep (`blocks` as from `load_sweep`), each checked against its notebook before anything runs."
-    root, cells, digests = Path(runs_dir).resolve(), {}, {}
+    root, cells, digests, pkg = Path(runs_dir).resolve(), {}, {}, package_digest()
     for b in blocks:
         fixed, grid = dict(b.get('params') or {}), dict(b.get('grid') or {})
         if both := sorted(set(fixed) & set(grid)): raise ValueError(f"parameter(s) {both} are both fixed and swept")
@@ -97,7 +108,7 @@ def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/g
                 prof = given.pop('profile', None) or profile or default_profile()
                 if not isinstance(prof, str): raise TypeError(f"profile must be a string, got {prof!r}")
                 params = check_parameters(nb, prof, given)
-                cid, where = cell_id(digest, prof, params), root/prof/nb.stem/cell_slug(params)
+                cid, where = cell_id(digest, prof, params, pkg), root/prof/nb.stem/cell_slug(params)
                 cells.setdefault(cid, Cell(nb, prof, params, where/nb.name, where/'figures', cid))
     folders = {}
     for c in cells.values():

@@ -550,7 +550,7 @@ class Accumulate(FitHooks, torch.optim.Optimizer):
     def __init__(self, params, base=torch.optim.SGD, every:int=2, **kw):
         self.every, self.calls = check_int('every', every, lo=1), 0
         self.base = base(list(params.parameters() if isinstance(params, nn.Module) else params), **kw)
-        if getattr(self.base, 'fresh_batches', False) or hasattr(self.base, 'first_step'):
+        if isinstance(self.base, SAM) or fit_hooks(self.base).fresh_batches:
             raise TypeError(f"base must be a first-order optimizer (SGD, Adam, Replicated); {type(self.base).__name__} takes "
                             "gradients at several weights per step, which accumulation cannot reproduce")
         super().__init__(self.base.param_groups, self.base.defaults)

@@ -229,4 +229,5 @@ def test_accumulation_equals_the_big_batch_step():
     assert torch.allclose(Wa, Wb, atol=1e-12)
     assert acc.gamma == 0.5
     with pytest.raises(TypeError, match='first-order'): V.Accumulate([Wb], base=partial(EntropySGD, lr=0.1))
+    with pytest.raises(TypeError, match='first-order'): V.Accumulate([Wb], base=partial(SAM, base=torch.optim.SGD, lr=0.1))
     with pytest.raises(ValueError, match='every'): V.Accumulate([Wb], every=0)

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, check_sigmas, tidy
 from .models import deep_ae, shallow_ae, recon_error
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre
-from .optim import Replicated, Exponential
+from .optim import adam, Replicated, Exponential
 from .sam import SAM
 from .flatness import register_metric
 from .train import fit, evaluate
@@ -105,7 +105,7 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     nets, reps = arm_seeds(trials, y, seed)
     kw = dict(epochs=epochs, bs=bs, record_every=record_every, metrics=('train_loss', 'test_loss'),
               histograms=False, progress=False, loss_fn=loss_fn, device=device)
-    opts = dict(adam=partial(torch.optim.Adam, lr=lr),
+    opts = dict(adam=partial(adam, lr=lr),
                 sam=partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, lr=lr))
     models, rows = {}, []
     for arm in ('adam', 'sam'):                 # all trials in one stack: replica r = trial r

@@ -14,7 +14,7 @@ from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'FitHooks', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping',
-           'as_scoping', 'Replicated', 'LoopReplicated', 'EntropySGD']
+           'as_scoping', 'prepare_base', 'adam', 'Replicated', 'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
 class FitHooks:
@@ -128,8 +128,8 @@ def as_scoping(gamma) -> Scoping:
 def _base_class(base):
     return base.func if isinstance(base, partial) else base
 
-def _prepare_base(base, params, base_kw:dict) -> dict:
-    "Check `lr`, and switch on fused Adam/AdamW when the caller left it open and the parameters allow it."
+def prepare_base(base, params, base_kw:dict) -> dict:
+    "The keyword arguments of `base(params, **base_kw)`: `lr` checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
     if not callable(base): raise TypeError(f"base must be an optimizer class or a partial of one, got {base!r}")
     preset = getattr(base, 'keywords', {}) or {}
     lr = base_kw.get('lr', preset.get('lr'))
@@ -141,6 +141,11 @@ def _prepare_base(base, params, base_kw:dict) -> dict:
             base_kw = dict(base_kw, fused=True)
     return base_kw
 
+def adam(params, lr:float=1e-3, **kw) -> torch.optim.Adam:
+    "`torch.optim.Adam(params, lr, **kw)`, fused when `kw` leave the kernel open and the parameters allow it: the library's default Adam."
+    params = list(params)
+    return torch.optim.Adam(params, **prepare_base(torch.optim.Adam, params, dict(kw, lr=lr)))
+
 # %% ../nbs/05_optim.ipynb #25e370b6
 class Replicated(FitHooks, torch.optim.Optimizer):
     "Robust-ensemble training: a base optimizer on stacked replicas plus a pull of strength γ toward their barycentre."
@@ -149,7 +154,7 @@ class Replicated(FitHooks, torch.optim.Optimizer):
         params = list(params.parameters() if isinstance(params, nn.Module) else params)
         self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
-        self.base = base(params, **_prepare_base(base, params, base_kw))
+        self.base = base(params, **prepare_base(base, params, base_kw))
         super().__init__(self.base.param_groups, self.base.defaults)
         self.param_groups, self.state = self.base.param_groups, self.base.state   # one set of groups, one state
         for g in self.param_groups:
@@ -265,7 +270,7 @@ class LoopReplicated:
         self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
         every = [p for m in self.models for p in m.parameters()]
-        self.opts = [base(list(m.parameters()), **_prepare_base(base, every, base_kw)) for m in self.models]
+        self.opts = [base(list(m.parameters()), **prepare_base(base, every, base_kw)) for m in self.models]
 
     gamma, gamma_history, epoch_end = Replicated.gamma, Replicated.gamma_history, Replicated.epoch_end
     @property

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from .core import check_float
 from .replicas import per_replica, replica_axis
-from .optim import FitHooks, fit_hooks
+from .optim import FitHooks, fit_hooks, prepare_base
 
 # %% auto #0
 __all__ = ['SAM', 'asam_param_groups', 'disable_running_stats', 'enable_running_stats']
@@ -63,7 +63,7 @@ class SAM(FitHooks, torch.optim.Optimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer subclass or a callable returning one, got class {base.__name__}")
         if not callable(base): raise TypeError(f"base must be an optimizer class or a callable params -> optimizer, got {base!r}")
         super().__init__(params, dict(rho=rho, adaptive=adaptive, eta=eta))
-        opt = base(self.param_groups, **base_kwargs)
+        opt = base(self.param_groups, **prepare_base(base, self.param_groups, base_kwargs))
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(f"base must build a torch.optim.Optimizer, but base(params) returned {type(opt).__name__}")
         if isinstance(opt, SAM): raise TypeError("base must not itself build a SAM optimizer")

@@ -17,7 +17,7 @@ from .core import check_int, check_float, check_choice, default_device, tidy, wr
 from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
-from .optim import fit_hooks
+from .optim import fit_hooks, adam
 from .flatness import METRICS, param_histograms
 from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
@@ -349,7 +349,7 @@ def _check_seeds(seeds, model, y) -> list[int]:
     return seeds
 
 # %% ../nbs/09_train.ipynb #31520740
-def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(torch.optim.Adam, lr=1e-3), *,
+def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,
         seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, metrics=('train_loss', 'test_loss'),
         eval_on=('replicas',), record_every:int=1, groups:int=1, eval_bs:int|None=None, histograms:bool=False,
         ckpt_path=None, ckpt_every:int=1, resume:bool=False, progress:bool=True, run='run', device=None, cbs=()) -> FitResult:

@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, default_device
 from .models import error_rate
 from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn
-from .optim import FitHooks, fit_hooks, Replicated, EntropySGD, Exponential
+from .optim import FitHooks, fit_hooks, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss, local_energy, register_metric
 from .train import cosine, step_lr
@@ -525,15 +525,15 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
     lr, epochs = check_float('lr', lr, lo=0.), check_int('epochs', epochs, lo=1)
     momentum = check_float('momentum', momentum, lo=0., hi=0.999)
     sgd = dict(lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-    adam = dict(lr=lr, weight_decay=weight_decay)
+    adam_kw = dict(lr=lr, weight_decay=weight_decay)
     opt = {'sgd': partial(torch.optim.SGD, **sgd),
-           'adam': partial(torch.optim.Adam, **adam),
-           'adamw': partial(torch.optim.AdamW, **adam),
+           'adam': partial(adam, **adam_kw),
+           'adamw': partial(adam, decoupled_weight_decay=True, **adam_kw),
            'rsgd': partial(Replicated, base=torch.optim.SGD, gamma=Exponential(gamma0, gamma1), groups=groups, **sgd),
            'esgd': partial(EntropySGD, lr=1 / check_float('gamma', gamma, lo=1e-12), gamma=gamma, L=L, inner_lr=lr / (1 - momentum), noise=noise,
                            weight_decay=weight_decay),
            'sgd_sam': partial(SAM, base=torch.optim.SGD, rho=rho, per_replica=True, **sgd),
-           'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam),
+           'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam_kw),
            'asam': partial(SAM, base=torch.optim.SGD, rho=asam_rho, adaptive=True, per_replica=True, **sgd)}[name]
     check_choice('schedule', schedule, ('cosine', 'step', 'none'))
     cbs = {'cosine': [cosine(epochs)], 'step': [step_lr(sorted({m for m in (epochs // 2, 3 * epochs // 4) if m}))], 'none': []}[schedule]

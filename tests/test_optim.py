@@ -336,3 +336,22 @@ def test_bad_input_entropy_sgd():
     with pytest.raises(ValueError, match='noise'): EntropySGD(p, noise=-1.)
     with pytest.raises(ValueError, match='scope'): EntropySGD(p, scope='batch')
     with pytest.raises(ValueError, match='nesterov'): EntropySGD(p, nesterov=True)
+
+# ------------------------------------------------------------------ fused Adam by default
+def test_library_adam_is_fused_unless_told_otherwise():
+    from entropic_ae.optim import adam, prepare_base
+    from entropic_ae.train import fit
+    from entropic_ae.data import random_features
+    ps = [nn.Parameter(torch.randn(3, 4))]
+    assert adam(ps).defaults['fused'] is True
+    assert Replicated(ps, gamma=0.1).base.defaults['fused'] is True
+    assert SAM(ps, base=torch.optim.Adam, lr=1e-3).base_optimizer.defaults['fused'] is True
+    assert SAM(ps, base=partial(torch.optim.AdamW, lr=1e-3)).base_optimizer.defaults['fused'] is True
+    r = fit(shallow_ae(6, 2, y=2), random_features(N=6, D=2, P=8, seed=0), epochs=1, bs=4, metrics=[], progress=False)
+    assert r.optimizer.defaults['fused'] is True
+    # the caller's choice of kernel stands, and parameters the fused kernel cannot take keep torch's default
+    assert not adam(ps, foreach=True).defaults['fused'] and not adam(ps, fused=False).defaults['fused']
+    assert not Replicated(ps, base=partial(torch.optim.Adam, foreach=True)).base.defaults['fused']
+    assert 'fused' not in prepare_base(torch.optim.Adam, [nn.Parameter(torch.randn(2, device='meta'))], {})
+    assert 'fused' not in prepare_base(torch.optim.SGD, ps, {'lr': 0.1})
+    with pytest.raises(ValueError, match='lr'): adam(ps, lr=-1.)

@@ -13,7 +13,7 @@ import torch
 from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, check_sigmas, tidy
 from .models import deep_ae, shallow_ae, recon_error
-from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre
+from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
 from .optim import adam, Replicated, Exponential
 from .sam import SAM
 from .flatness import register_metric
@@ -88,8 +88,8 @@ def _build(build, seeds):
 
 def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float, gamma0:float, gamma1:float,
                rho:float=0.05, bs:int=64, seed:int=0, record_every:int=1, arms:Sequence[str]=ARMS,
-               loss_fn:Callable=recon_error, columns:dict|None=None, device=None) -> tuple[dict, list[dict]]:
-    "Train the `arms` on `data` from shared seeds; returns (final models stacked over trials, keyed as in `TARGETS`; tidy rows)."
+               loss_fn:Callable=recon_error, columns:dict|None=None, device=None, from_one_point:bool=False) -> tuple[dict, list[dict]]:
+    "Train the `arms` on `data` from shared seeds (with `from_one_point`, every replicated trial starts at its replica 0); returns (final models stacked over trials, keyed as in `TARGETS`; tidy rows)."
     trials, y = check_int('trials', trials, lo=1), check_int('y', y, lo=1)
     epochs, bs = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     record_every, seed = check_int('record_every', record_every, lo=1), check_int('seed', seed, lo=0)
@@ -97,6 +97,7 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     if lr == 0: raise ValueError("lr must be > 0, got 0.0")
     gamma0, gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
     rho = check_float('rho', rho, lo=0.)
+    if not isinstance(from_one_point, bool): raise TypeError(f"from_one_point must be a bool, got {from_one_point!r}")
     if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
         raise TypeError(f"arms must be a non-empty sequence of names from {list(ARMS)}, got {arms!r}")
     for a in arms: check_choice('arms', a, ARMS)
@@ -116,7 +117,9 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     if 'replicated' not in arms: return models, rows
     seeds = [s for rs in reps for s in rs]     # group t = trial t's y replicas
     opt = partial(TracedReplicated, gamma=Exponential(gamma0, gamma1), groups=trials, lr=lr)
-    r = fit(_build(build, seeds), data, seeds=seeds, opt_func=opt, run='replicated', groups=trials,
+    m = _build(build, seeds)
+    if from_one_point: same_start(m, groups=trials)
+    r = fit(m, data, seeds=seeds, opt_func=opt, run='replicated', groups=trials,
             eval_on=('barycentre', 'replicas'), **kw)
     of_trial = lambda q: q['replica'] // y if q['eval_on'] == 'replicas' else max(q['replica'], 0) if q['eval_on'] == 'barycentre' else -1
     in_trial = lambda q: q['replica'] % y if q['eval_on'] == 'replicas' else -1

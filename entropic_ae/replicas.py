@@ -14,7 +14,7 @@ from .core import check_int, check_choice, default_device
 # %% auto #0
 __all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'EnsembleOutput', 'default_backend', 'sample_dims_of', 'Stacked',
            'replicate', 'per_replica', 'replica', 'stack', 'check_groups', 'centre', 'barycentre', 'ensemble_forward',
-           'distance_to_barycentre', 'recompute_bn']
+           'distance_to_barycentre', 'same_start', 'recompute_bn']
 
 # %% ../nbs/04_replicas.ipynb #25e14059
 def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -> int:
@@ -217,6 +217,16 @@ def distance_to_barycentre(params, groups:int=1, active:Tensor|None=None) -> Ten
         c = centre(p, groups, active).repeat_interleave(y // groups, 0)
         d += (p - c).square().reshape(y, -1).sum(1)
     return d
+
+# %% ../nbs/04_replicas.ipynb #fddfd2a3
+@torch.no_grad()
+def same_start(model:nn.Module, groups:int=1) -> nn.Module:
+    "Give every replica of each group the parameters and buffers of the group's first replica (in place); returns `model`."
+    y = n_replicas(model); k = check_groups(y, groups)
+    for t in [*model.parameters(), *model.buffers()]:
+        g = t.view(k, y // k, *t.shape[1:])
+        g.copy_(g[:, :1].expand_as(g))
+    return model
 
 # %% ../nbs/04_replicas.ipynb #db134d82
 @torch.no_grad()

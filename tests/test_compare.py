@@ -84,7 +84,18 @@ def test_strong_coupling_shrinks_distance_to_barycentre(data, build):
     d = pd.DataFrame(rows).query("metric == 'dist_to_barycentre'").groupby('epoch').value.mean()
     assert d[3] < 0.5 * d[1]
 
-@pytest.mark.parametrize('kw, name', [(dict(trials=0), 'trials'), (dict(y=1.5), 'y'), (dict(epochs=0), 'epochs'),
+def test_from_one_point_starts_each_trial_at_its_replica0(data, build):
+    "With a vanishing step the replicas stay where they started: at one point per trial, or spread apart."
+    kw = SETTING | dict(epochs=1, lr=1e-12, gamma0=0.)
+    dist = lambda rows: pd.DataFrame(rows).query("metric == 'dist_to_barycentre'").value
+    _, one = train_arms(data, build, **kw, arms=['replicated'], from_one_point=True)
+    _, apart = train_arms(data, build, **kw, arms=['replicated'])
+    assert dist(one).max() < 1e-12 < dist(apart).min()
+    m, _ = train_arms(data, build, **kw, from_one_point=True)                 # replica 0 is network t of the other arms
+    torch.testing.assert_close(next(m['replicated_replica0'].parameters()), next(m['adam'].parameters()))
+
+@pytest.mark.parametrize('kw, name', [(dict(trials=0), 'trials'),
+                                      (dict(from_one_point=1), 'from_one_point'), (dict(y=1.5), 'y'), (dict(epochs=0), 'epochs'),
                                       (dict(lr=0.), 'lr'), (dict(lr=-1e-3), 'lr'), (dict(gamma0=-1.), 'gamma0'),
                                       (dict(gamma1=float('nan')), 'gamma1'), (dict(rho=-0.1), 'rho'), (dict(seed=-1), 'seed'),
                                       (dict(bs=0), 'bs'), (dict(record_every=0), 'record_every'), (dict(arms='adam'), 'arms'),

@@ -51,7 +51,7 @@ class SAM(FitHooks, torch.optim.Optimizer):
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
                  per_replica:bool=False, **base_kwargs):
         rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)
-        for k in ('lr', 'weight_decay', 'momentum'):   # the base optimizer's own checks let nan through
+        for k in ('weight_decay', 'momentum'):         # the base optimizer's own checks let nan through (lr: prepare_base)
             v = base_kwargs.get(k, getattr(base, 'keywords', {}).get(k))
             if v is not None and not torch.is_tensor(v): check_float(k, v, lo=0.)
         _check_bool('adaptive', adaptive)

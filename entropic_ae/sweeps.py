@@ -119,11 +119,11 @@ def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/g
 
 def plain_cells(notebooks, profile:str, params:dict, runs_dir='runs', figures_dir='figures', folder=None) -> list[Cell]:
     "One cell per notebook in the layout of a plain `eae-run`: `<runs_dir>/<profile>/<name>.ipynb`, figures in `figures_dir`."
-    out = []
+    out, pkg = [], package_digest()
     for name in notebooks:
         nb = find_notebook(name, folder); p = check_parameters(nb, profile, dict(params))
         out.append(Cell(nb, profile, p, Path(runs_dir).resolve()/profile/nb.name, Path(figures_dir).resolve(),
-                        cell_id(notebook_digest(nb), profile, p)))
+                        cell_id(notebook_digest(nb), profile, p, pkg)))
     return out
 
 # %% ../nbs/16_sweeps.ipynb #f9607001

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, json, os, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+import argparse, ast, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -13,10 +13,11 @@ import torch
 from .core import check_int, check_float, check_choice, atomic_path
 
 # %% auto #0
-__all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'resolve_params', 'save_figure', 'elbow',
+__all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure', 'elbow',
            'default_profile', 'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters',
-           'notebook_profiles', 'check_parameters', 'tuned_environ', 'use_tuned_allocator', 'check_writable', 'utc_now',
-           'write_json', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+           'notebook_constant', 'notebook_profiles', 'notebook_bounds', 'check_parameters', 'tuned_environ',
+           'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance', 'output_paths',
+           'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -48,13 +49,38 @@ def _check_like(name, value, default):
     return value
 
 # %% ../nbs/15_experiments.ipynb #19318c2c
-def resolve_params(profiles:dict, profile:str, **given) -> Params:
-    "Settings of `profile` from `profiles`, with the non-`None` values of `given` checked and substituted."
+_INTERVAL = re.compile(r'\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*([^,\s]+)\s*,\s*([^\]\)\s]+)\s*([\])]))\s*')
+
+def _interval(spec) -> tuple:
+    "(lo, lo_closed, hi, hi_closed) of an interval written `'>= 2'`, `'> 0'`, `'<= 1'`, `'< 1'` or `'[a, b]'`/`'(a, b)'`/`'[a, b)'`/`'(a, b]'`."
+    m = _INTERVAL.fullmatch(spec) if isinstance(spec, str) else None
+    try:
+        if m and m[1]: x = float(m[2]); return (x, m[1] == '>=', None, False) if m[1][0] == '>' else (None, False, x, m[1] == '<=')
+        if m: return float(m[4]), m[3] == '[', float(m[5]), m[6] == ']'
+    except ValueError: pass
+    raise ValueError(f"an interval is written like '>= 2', '> 0', '(0, 1]', got {spec!r}")
+
+def check_bound(name:str, value, spec):
+    "`value` (a number, or each item of a list) inside interval `spec` (see `_interval`), else a `ValueError` naming `name`."
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value): check_bound(f"{name}[{i}]", v, spec)
+        return value
+    lo, lo_in, hi, hi_in = _interval(spec)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not (
+            (lo is not None and (value < lo or (value == lo and not lo_in))) or (hi is not None and (value > hi or (value == hi and not hi_in)))):
+        return value
+    raise ValueError(f"{name} must be {spec.strip()}, got {value!r}" if spec.strip()[0] in '<>' else f"{name} must lie in {spec.strip()}, got {value!r}")
+
+def resolve_params(profiles:dict, profile:str, bounds:dict|None=None, **given) -> Params:
+    "Settings of `profile` from `profiles`, with the non-`None` values of `given` checked (types, and `bounds` intervals) and substituted."
     check_choice('profile', profile, list(profiles))
     defaults = profiles[profile]
     unknown = sorted(set(given) - set(defaults))
     if unknown: raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(defaults)}")
-    return Params({k: d if given.get(k) is None else _check_like(k, given[k], d) for k, d in defaults.items()})
+    p = Params({k: d if given.get(k) is None else _check_like(k, given[k], d) for k, d in defaults.items()})
+    for k, spec in (bounds or {}).items():
+        if k in p and p[k] is not None: check_bound(k, p[k], spec)
+    return p
 
 # %% ../nbs/15_experiments.ipynb #991105a7
 def save_figure(fig, path, dpi:int=150) -> Path:
@@ -109,30 +135,69 @@ def notebook_parameters(path) -> dict:
     if not found: raise ValueError(f"{Path(path).stem} has no cell tagged 'parameters'")
     return {k: parse_value(v['default']) for k, v in found.items()}
 
-_SAFE_BUILTINS = {f.__name__: f for f in (dict, list, tuple, range, round, float, int, str, bool, len, min, max, sorted, zip)}
+_MAX_RANGE = 100_000
 
-def notebook_profiles(path) -> dict|None:
-    "The notebook's `PROFILES`, evaluated from its upper-case constant assignments only (no imports); `None` if unavailable."
+def _literal(node, consts:dict, seen=()):
+    "The value of expression `node` if it is a literal, `dict(k=...)`, `[list(]range(...)[)]` of literal ints or an earlier constant; nothing runs."
+    rec = lambda n: _literal(n, consts, seen)
+    if isinstance(node, ast.Name):
+        if node.id not in consts or node.id in seen: raise ValueError(f"{node.id} is not a constant of the notebook")
+        try: return _literal(consts[node.id], consts, (*seen, node.id))
+        except ValueError as e: raise ValueError(f"{node.id}: {e}") from None
+    if isinstance(node, ast.Dict) and None not in node.keys: return {rec(k): rec(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.List): return [rec(e) for e in node.elts]
+    if isinstance(node, ast.Tuple): return tuple(rec(e) for e in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        f, args = node.func.id, [rec(a) for a in node.args]
+        if f == 'dict' and not args and all(k.arg for k in node.keywords): return {k.arg: rec(k.value) for k in node.keywords}
+        if f == 'list' and not node.keywords and len(args) == 1 and isinstance(args[0], (list, tuple, range)): return list(args[0])
+        if (f == 'range' and not node.keywords and 1 <= len(args) <= 3 and all(type(a) is int for a in args)
+                and len(r := range(*args)) <= _MAX_RANGE): return r
+    try: return ast.literal_eval(node)                 # constants, -1, 1e-3, 1+2j, sets, ...
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError): pass
+    raise ValueError(f"{ast.unparse(node)[:80]!r} is not a literal")
+
+def notebook_constant(path, name:str):
+    "The value of the notebook's top-level assignment to `name`, read as a literal without running anything; `None` if absent."
     import nbformat
-    ns = {}
+    consts = {}
     for cell in nbformat.read(str(path), as_version=4).cells:
         if cell.cell_type != 'code': continue
         try: body = ast.parse(cell.source).body
         except SyntaxError: continue
         for node in body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id.isupper()): continue
-            try: ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(path), 'eval'),
-                                               {'__builtins__': _SAFE_BUILTINS, **ns})
-            except Exception: pass
-    prof = ns.get('PROFILES')
-    return prof if isinstance(prof, dict) and prof and all(isinstance(v, dict) for v in prof.values()) else None
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and (node.targets[0].id.isupper() or node.targets[0].id == name)):
+                consts[node.targets[0].id] = node.value
+    if name not in consts: return None
+    try: return _literal(consts[name], consts)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{Path(path).stem}: {name} must be written as literals (numbers, strings, lists, dicts, "
+                         f"dict(...), range(...)) so that it can be read without running the notebook: {e}") from None
+
+def notebook_profiles(path) -> dict|None:
+    "The notebook's `PROFILES` (profile -> settings), read as literals without running anything; `None` if it has none."
+    prof = notebook_constant(path, 'PROFILES')
+    if prof is None: return None
+    if not (isinstance(prof, dict) and prof and all(isinstance(v, dict) for v in prof.values())):
+        raise ValueError(f"{Path(path).stem}: PROFILES must be a non-empty dict of dicts (profile -> settings)")
+    return prof
+
+def notebook_bounds(path) -> dict:
+    "The notebook's `BOUNDS` (parameter -> interval such as `'>= 2'` or `'(0, 1]'`), read as literals; `{}` if it has none."
+    b = notebook_constant(path, 'BOUNDS')
+    if b is None: return {}
+    if not isinstance(b, dict): raise ValueError(f"{Path(path).stem}: BOUNDS must be a dict (parameter -> interval)")
+    for k, spec in b.items():
+        try: _interval(spec)
+        except ValueError as e: raise ValueError(f"{Path(path).stem}: BOUNDS[{k!r}]: {e}") from None
+    return b
 
 # %% ../nbs/15_experiments.ipynb #9049ceb9
 RUNNER_OWNED = {'profile': '--profile', 'figures_dir': '--figures-dir'}
 
 def check_parameters(path, profile:str, params:dict) -> dict:
-    "`params` for the notebook at `path` run with `profile`: names, profile and types checked; returns converted values."
+    "`params` for the notebook at `path` run with `profile`: names, profile, types and `BOUNDS` checked, without running it; the converted values."
     path = Path(path)
     for k, opt in RUNNER_OWNED.items():
         if k in params: raise ValueError(f"{k} is set by the runner, not passed as a parameter: use eae-run {opt}")
@@ -140,12 +205,16 @@ def check_parameters(path, profile:str, params:dict) -> dict:
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{path.stem} has no parameter(s) {unknown}; its parameters are {sorted(set(known) - set(RUNNER_OWNED))}")
-    profiles = notebook_profiles(path)
+    profiles, bounds = notebook_profiles(path), notebook_bounds(path)
     if profiles is not None:
         try: check_choice('profile', profile, list(profiles))
         except ValueError as e: raise ValueError(f"{path.stem}: {e}") from None
     types = {**{k: v for k, v in known.items() if v is not None}, **(profiles or {}).get(profile, {})}
-    try: return {k: v if v is None or k not in types else _check_like(k, v, types[k]) for k, v in params.items()}
+    try:
+        out = {k: v if v is None or k not in types else _check_like(k, v, types[k]) for k, v in params.items()}
+        for k, v in out.items():
+            if v is not None and k in bounds: check_bound(k, v, bounds[k])
+        return out
     except (TypeError, ValueError) as e: raise type(e)(f"{path.stem}: {e}") from None
 
 # %% ../nbs/15_experiments.ipynb #3cd31966

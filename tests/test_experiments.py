@@ -1,6 +1,6 @@
 """The papermill runner and the `eae-run` command: profiles, overrides checked before any kernel starts, failures that name
 the notebook and never replace an earlier good result, kernels started with the tuned allocator."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import nbformat, pytest
 from entropic_ae.experiments import ExperimentFailed, experiment_notebooks, main, run_experiments
@@ -137,3 +137,26 @@ def test_every_profile_passes_its_notebooks_own_checks(profile, tmp_path):
             assert not list(tmp_path.iterdir()), f'{nb_path.name} wrote files in its set-up cell'
     finally:
         torch.set_num_threads(threads)
+
+PWN = "PWN = [c for c in ().__class__.__base__.__subclasses__() if c.__name__=='_wrap_close'][0].__init__.__globals__['system']('touch X')"
+
+@pytest.mark.parametrize('profiles', ['PROFILES = {"quick": {"n": 3, "scale": 1.0}}', 'PROFILES = {"quick": {"n": PWN, "scale": 1.0}}'])
+def test_checking_a_run_executes_nothing(tmp_path, monkeypatch, profiles):
+    "The issue's payload in a notebook whose PROFILES is checked: nothing runs, a PROFILES that needs it is refused by name."
+    from entropic_ae.experiments import check_parameters
+    monkeypatch.chdir(tmp_path)
+    make_nb(tmp_path, 'evil', PWN + '\n' + profiles)
+    if 'PWN' in profiles:
+        with pytest.raises(ValueError, match=r'evil: PROFILES must be written as literals .*PWN: '):
+            check_parameters(tmp_path/'evil.ipynb', 'quick', {'n': 3})
+    else: assert check_parameters(tmp_path/'evil.ipynb', 'quick', {'n': 3}) == {'n': 3}
+    assert not (tmp_path/'X').exists()
+
+def test_bounds_are_checked_before_any_kernel_starts(toy):
+    root, exp = toy
+    make_nb(exp, 'a_toy', TOY.replace('p = resolve_params(PROFILES, profile,', 'BOUNDS = {"n": ">= 1", "scale": "[0, 10]"}\n'
+                                      'p = resolve_params(PROFILES, profile, BOUNDS,'))
+    for params, message in [({'n': -1}, 'a_toy: n must be >= 1, got -1'), ({'scale': 11}, 'a_toy: scale must lie in [0, 10], got 11.0')]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params=params, progress=False)
+    assert not (root/'runs').exists()

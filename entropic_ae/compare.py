@@ -57,8 +57,9 @@ class TracedReplicated(Replicated):
 
     @torch.no_grad()
     def distances(self) -> Tensor:
-        "[y] squared distances of the replicas to the barycentre the optimizer pulls toward (its group's, over its active replicas)."
-        return distance_to_barycentre([q for g in self.param_groups for q in g['params']], self.groups, self.active)
+        "[y] squared distances of the replicas to the barycentre the optimizer pulls toward (its group's, over its active replicas); nan for a replica that has left."
+        d = distance_to_barycentre([q for g in self.param_groups for q in g['params']], self.groups, self.active)
+        return d.masked_fill(~self.active.to(d.device), math.nan)
 
     def epoch_end(self) -> float:
         "Log the distances, then advance the scoping schedule; returns the new γ."
@@ -126,7 +127,8 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     rows += [q for t in range(trials) for q in _relabel([q for q in r.rows if q['eval_on'] == 'optimizer'], lambda q: t, in_trial, arm='replicated', **columns)]
     rows += _relabel([q for q in r.rows if q['eval_on'] != 'optimizer'], of_trial, in_trial, arm='replicated', **columns)
     rows += [dict(tidy('replicated', k % y, e + 1, 'dist_to_barycentre', float(d[k]), eval_on='optimizer'),
-                  trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)]
+                  trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)
+             if math.isfinite(d[k])]                                  # a replica that left the ensemble has no distance
     models['replicated'] = barycentre(r.model, groups=trials, active=r.active)
     models['replicated_replica0'] = stack([replica(r.model, t * y) for t in range(trials)])
     return models, rows

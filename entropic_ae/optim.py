@@ -14,7 +14,7 @@ from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'FitHooks', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping',
-           'as_scoping', 'prepare_base', 'adam', 'Replicated', 'LoopReplicated', 'EntropySGD']
+           'as_scoping', 'prepare_base', 'adam', 'Replicated', 'finite_replicas', 'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
 class FitHooks:
@@ -185,11 +185,13 @@ class Replicated(FitHooks, torch.optim.Optimizer):
 
 # %% ../nbs/05_optim.ipynb #5dc37314
 @torch.no_grad()
-def _finite_rows(ps:list[Tensor], y:int) -> Tensor:
-    "bool [y]: replicas whose slices of every tensor in `ps` are finite."
-    ok = torch.ones(y, dtype=torch.bool, device=ps[0].device)
-    for p in ps: ok &= torch.isfinite(p.reshape(y, -1)).all(1)
-    return ok.cpu()
+def finite_replicas(ps:list[Tensor], y:int, among:Tensor|None=None) -> Tensor:
+    "bool [y] on the device: replicas whose slices of every tensor in `ps` are finite (those outside `among` count as finite)."
+    ok = torch.stack([p.detach().reshape(y, -1).sum(1).float() for p in ps]).isfinite().all(0)   # one pass per tensor
+    if among is not None: ok |= ~among.to(ok.device)
+    if bool(ok.all()): return ok
+    for p in ps: ok &= torch.isfinite(p.detach().reshape(y, -1)).all(1)   # rare: exact, as a sum can also overflow
+    return ok
 
 @patch
 def _coupled(self:Replicated) -> list[Tensor]:
@@ -201,7 +203,7 @@ def _centres(self:Replicated, ps:list[Tensor]) -> list[Tensor]:
     "Each tensor's group barycentres over the active replicas, [groups, 1, ...]; a replica with non-finite weights is dropped first."
     cs = [centre(p, self.groups, self.active) for p in ps]
     if not bool(torch.stack([c.sum() for c in cs]).isfinite().all()):   # rare: someone's weights left the reals
-        self.drop_replicas(~_finite_rows(ps, self.y))
+        self.drop_replicas(~finite_replicas(ps, self.y).cpu())
         cs = [centre(p, self.groups, self.active) for p in ps]
     return [c.unsqueeze(1) for c in cs]
 

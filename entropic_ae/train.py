@@ -17,7 +17,7 @@ from .core import check_int, check_float, check_choice, default_device, tidy, wr
 from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
-from .optim import fit_hooks, adam
+from .optim import fit_hooks, adam, finite_replicas
 from .flatness import METRICS, param_histograms
 from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
@@ -190,14 +190,20 @@ class Loop:
 
 # %% ../nbs/09_train.ipynb #32b5c554
 class Guard(Callback):
-    "Freeze and drop replicas whose loss is non-finite; stop when none is left."
+    "One active set: a replica whose loss or weights leave the reals is recorded, dropped by the optimizer, frozen and never evaluated."
     order = -10
     def before_fit(self, L): self.frozen = None
-    def after_loss(self, L):
-        bad = L.active & ~torch.isfinite(L.loss)
+    def after_loss(self, L): self.drop(L, L.active & ~torch.isfinite(L.loss), L.step + 1)
+    def after_step(self, L):
+        if self.frozen is not None:                                       # the frozen replicas stay where they left
+            dead = ~L.active
+            with torch.no_grad():
+                for p, f in zip(L.params, self.frozen): p[dead] = f[dead]
+        self.drop(L, ~finite_replicas(L.params, L.y, among=L.active).to(L.dev), L.step)
+    def drop(self, L, bad, step):
         if not bool(bad.any()): return
         for r in bad.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step + 1, eval_on='replicas', status='diverged'))
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', step, eval_on='replicas', status='diverged'))
         L.active = L.active & ~bad
         L.hooks.drop_replicas(bad.cpu())
         with torch.no_grad():
@@ -206,12 +212,6 @@ class Guard(Callback):
                 for s, f in zip(snap, self.frozen): s[~L.active & ~bad] = f[~L.active & ~bad]
             self.frozen = snap
         if not bool(L.active.any()): raise CancelFit()
-    def after_step(self, L):
-        if self.frozen is None: return
-        if bool(L.active.all()): self.frozen = None; return     # e.g. after a resume
-        dead = ~L.active
-        with torch.no_grad():
-            for p, f in zip(L.params, self.frozen): p[dead] = f[dead]
 
 # %% ../nbs/09_train.ipynb #52973ee8
 class Scoping(Callback):

@@ -1,0 +1,77 @@
+"""Runs that cannot go wrong silently (issue 17): one active set checked on the weights after every step, resumes that
+refuse what changed, batch-norm statistics updated once per step, schedulers that see the base optimizer's
+hyperparameters, progress within an epoch, and bad input refused before any work."""
+import math
+from functools import partial
+import pandas as pd
+import pytest, torch
+from torch import nn
+from entropic_ae.data import random_features
+from entropic_ae.models import shallow_ae, recon_error
+from entropic_ae.replicas import barycentre
+from entropic_ae.optim import Replicated, Exponential
+from entropic_ae.train import fit
+
+SEEDS = [3, 7, 11]
+KW = dict(bs=12, metrics=('train_loss', 'test_loss'), progress=False)    # 48 patterns, bs 12: 4 steps per epoch
+
+@pytest.fixture(scope='module')
+def data(): return random_features(N=12, D=3, P=48, P_test=24, seed=0, dtype=torch.float64)
+
+def ae(y=3, seeds=SEEDS): return shallow_ae(12, 3, y=y, seeds=seeds, dtype=torch.float64)
+
+# ---------------------------------------------------------------- D1: one active set, checked on the weights
+def inf_grad_at(base, at, who=1):
+    "`base` (an optimizer class) whose gradient of replica `who` is inf in its step number `at`: the loss stays finite."
+    class InfGrad(base):
+        def __init__(self, params, **kw): super().__init__(params, **kw); self.n = 0
+        def step(self, closure=None):
+            self.n += 1
+            if self.n != at: return super().step(closure)
+            def poisoned():
+                loss = None if closure is None else closure()
+                for g in self.param_groups:
+                    for p in g['params']:
+                        if p.grad is not None: p.grad[who] = float('inf')
+                return loss
+            if closure is not None: return super().step(poisoned)
+            poisoned(); return super().step()
+    return InfGrad
+
+@pytest.mark.parametrize('opt', ['adam', 'replicated'])
+@pytest.mark.parametrize('at', [4, 6])                # the last step of epoch 1 (just before an evaluation), and one inside epoch 2
+def test_nonfinite_weights_leave_at_once(data, opt, at):
+    "An inf gradient in replica 1 (finite loss): one active set, one status row at that step, nothing non-finite evaluated."
+    base = inf_grad_at(torch.optim.Adam if opt == 'adam' else torch.optim.SGD, at)
+    opt_func = (partial(base, lr=1e-2) if opt == 'adam' else
+                lambda ps: Replicated(ps, base=base, gamma=0.5, lr=0.05))
+    res = fit(ae(), data, epochs=2, opt_func=opt_func, seeds=SEEDS, eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+    assert res.active.tolist() == [True, False, True]
+    if opt == 'replicated': assert res.optimizer.active.tolist() == res.active.tolist()
+    st = res.df[res.df.metric == 'status']
+    assert st.replica.tolist() == [1] and st.value.tolist() == [at] and st.epoch.tolist() == [(at - 1) // 4 + 1]
+    assert res.df.value.map(math.isfinite).all()                       # no NaN row: not the barycentre's, not the ensemble's
+    assert set(res.df[(res.df.replica == 1) & (res.df.metric != 'status')].epoch) <= set(range((at - 1) // 4 + 1))
+    for p in res.model.parameters(): assert torch.isfinite(p[[0, 2]]).all()
+
+def test_train_arms_barycentre_finite_when_last_step_diverges(data, monkeypatch):
+    "compare.train_arms: a replica whose weights leave the reals in the very last step is not in the returned barycentre."
+    from entropic_ae import compare
+    class Late(compare.TracedReplicated):
+        def __init__(self, ps, **kw): super().__init__(ps, **kw); self.n = 0
+        def step(self, closure=None):
+            self.n += 1
+            if self.n == 8:                                # 2 epochs x 4 steps: the last step
+                orig = closure
+                def closure():
+                    loss = orig()
+                    for g in self.param_groups:
+                        for p in g['params']: p.grad[1] = float('inf')
+                    return loss
+            return super().step(closure)
+    monkeypatch.setattr(compare, 'TracedReplicated', Late)
+    models, rows = compare.train_arms((data.x_train.float(), data.x_test.float()), compare.autoencoder_builder('shallow', 12, 3),
+                                      trials=1, y=3, epochs=2, bs=12, lr=1e-2, gamma0=0.3, gamma1=0.5, arms=('replicated',))
+    for p in models['replicated'].parameters(): assert torch.isfinite(p).all()
+    df = pd.DataFrame(rows)
+    assert df.value.map(math.isfinite).all() and len(df[(df.metric == 'dist_to_barycentre') & (df.epoch == 2)]) == 2

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['check_int', 'check_float', 'check_sigmas', 'check_choice', 'default_device', 'make_generator', 'tidy', 'atomic_path',
-           'write_csv']
+__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'default_device', 'make_generator', 'tidy',
+           'atomic_path', 'format_float', 'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -85,10 +85,27 @@ def atomic_path(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
 
-def write_csv(rows:list[dict], path) -> Path:
-    "Write `rows` (dicts, possibly with different keys) to `path` atomically; returns the path."
+CSV_DIGITS = 6
+
+def format_float(x, digits:int=CSV_DIGITS) -> str:
+    "`x` as the shortest text of its value rounded to `digits` significant digits (integer values, nan and inf exactly)."
+    x = float(x)
+    if not math.isfinite(x) or (x.is_integer() and abs(x) < 2**53): return repr(x)
+    return repr(float(f'{x:.{digits}g}'))
+
+def _csv_value(v, digits):
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)): return format_float(v, digits)
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point(): return format_float(v.item(), digits)
+    return v
+
+def write_csv(rows:list[dict], path, digits:int=CSV_DIGITS) -> Path:
+    "Write `rows` (dicts, possibly with different keys) to `path` atomically, floats at `digits` significant digits; returns the path."
+    digits = check_int('digits', digits, lo=1, hi=17)
+    rows = list(rows)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict): raise TypeError(f"rows[{i}] must be a dict, got {type(r).__name__}")
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
         w = csv.DictWriter(f, fieldnames=fields, restval='')
-        w.writeheader(); w.writerows(rows)
+        w.writeheader(); w.writerows({k: _csv_value(v, digits) for k, v in r.items()} for r in rows)
     return Path(path)

@@ -13,8 +13,9 @@ from .core import check_int, check_float, check_choice
 from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'FitHooks', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear', 'Cosine', 'scoping',
-           'as_scoping', 'prepare_base', 'adam', 'Replicated', 'finite_replicas', 'LoopReplicated', 'EntropySGD']
+__all__ = ['SCHEDULES', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear',
+           'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Replicated', 'finite_replicas', 'LoopReplicated',
+           'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
 class FitHooks:
@@ -27,10 +28,33 @@ class FitHooks:
         pass
     def drop_replicas(self, mask:Tensor) -> None:   # the replicas flagged in the bool mask [y] leave for good
         pass
+    def hyperparameters(self) -> dict:              # every setting that shapes the run, flat name -> plain value
+        return group_settings(self)
+
+_KERNELS = ('params', 'foreach', 'fused', 'capturable', 'differentiable')   # how a step is computed, not what it computes
+
+def _plain(v):
+    "`v` as a plain value that `torch.load(weights_only=True)` reads back and `==` compares: tensors and tuples as lists."
+    if isinstance(v, Tensor): return v.tolist()
+    if isinstance(v, (tuple, list)): return [_plain(u) for u in v]
+    return v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
+
+def group_settings(opt:torch.optim.Optimizer) -> dict:
+    "`opt`'s class and every option of every parameter group (and its size), flat name -> plain value; kernel choices (`fused`, ...) left out."
+    hp = {'class': type(opt).__name__}
+    for i, g in enumerate(opt.param_groups):
+        hp[f'param_groups[{i}].n_params'] = len(g['params'])
+        hp.update({f'param_groups[{i}].{k}': _plain(v) for k, v in g.items() if k not in _KERNELS})
+    return hp
+
+def prefixed(prefix:str, d:dict) -> dict:
+    "`d` with `prefix` before every key: how a wrapper nests what it wraps in its `hyperparameters`."
+    return {prefix + k: v for k, v in d.items()}
 
 class _Plain(FitHooks):
     "The protocol's defaults around a plain torch optimizer."
     def __init__(self, opt): self.opt = opt
+    def hyperparameters(self) -> dict: return group_settings(self.opt)
 
 def fit_hooks(opt:torch.optim.Optimizer) -> FitHooks:
     "`opt` itself when it speaks the protocol, else the defaults (an `Adam` has no γ and no replicas to drop)."
@@ -62,6 +86,10 @@ class Scoping:
         self.t += 1
         self.history.append(self.value)
         return self.value
+
+    def hyperparameters(self) -> dict:
+        "The schedule's name and settings (everything but its counter and history)."
+        return {'schedule': self.name, **{k: v for k, v in vars(self).items() if k not in ('t', 'history')}}
 
     def state_dict(self) -> dict: return dict(name=self.name, t=self.t, history=list(self.history))
     def load_state_dict(self, sd:dict):
@@ -175,6 +203,11 @@ class Replicated(FitHooks, torch.optim.Optimizer):
     def epoch_end(self) -> float:
         "Advance the scoping schedule by one epoch; returns the new γ."
         return self.schedule.step()
+
+    def hyperparameters(self) -> dict:
+        "Class, coupling, groups, replicas, the γ schedule (`gamma.*`) and the base optimizer's settings (`base.*`)."
+        return {'class': type(self).__name__, 'coupling': self.coupling, 'groups': self.groups, 'y': self.y,
+                **prefixed('gamma.', self.schedule.hyperparameters()), **prefixed('base.', fit_hooks(self.base).hyperparameters())}
 
     def drop_replicas(self, mask):
         "Take the replicas flagged in the bool `mask` [y] out of their ensemble for good: no pull, no share of the barycentre."
@@ -327,6 +360,10 @@ class EntropySGD(FitHooks, torch.optim.Optimizer):
     def epoch_end(self) -> float:
         "End of an epoch: advances γ when `scope='epoch'` (with `scope='step'` γ already advances every step)."
         return self.schedule.step() if self.scope == 'epoch' else self.gamma
+
+    def hyperparameters(self) -> dict:
+        "The groups' options (lr, inner_lr, noise, alpha, momentum, ...), L, scope and the γ schedule (`gamma.*`); not the seed, which the state restores."
+        return {**super().hyperparameters(), 'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
 
     def _noise(self, p:Tensor) -> Tensor:
         key = str(p.device)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from .core import check_float
 from .replicas import per_replica, replica_axis
-from .optim import FitHooks, fit_hooks, prepare_base
+from .optim import FitHooks, fit_hooks, prepare_base, prefixed
 
 # %% auto #0
 __all__ = ['SAM', 'asam_param_groups', 'disable_running_stats', 'enable_running_stats']
@@ -93,6 +93,9 @@ class SAM(FitHooks, torch.optim.Optimizer):
     def gamma(self): return fit_hooks(self.base_optimizer).gamma
     def epoch_end(self): return fit_hooks(self.base_optimizer).epoch_end()
     def drop_replicas(self, mask): return fit_hooks(self.base_optimizer).drop_replicas(mask)
+    def hyperparameters(self) -> dict:
+        "`per_replica` and the base optimizer's settings (`base.*`), whose groups hold `rho`, `adaptive` and `eta`."
+        return {'class': type(self).__name__, 'per_replica': self.per_replica, **prefixed('base.', fit_hooks(self.base_optimizer).hyperparameters())}
 
     def add_param_group(self, param_group:dict):
         "Add a group to SAM and its base optimizer at once, validating its SAM options."

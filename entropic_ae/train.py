@@ -294,23 +294,24 @@ def _fingerprint(*tensors) -> str:
         if t is not None: h.update(str((tuple(t.shape), t.dtype)).encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-def _describe(opt) -> list:
-    "An optimizer's hyperparameter names (Adam's `betas`, SGD's `momentum`, SAM's `rho`...): what its state dict's layout depends on."
-    return sorted(k for k in opt.param_groups[0] if k != 'params')
+def _changed(saved:dict, now:dict) -> list[str]:
+    "Every setting that differs between two `hyperparameters()` descriptions, named with both values."
+    gone = object()
+    return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
+            for k in dict.fromkeys([*saved, *now]) if saved.get(k, gone) != now.get(k, gone)]
 
 class Checkpoint(Callback):
     "Save the run every `every` epochs (and at the end) to `path`; with `resume`, continue from it when it exists."
     order = 20
     def __init__(self, path, every=1, resume=False): self.path, self.every, self.resume = Path(path), every, resume
-    def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=_describe(L.opt), y=L.y, bs=L.bs)
+    def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=L.hooks.hyperparameters(), y=L.y, bs=L.bs)
     def before_fit(self, L):
-        self.made_for = self.meta(L)                    # hashing the data once, not at every save
+        self.made_for = self.meta(L)                    # the fresh optimizer's settings; the data hashed once, not at every save
         for orphan in self.path.parent.glob(f'.{self.path.stem}.*'): orphan.unlink(missing_ok=True)   # from a killed write
         if not (self.resume and self.path.exists()): return
         try: ck = torch.load(self.path, map_location=L.dev, weights_only=True)
         except Exception as e: raise RuntimeError(f"could not load checkpoint {self.path} with weights_only=True: {e}") from e
-        for k, v in self.made_for.items():
-            if ck['meta'].get(k) != v: raise ValueError(f"resume: checkpoint {self.path} was written with {k}={ck['meta'].get(k)!r}, this run has {k}={v!r}")
+        self.check(ck['meta'], L)
         if ck['seeds'] != L.seeds: raise ValueError(f"resume: seeds {L.seeds} differ from the checkpoint's {ck['seeds']}")
         L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
         L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
@@ -320,6 +321,20 @@ class Checkpoint(Callback):
         if not bool(L.active.all()):                    # frozen replicas stay frozen at their saved weights
             guard = next(c for c in L.cbs if isinstance(c, Guard))
             guard.frozen = [p.detach().clone() for p in L.params]
+    def check(self, saved, L):
+        "Refuse a resume whose run differs from the checkpoint's, naming what changed; more epochs extend the run."
+        if not isinstance(saved.get('optimizer'), dict):
+            raise ValueError(f"resume: checkpoint {self.path} records no optimizer settings (written by an older version); start afresh")
+        if L.epochs < saved['epochs']:
+            raise ValueError(f"resume: checkpoint {self.path} was made for epochs={saved['epochs']}; this run asks for "
+                             f"epochs={L.epochs} (a resume may extend a run, not shorten it)")
+        for k in ('data', 'y', 'bs'):
+            if saved.get(k) != self.made_for[k]:
+                raise ValueError(f"resume: checkpoint {self.path} was written with {k}={saved.get(k)!r}, this run has {k}={self.made_for[k]!r}")
+        diff = _changed(saved['optimizer'], self.made_for['optimizer'])
+        if diff: raise ValueError(f"resume: the optimizer differs from the one checkpoint {self.path} was made with; "
+                                  + '; '.join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ''))
+
     def save(self, L, epoch):
         state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
                      rows=L.rows, active=L.active.cpu(), gens=[g.get_state() for g in L.gens], seeds=L.seeds,

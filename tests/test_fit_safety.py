@@ -75,3 +75,48 @@ def test_train_arms_barycentre_finite_when_last_step_diverges(data, monkeypatch)
     for p in models['replicated'].parameters(): assert torch.isfinite(p).all()
     df = pd.DataFrame(rows)
     assert df.value.map(math.isfinite).all() and len(df[(df.metric == 'dist_to_barycentre') & (df.epoch == 2)]) == 2
+
+# ---------------------------------------------------------------- D2: resume refuses what changed, naming it
+from entropic_ae.optim import EntropySGD, Linear
+from entropic_ae.sam import SAM
+
+RUNS = {'replicated': lambda: partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.05, 0.5), lr=0.05, momentum=0.9),
+        'sam': lambda: partial(SAM, base=torch.optim.SGD, rho=0.05, per_replica=True, lr=0.1, momentum=0.9),
+        'esgd': lambda: partial(EntropySGD, lr=0.5, gamma=0.03, L=2, inner_lr=0.05, seed=0),
+        'adam': lambda: partial(torch.optim.Adam, lr=1e-2)}
+CHANGES = [('replicated', partial(torch.optim.SGD, lr=0.05, momentum=0.9), "class: checkpoint 'Replicated', now 'SGD'"),
+           ('replicated', partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.05, 0.6), lr=0.05, momentum=0.9), 'gamma.gamma1: checkpoint 0.5, now 0.6'),
+           ('replicated', partial(Replicated, base=torch.optim.SGD, gamma=Linear(0.05, 0.5), lr=0.05, momentum=0.9), "gamma.schedule: checkpoint 'exponential', now 'linear'"),
+           ('replicated', partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.05, 0.5), coupling='gradient', lr=0.05, momentum=0.9), "coupling: checkpoint 'elastic', now 'gradient'"),
+           ('replicated', partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.05, 0.5), lr=0.05, momentum=0.5), 'base.param_groups[0].momentum: checkpoint 0.9, now 0.5'),
+           ('replicated', partial(Replicated, base=torch.optim.Adam, gamma=Exponential(0.05, 0.5), lr=0.05), "base.class: checkpoint 'SGD', now 'Adam'"),
+           ('sam', partial(SAM, base=torch.optim.SGD, rho=0.1, per_replica=True, lr=0.1, momentum=0.9), 'base.param_groups[0].rho: checkpoint 0.05, now 0.1'),
+           ('sam', partial(SAM, base=torch.optim.SGD, rho=0.05, adaptive=True, per_replica=True, lr=0.1, momentum=0.9), 'adaptive: checkpoint False, now True'),
+           ('sam', partial(SAM, base=torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9), 'per_replica: checkpoint True, now False'),
+           ('esgd', partial(EntropySGD, lr=0.5, gamma=0.03, L=3, inner_lr=0.05, seed=0), 'L: checkpoint 2, now 3'),
+           ('esgd', partial(EntropySGD, lr=0.5, gamma=0.03, L=2, inner_lr=0.05, noise=1e-3, seed=0), 'noise: checkpoint 0.0001, now 0.001'),
+           ('adam', partial(torch.optim.Adam, lr=1e-2, betas=(0.8, 0.999)), 'betas: checkpoint [0.9, 0.999], now [0.8, 0.999]'),
+           ('adam', partial(torch.optim.Adam, lr=2e-2), 'lr: checkpoint 0.01, now 0.02'),
+           ('adam', partial(torch.optim.Adam, lr=1e-2, weight_decay=1e-4), 'weight_decay: checkpoint 0, now 0.0001')]
+
+@pytest.mark.parametrize('kind, now, message', CHANGES, ids=[m.split(':')[0] for _, _, m in CHANGES])
+def test_resume_refuses_a_changed_optimizer(data, tmp_path, kind, now, message):
+    ck = tmp_path / 'ck.pt'
+    fit(ae(), data, epochs=1, opt_func=RUNS[kind](), seeds=SEEDS, ckpt_path=ck, **KW)
+    with pytest.raises(ValueError, match='resume') as e:
+        fit(ae(), data, epochs=2, opt_func=now, seeds=SEEDS, ckpt_path=ck, resume=True, **KW)
+    assert message in str(e.value)
+    fit(ae(), data, epochs=2, opt_func=RUNS[kind](), seeds=SEEDS, ckpt_path=ck, resume=True, **KW)   # the same settings resume
+
+@pytest.mark.parametrize('kind', ['replicated', 'esgd'])
+def test_resume_extends_a_finished_run(data, tmp_path, kind):
+    "A finished 2-epoch run resumed with epochs=3 is the 3-epoch run; epochs=1 is refused."
+    ck = tmp_path / 'ck.pt'
+    run = lambda epochs, **kw: fit(ae(), data, epochs=epochs, opt_func=RUNS[kind](), seeds=SEEDS, eval_on=('replicas', 'barycentre'), **KW, **kw)
+    whole = run(3)
+    run(2, ckpt_path=ck)
+    more = run(3, ckpt_path=ck, resume=True)
+    for a, b in zip(whole.model.parameters(), more.model.parameters()): assert torch.equal(a, b)
+    pd.testing.assert_frame_equal(whole.df, more.df)
+    assert more.epochs == 3 and torch.load(ck, weights_only=True)['epoch'] == 3
+    with pytest.raises(ValueError, match=r'epochs=3.*epochs=1'): run(1, ckpt_path=ck, resume=True)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/06_sam.ipynb #172580da
 from __future__ import annotations
+from contextlib import contextmanager
 from typing import Callable
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from .replicas import per_replica, replica_axis
 from .optim import FitHooks, fit_hooks, prepare_base, prefixed
 
 # %% auto #0
-__all__ = ['SAM', 'asam_param_groups', 'disable_running_stats', 'enable_running_stats']
+__all__ = ['SAM', 'asam_param_groups', 'frozen_running_stats', 'stats_once']
 
 # %% ../nbs/06_sam.ipynb #83607984
 _EPS = 1e-12   # floor for the gradient norm: an all-zero gradient gives a zero perturbation
@@ -207,15 +208,21 @@ def asam_param_groups(model:nn.Module) -> list[dict]:
     return [g for g in (dict(params=w), dict(params=other, adaptive=False)) if g['params']]
 
 # %% ../nbs/06_sam.ipynb #43add229
-def disable_running_stats(model:nn.Module):
-    "Stop the batch-norm (and tracked instance-norm) layers in `model` from updating their running statistics, until `enable_running_stats`."
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
-            m.track_running_stats, m._sam_stats_off = False, True
+@contextmanager
+def frozen_running_stats(model:nn.Module):
+    "Inside, `model`'s batch-norm (and tracked instance-norm) layers normalise with batch statistics but leave their running statistics, `num_batches_tracked` included, alone."
+    ms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    for m in ms: m.track_running_stats = False
+    try: yield model
+    finally:
+        for m in ms: m.track_running_stats = True
 
-def enable_running_stats(model:nn.Module):
-    "Undo `disable_running_stats`."
-    for m in model.modules():
-        if getattr(m, '_sam_stats_off', False):
-            m.track_running_stats = True
-            del m._sam_stats_off
+def stats_once(model:nn.Module, closure:Callable) -> Callable:
+    "`closure` for `SAM.step` (or `EntropySGD.step`) whose calls after the first run inside `frozen_running_stats(model)`: one update per step."
+    calls = 0
+    def once():
+        nonlocal calls
+        calls += 1
+        if calls == 1: return closure()
+        with frozen_running_stats(model): return closure()
+    return once

@@ -18,6 +18,7 @@ from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
 from .optim import fit_hooks, adam, finite_replicas
+from .sam import stats_once
 from .flatness import METRICS, param_histograms
 from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
@@ -181,7 +182,7 @@ class Loop:
             for self.epoch in range(self.start, self.epochs):
                 self('before_epoch')
                 for idx in self.minibatches():
-                    self.opt.step(self.closure(idx))
+                    self.opt.step(stats_once(self.model, self.closure(idx)))
                     self.step += 1
                     self('after_step')
                 self('after_epoch')

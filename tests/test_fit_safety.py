@@ -120,3 +120,27 @@ def test_resume_extends_a_finished_run(data, tmp_path, kind):
     pd.testing.assert_frame_equal(whole.df, more.df)
     assert more.epochs == 3 and torch.load(ck, weights_only=True)['epoch'] == 3
     with pytest.raises(ValueError, match=r'epochs=3.*epochs=1'): run(1, ckpt_path=ck, resume=True)
+
+# ---------------------------------------------------------------- D3: batch-norm statistics move once per step under fit
+from entropic_ae.replicas import replicate
+
+def bn_net(): return replicate(lambda: nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 12)), 3,
+                               seeds=SEEDS).double()
+
+def bn_fit(data, opt_func, epochs=3):
+    return fit(bn_net(), data, epochs=epochs, opt_func=opt_func, seeds=SEEDS, **{**KW, 'bs': 16})   # 3 steps per epoch
+
+def test_sam_under_fit_updates_bn_statistics_once_per_step(data):
+    "SAM with rho=0 under fit is its base optimizer bit for bit, running statistics included: 9 updates after 9 steps, not 18."
+    sgd = bn_fit(data, partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    sam = bn_fit(data, partial(SAM, base=torch.optim.SGD, rho=0., per_replica=True, lr=0.1, momentum=0.9))
+    bufs = lambda r: dict(r.model.named_buffers())
+    assert set(bufs(sam)['module.1.num_batches_tracked'].tolist()) == {9}
+    for k, v in bufs(sgd).items(): assert torch.equal(v, bufs(sam)[k]), k
+    for a, b in zip(sgd.model.parameters(), sam.model.parameters()): assert torch.equal(a, b)
+
+def test_entropy_sgd_under_fit_updates_bn_statistics_once_per_step(data):
+    "Entropy-SGD's L passes per step: only the first (at the anchor, on the step's minibatch) moves the running statistics."
+    r = bn_fit(data, partial(EntropySGD, lr=0.5, gamma=0.03, L=3, inner_lr=0.05, seed=0))
+    assert set(dict(r.model.named_buffers())['module.1.num_batches_tracked'].tolist()) == {9}
+    assert all(l.track_running_stats for l in r.model.modules() if isinstance(l, nn.BatchNorm1d))

@@ -3,7 +3,7 @@ import copy, functools, math, pickle, warnings
 import pytest
 import torch
 from torch import nn
-from entropic_ae.sam import SAM, asam_param_groups, disable_running_stats, enable_running_stats
+from entropic_ae.sam import SAM, asam_param_groups, frozen_running_stats, stats_once
 from entropic_ae.optim import prepare_base
 
 mse = nn.functional.mse_loss
@@ -263,9 +263,7 @@ def test_asam_param_groups():
 # ---------------------------------------------------------------- (a) batch norm: running stats move once per step
 def sam_step_bn(model, opt, x, y):
     mse(model(x), y).backward(); opt.first_step(zero_grad=True)
-    disable_running_stats(model)
-    try: mse(model(x), y).backward()
-    finally: enable_running_stats(model)
+    with frozen_running_stats(model): mse(model(x), y).backward()
     opt.second_step(zero_grad=True)
 
 
@@ -282,17 +280,26 @@ def test_bn_running_stats_updated_once(momentum):
         with torch.no_grad():
             for p, q in zip(ref.parameters(), m.parameters()): p.copy_(q)
     for k in ('running_mean', 'running_var', 'num_batches_tracked'): assert torch.equal(getattr(m[1], k), getattr(ref[1], k))
-    assert m[1].track_running_stats and not hasattr(m[1], '_sam_stats_off')
+    assert m[1].track_running_stats
     assert naive[1].num_batches_tracked.item() == 4 and not torch.equal(naive[1].running_mean, m[1].running_mean)
 
 
 def test_running_stats_helpers_leave_untracked_layers_alone():
     m = nn.Sequential(nn.BatchNorm1d(3, track_running_stats=False), nn.InstanceNorm1d(3), nn.BatchNorm1d(3))
-    disable_running_stats(m)
-    assert [l.track_running_stats for l in m] == [False, False, False]
-    enable_running_stats(m)
+    with frozen_running_stats(m):
+        assert [l.track_running_stats for l in m] == [False, False, False]
     assert [l.track_running_stats for l in m] == [False, False, True]
+    with pytest.raises(RuntimeError, match='inside'):
+        with frozen_running_stats(m): raise RuntimeError('inside')
+    assert [l.track_running_stats for l in m] == [False, False, True]      # restored after an exception too
     m.eval(); m(torch.randn(2, 3, 4))   # eval still works
+
+def test_stats_once_updates_running_stats_once_per_step():
+    x, y = data()
+    m = mlp(bn=True)
+    opt = SAM(m.parameters(), rho=0.5, lr=0.1)
+    for _ in range(9): opt.step(stats_once(m, closure_for(m, x, y)))
+    assert m[1].num_batches_tracked.item() == 9
 
 
 # ---------------------------------------------------------------- (b) mixed precision with GradScaler

@@ -73,6 +73,7 @@ class SAM(FitHooks, torch.optim.Optimizer):
             raise ValueError("base must build its optimizer on the parameters it is given, but it manages different ones")
         for g in opt.param_groups:
             for k, v in self.defaults.items(): g.setdefault(k, v)
+        self.defaults = {**opt.defaults, **self.defaults}   # schedulers read momentum/betas here (OneCycleLR)
         self.base_optimizer = opt
         del self.__dict__['_groups']   # from now on `param_groups` is the base optimizer's list
         self._perturbed = None   # (params, saved weights) between first_step and second_step/restore

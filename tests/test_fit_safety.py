@@ -144,3 +144,27 @@ def test_entropy_sgd_under_fit_updates_bn_statistics_once_per_step(data):
     r = bn_fit(data, partial(EntropySGD, lr=0.5, gamma=0.03, L=3, inner_lr=0.05, seed=0))
     assert set(dict(r.model.named_buffers())['module.1.num_batches_tracked'].tolist()) == {9}
     assert all(l.track_running_stats for l in r.model.modules() if isinstance(l, nn.BatchNorm1d))
+
+# ---------------------------------------------------------------- schedulers see the base optimizer's hyperparameters
+def one_cycle(make, steps=6):
+    "lr and momentum (or beta1) of group 0 over `steps` OneCycleLR steps with momentum cycling, on a toy quadratic."
+    w = nn.Parameter(torch.linspace(-1, 1, 6, dtype=torch.float64).view(3, 2))
+    opt = make([w])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, cycle_momentum=True)
+    seen = []
+    for _ in range(steps):
+        g = opt.param_groups[0]
+        seen.append((g['lr'], g['betas'][0] if 'betas' in g else g['momentum']))
+        def closure(): opt.zero_grad(); loss = w.square().sum(); loss.backward(); return loss
+        opt.step(closure); sched.step()
+    return seen
+
+@pytest.mark.parametrize('wrapped, bare', [
+    (partial(SAM, base=torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9), partial(torch.optim.SGD, lr=0.1, momentum=0.9)),
+    (partial(SAM, base=torch.optim.Adam, rho=0.05, lr=0.1), partial(torch.optim.Adam, lr=0.1)),
+    (partial(Replicated, base=torch.optim.SGD, gamma=0.5, lr=0.1, momentum=0.9), partial(torch.optim.SGD, lr=0.1, momentum=0.9)),
+    (partial(SAM, base=partial(Replicated, base=torch.optim.SGD, gamma=0.5), rho=0.05, lr=0.1, momentum=0.9), partial(torch.optim.SGD, lr=0.1, momentum=0.9))],
+    ids=['sam-sgd', 'sam-adam', 'replicated-sgd', 'sam-replicated-sgd'])
+def test_one_cycle_sees_the_base_momentum(wrapped, bare):
+    got, want = one_cycle(wrapped), one_cycle(bare)
+    assert got == want and len({m for _, m in got}) > 2          # lr and momentum both cycle, exactly as on the bare base

@@ -242,12 +242,16 @@ class Recorder(Callback):
         if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
 
 class Progress(Callback):
-    "A progress bar over epochs, showing the mean training loss of the active replicas."
+    "A progress bar over the steps of all epochs (host-side counting only), showing the epoch and, at its end, the mean training loss of the active replicas."
     order = 30
-    def before_fit(self, L): self.bar = tqdm(total=L.epochs, initial=L.start, desc=str(L.run), leave=False)
+    def before_fit(self, L):
+        self.per = math.ceil(L.x.shape[0] / L.bs)                        # steps per epoch
+        self.bar = tqdm(total=L.epochs * self.per, initial=L.start * self.per, desc=str(L.run), unit='step', leave=False)
+    def before_epoch(self, L): self.bar.set_postfix_str(f'epoch {L.epoch + 1}/{L.epochs}', refresh=False)
+    def after_step(self, L): self.bar.update(1)
     def after_epoch(self, L):
-        self.bar.update(1)
-        if L.loss is not None and bool(L.active.any()): self.bar.set_postfix(loss=float(L.loss[L.active].mean()))
+        if L.loss is not None and bool(L.active.any()):
+            self.bar.set_postfix_str(f'epoch {L.epoch + 1}/{L.epochs}, loss {float(L.loss[L.active].mean()):.4g}', refresh=False)
     def after_fit(self, L): self.bar.close()
 
 # %% ../nbs/09_train.ipynb #7a28d121

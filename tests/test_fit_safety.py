@@ -168,3 +168,32 @@ def one_cycle(make, steps=6):
 def test_one_cycle_sees_the_base_momentum(wrapped, bare):
     got, want = one_cycle(wrapped), one_cycle(bare)
     assert got == want and len({m for _, m in got}) > 2          # lr and momentum both cycle, exactly as on the bare base
+
+# ---------------------------------------------------------------- progress within an epoch
+class Bar:
+    "Stands in for tqdm: records what the progress callback asks of it."
+    made = []
+    def __init__(self, total, initial=0, **kw): self.total, self.n, self.posts = total, initial, []; Bar.made.append(self)
+    def update(self, k): self.n += k
+    def set_postfix_str(self, s, refresh=True): self.posts.append(s)
+    def close(self): pass
+
+def test_progress_counts_steps(data, tmp_path, monkeypatch):
+    from entropic_ae import train
+    monkeypatch.setattr(train, 'tqdm', Bar)
+    ck = tmp_path / 'ck.pt'
+    fit(ae(), data, epochs=2, seeds=SEEDS, ckpt_path=ck, **{**KW, 'progress': True})
+    bar = Bar.made[-1]
+    assert (bar.total, bar.n) == (8, 8) and bar.posts[0] == 'epoch 1/2' and bar.posts[-1].startswith('epoch 2/2, loss ')
+    fit(ae(), data, epochs=3, seeds=SEEDS, ckpt_path=ck, resume=True, **{**KW, 'progress': True})
+    bar = Bar.made[-1]
+    assert (bar.total, bar.n) == (12, 12)                              # a resumed run starts its bar where it stopped
+
+def test_progress_is_masked_by_the_book_check():
+    from entropic_ae.book import mask
+    from tqdm import tqdm
+    import io
+    out = io.StringIO()
+    with tqdm(total=12, desc='run', unit='step', file=out, mininterval=0) as b:
+        b.set_postfix_str('epoch 1/3'); b.update(5)
+    assert set(mask(out.getvalue().replace('\r', '\n')).split()) == {'<progress>'}

@@ -21,6 +21,7 @@ __all__ = ['SCHEDULES', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', '
 class FitHooks:
     "What `train.fit` may call on an optimizer; the defaults suit an optimizer with no ensemble and no schedule."
     fresh_batches: bool = False        # True: every closure call within one step wants its own minibatch
+    groups: int|None = None            # independent ensembles on the replica axis (None: the optimizer forms none)
     @property
     def gamma(self) -> float|None:     # the coupling γ in use now (None: no coupling), for the logs
         return None
@@ -156,12 +157,23 @@ def as_scoping(gamma) -> Scoping:
 def _base_class(base):
     return base.func if isinstance(base, partial) else base
 
+_NONNEG = ('lr', 'momentum', 'dampening', 'weight_decay', 'eps', 'alpha', 'lr_decay')   # torch's own checks let nan through
+
+def _check_base_kw(kw:dict):
+    "The base optimizer's numeric options: finite and non-negative; `betas` a pair in [0, 1)."
+    for k in _NONNEG:
+        if kw.get(k) is not None and not isinstance(kw[k], Tensor): check_float(k, kw[k], lo=0.)
+    if 'betas' in kw:
+        b = kw['betas']
+        if not isinstance(b, (tuple, list)) or len(b) != 2: raise TypeError(f"betas must be a pair of numbers in [0, 1), got {b!r}")
+        for i, v in enumerate(b):
+            if not isinstance(v, Tensor) and check_float(f'betas[{i}]', v, lo=0.) >= 1: raise ValueError(f"betas[{i}] must be < 1, got {v}")
+
 def prepare_base(base, params, base_kw:dict) -> dict:
-    "The keyword arguments of `base(params, **base_kw)`: `lr` checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
+    "The keyword arguments of `base(params, **base_kw)`: numeric options checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
     if not callable(base): raise TypeError(f"base must be an optimizer class or a partial of one, got {base!r}")
     preset = getattr(base, 'keywords', {}) or {}
-    lr = base_kw.get('lr', preset.get('lr'))
-    if lr is not None and not isinstance(lr, Tensor): check_float('lr', lr, lo=0.)
+    _check_base_kw({**preset, **base_kw})
     left_open = not ({'fused', 'foreach', 'differentiable'} & (set(base_kw) | set(preset)))
     if _base_class(base) in (torch.optim.Adam, torch.optim.AdamW) and left_open:
         ps = [p for g in params for p in (g['params'] if isinstance(g, dict) else [g])]
@@ -208,6 +220,16 @@ class Replicated(FitHooks, torch.optim.Optimizer):
         "Class, coupling, groups, replicas, the γ schedule (`gamma.*`) and the base optimizer's settings (`base.*`)."
         return {'class': type(self).__name__, 'coupling': self.coupling, 'groups': self.groups, 'y': self.y,
                 **prefixed('gamma.', self.schedule.hyperparameters()), **prefixed('base.', fit_hooks(self.base).hyperparameters())}
+
+    def add_param_group(self, param_group:dict):
+        "Add a group to the base optimizer (the one shared list), after checking that its parameters carry the replica axis."
+        if not hasattr(self, 'y'): return super().add_param_group(param_group)   # from torch.optim.Optimizer.__init__
+        ps = param_group.get('params', [])
+        ps = [ps] if isinstance(ps, Tensor) else list(ps)
+        try: replica_axis(ps, self.y, name='param_group params')
+        except ValueError as e: raise ValueError(f"add_param_group: {e}") from None
+        _check_base_kw(param_group)
+        self.base.add_param_group(param_group)
 
     def drop_replicas(self, mask):
         "Take the replicas flagged in the bool `mask` [y] out of their ensemble for good: no pull, no share of the barycentre."

@@ -51,10 +51,7 @@ class SAM(FitHooks, torch.optim.Optimizer):
     "Sharpness-aware minimisation (ASAM with `adaptive=True`) wrapped around the optimizer `base(params, **base_kwargs)`."
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
                  per_replica:bool=False, **base_kwargs):
-        rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)
-        for k in ('weight_decay', 'momentum'):         # the base optimizer's own checks let nan through (lr: prepare_base)
-            v = base_kwargs.get(k, getattr(base, 'keywords', {}).get(k))
-            if v is not None and not torch.is_tensor(v): check_float(k, v, lo=0.)
+        rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)   # the base's options: `prepare_base`
         _check_bool('adaptive', adaptive)
         self.per_replica, self.y = _check_bool('per_replica', per_replica), None
         if isinstance(base, torch.optim.Optimizer):
@@ -95,6 +92,8 @@ class SAM(FitHooks, torch.optim.Optimizer):
     def gamma(self): return fit_hooks(self.base_optimizer).gamma
     def epoch_end(self): return fit_hooks(self.base_optimizer).epoch_end()
     def drop_replicas(self, mask): return fit_hooks(self.base_optimizer).drop_replicas(mask)
+    @property
+    def groups(self): return fit_hooks(self.base_optimizer).groups
     def hyperparameters(self) -> dict:
         "`per_replica` and the base optimizer's settings (`base.*`), whose groups hold `rho`, `adaptive` and `eta`."
         return {'class': type(self).__name__, 'per_replica': self.per_replica, **prefixed('base.', fit_hooks(self.base_optimizer).hyperparameters())}

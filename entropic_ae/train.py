@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #47a17091
 from __future__ import annotations
-import hashlib, inspect, math
+import hashlib, inspect, math, os, tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -77,6 +77,12 @@ def _view(model, on, groups, active, x_bn=None):
     bary = barycentre(model, groups, active)
     return (bary if x_bn is None else recompute_bn(bary, x_bn).eval()), who
 
+def _check_active(active, y) -> Tensor:
+    if not isinstance(active, Tensor) or active.dtype != torch.bool:
+        raise TypeError(f"active must be a bool tensor of shape [{y}] (one flag per replica), got {type(active).__name__} {getattr(active, 'dtype', '')}")
+    if tuple(active.shape) != (y,): raise ValueError(f"active must have shape [{y}] (one flag per replica), got {list(active.shape)}")
+    return active.detach().cpu()
+
 def _call(metric, m, x, t, loss_fn, opts, batch_size, seed):
     "Run a measure, adding `batch_size` and `seed` when it takes them and the caller did not set them."
     takes = inspect.signature(metric.fn).parameters
@@ -90,7 +96,7 @@ def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callab
     metrics, on = check_metrics(metrics), check_eval_on(on)
     y = n_replicas(model); groups = check_groups(y, groups)
     dev = next(model.parameters()).device
-    active = torch.ones(y, dtype=torch.bool) if active is None else active.detach().cpu()
+    active = torch.ones(y, dtype=torch.bool) if active is None else _check_active(active, y)
     x_tr, x_te, t_tr, t_te = [None if v is None else v.to(dev) for v in split_data(data)]
     was, rows = model.training, []
     model.eval()
@@ -354,11 +360,31 @@ class Checkpoint(Callback):
 def _check_data(data, dev, dt):
     "Inputs and targets on the device (floating tensors in the model's dtype), checked for shape and finiteness."
     parts = [None if v is None else (v.to(dev, dt) if v.is_floating_point() else v.to(dev)) for v in split_data(data)]
+    for name, v in zip(('x_train', 'x_test'), parts):
+        if v is not None and not v.is_floating_point():
+            raise TypeError(f"data.{name} must hold floating-point inputs, got {v.dtype} (convert with .float())")
     for name, v in zip(('x_train', 'x_test', 't_train', 't_test'), parts):
         if v is not None and v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise ValueError(f"data.{name} contains nan or inf values")
     if parts[0].shape[0] < 1: raise ValueError("data.x_train must have at least one row")
     return parts
+
+def _check_ckpt_path(path) -> Path:
+    "`path` as a `Path` in a folder that exists (made if need be) and takes a new file: tried by writing one, before any work."
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"ckpt_path must be a path, got {path!r}")
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"ckpt_path must name a file, but {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.stem}.'): pass
+    except OSError as e: raise ValueError(f"ckpt_path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
+    return path
+
+def _check_cbs(cbs) -> list:
+    if isinstance(cbs, Callback) or not isinstance(cbs, Sequence): raise TypeError(f"cbs must be a list of train.Callback, got {cbs!r}")
+    for i, c in enumerate(cbs):
+        if not isinstance(c, Callback): raise TypeError(f"cbs[{i}] must be a train.Callback, got {c!r}")
+    return list(cbs)
 
 def _check_seeds(seeds, model, y) -> list[int]:
     if seeds is None: seeds = getattr(model, 'seeds', None) or list(range(y))
@@ -381,6 +407,8 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
+    cbs = _check_cbs(cbs)
+    if ckpt_path is not None: ckpt_path = _check_ckpt_path(ckpt_path)
     y = n_replicas(model); groups = check_groups(y, groups)
     seeds = _check_seeds(seeds, model, y)
     model.to(default_device(device))
@@ -388,7 +416,9 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     if not params: raise ValueError("model has no trainable parameters")
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
     opt = opt_func(params)
-    fit_hooks(opt)                                                   # refuses anything that is not an optimizer
+    coupled = fit_hooks(opt).groups                                  # (fit_hooks refuses anything that is not an optimizer)
+    if coupled is not None and coupled != groups:
+        raise ValueError(f"groups={groups}, but the optimizer couples its replicas in {coupled} groups: pass groups={coupled} to fit")
     data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
     cbs = [Guard(), Scoping(), Recorder(data, metrics, eval_on, record_every, groups, eval_bs, histograms), *cbs]
     if ckpt_path is not None: cbs.append(Checkpoint(ckpt_path, ckpt_every, resume))

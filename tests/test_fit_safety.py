@@ -197,3 +197,61 @@ def test_progress_is_masked_by_the_book_check():
     with tqdm(total=12, desc='run', unit='step', file=out, mininterval=0) as b:
         b.set_postfix_str('epoch 1/3'); b.update(5)
     assert set(mask(out.getvalue().replace('\r', '\n')).split()) == {'<progress>'}
+
+# ---------------------------------------------------------------- bad input: refused before any work, naming the parameter
+from entropic_ae.train import evaluate
+
+class Spy(torch.optim.SGD):
+    "SGD that counts its steps: a refused run must not have taken one."
+    steps = 0
+    def step(self, closure=None): Spy.steps += 1; return super().step(closure)
+
+@pytest.mark.parametrize('kw, name', [
+    (dict(momentum=float('nan')), 'momentum'), (dict(weight_decay=float('inf')), 'weight_decay'),
+    (dict(momentum=-0.5), 'momentum'), (dict(dampening=float('nan')), 'dampening')])
+def test_replicated_refuses_bad_base_options(kw, name):
+    with pytest.raises(ValueError, match=name): Replicated(ae().parameters(), base=torch.optim.SGD, lr=0.1, **kw)
+    with pytest.raises(ValueError, match=name): SAM(ae().parameters(), base=torch.optim.SGD, lr=0.1, **kw)
+
+@pytest.mark.parametrize('kw, name', [(dict(betas=(float('nan'), 0.999)), 'betas'), (dict(betas=(0.9, 1.5)), 'betas'),
+                                      (dict(eps=float('nan')), 'eps'), (dict(betas=0.9), 'betas')])
+def test_adam_bases_refuse_bad_options(kw, name):
+    with pytest.raises((ValueError, TypeError), match=name): Replicated(ae().parameters(), base=torch.optim.Adam, lr=0.1, **kw)
+
+def test_replicated_add_param_group_checks_the_replica_axis():
+    m = ae()
+    opt = Replicated([m.encoder.weight] if hasattr(m, 'encoder') else list(m.parameters())[:1], base=torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match='param_group'): opt.add_param_group(dict(params=[nn.Parameter(torch.zeros(2, 4))]))
+    opt.add_param_group(dict(params=[nn.Parameter(torch.zeros(3, 4))], lr=0.01))
+    assert len(opt.param_groups) == len(opt.base.param_groups) == 2 and opt.param_groups[1]['lr'] == 0.01
+    assert opt.param_groups[1]['momentum'] == 0                         # the base's defaults filled in
+
+@pytest.mark.parametrize('make, name', [
+    (lambda d, p: dict(groups=2, opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
+    (lambda d, p: dict(groups=1, opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
+    (lambda d, p: dict(cbs=[3]), 'cbs'),
+    (lambda d, p: dict(cbs=3), 'cbs'),
+    (lambda d, p: dict(data=(d.x_train.long(), d.x_test)), 'x_train'),
+    (lambda d, p: dict(data=(d.x_train, d.x_test.int())), 'x_test'),
+    (lambda d, p: dict(ckpt_path=p / 'a_file' / 'ck.pt'), 'ckpt_path'),
+    (lambda d, p: dict(ckpt_path=p), 'ckpt_path')])
+def test_fit_refuses_before_any_step(data, tmp_path, make, name):
+    (tmp_path / 'a_file').write_text('not a folder')
+    kw = dict(model=ae(), data=data, epochs=1, opt_func=partial(Spy, lr=0.1), **KW)
+    kw.update(make(data, tmp_path))
+    Spy.steps = 0
+    with pytest.raises((ValueError, TypeError), match=name): fit(**kw)
+    assert Spy.steps == 0
+
+def test_fit_refuses_a_folder_it_cannot_write(data, tmp_path):
+    import os
+    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK): pytest.skip('running as a user who may write anywhere')
+        with pytest.raises(ValueError, match='ckpt_path'): fit(ae(), data, epochs=1, ckpt_path=ro / 'ck.pt', **KW)
+    finally: ro.chmod(0o700)
+
+def test_evaluate_refuses_a_wrong_active_mask(data):
+    m = ae()
+    for bad, exc in [(torch.tensor([True, False]), ValueError), (torch.tensor([1, 0, 1]), TypeError), ([True, True, True], TypeError)]:
+        with pytest.raises(exc, match='active'): evaluate(m, data, ['train_loss'], active=bad)

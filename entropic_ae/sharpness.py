@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch import nn, Tensor
 from .core import check_int, check_float, check_sigmas, check_choice, make_generator, atomic_path
 from .models import recon_error, error_rate, StackedLinear
@@ -41,14 +42,26 @@ def bn_mode(model:nn.Module, bn:str='eval'):
         for m, t in flags: m.training = t
 
 # %% ../nbs/08_sharpness.ipynb #98322251
+def _check_bool(name:str, value) -> bool:
+    if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+def _bar(total:int, desc:str, progress:bool):
+    "A progress bar that appears only once the work has lasted 10 s (`progress=False`: never) and vanishes when done."
+    return tqdm(total=total, desc=desc, leave=False, disable=not _check_bool('progress', progress), delay=10)
+
 def _chunks(n:int, batch_size:int|None) -> list[tuple[int, int]]:
     step = n if batch_size is None else batch_size
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, subset:int|None=None):
     "Inputs and targets (None: the inputs) on the model's device, a fixed random `subset` of the rows if asked, and the row chunks."
-    if not isinstance(x, Tensor): raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[0] == 0: raise ValueError("x must contain at least one row")
+    if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, t in (('x', x), ('target', target)):
+        if name == 'target' and t is None: continue
+        if not isinstance(t, Tensor): raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.dim() == 0 or t.shape[0] == 0: raise ValueError(f"{name} must contain at least one row")
+        if t.is_floating_point() and not torch.isfinite(t).all(): raise ValueError(f"{name} must be finite (it has NaN or infinite entries)")
     if batch_size is not None: check_int('batch_size', batch_size, lo=1)
     dev = model_device(model)
     x = x.to(dev); target = x if target is None else target.to(dev)
@@ -170,6 +183,12 @@ def lanczos(matvec:Callable, v0:Tensor, n_iter:int) -> tuple[Tensor, Tensor]:
     return T, Q
 
 # %% ../nbs/08_sharpness.ipynb #2fcae5b3
+def _counted(fn:Callable, bar) -> Callable:
+    "`fn` that advances `bar` at each call."
+    def f(*a):
+        out = fn(*a); bar.update(); return out
+    return f
+
 def _check_common(bn, subset, gauss_newton=False):
     check_choice('bn', bn, BN_MODES)
     if subset is not None: check_int('subset', subset, lo=1)
@@ -177,16 +196,17 @@ def _check_common(bn, subset, gauss_newton=False):
 
 def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=0, loss_fn:Callable=recon_error,
                  target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
-                 bn:str='eval', vectors:bool=False):
+                 bn:str='eval', vectors:bool=False, progress:bool=True):
     "Top-`k` eigenvalues [y, k] (descending) of each replica's Hessian of the training loss, by `n_iter` Lanczos steps (default min(n, 2k + 20)); `vectors`: also the Ritz vectors, a list of [y, k, ...] tensors."
     k = check_int('k', k, lo=1)
     if n_iter is not None: check_int('n_iter', n_iter, lo=k)
-    _check_common(bn, subset, gauss_newton)
+    _check_common(bn, subset, gauss_newton); _check_bool('vectors', vectors); _check_bool('progress', progress)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
         m = min(F.n, 2 * k + 20) if n_iter is None else min(n_iter, F.n)
-        T, Q = lanczos(mv, _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype), m)
+        with _bar(m, 'Lanczos', progress) as bar:
+            T, Q = lanczos(_counted(mv, bar), _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype), m)
     theta, U = torch.linalg.eigh(T)
     top = theta.flip(-1)[:, :k].to(Q.dtype)
     if not vectors: return top
@@ -196,13 +216,13 @@ def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=
 # %% ../nbs/08_sharpness.ipynb #bf707c15
 def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Callable=recon_error,
                   target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
-                  bn:str='eval') -> tuple[Tensor, Tensor]:
+                  bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "Hutchinson estimate of each replica's Hessian trace [y] and its standard error [y], from `n_probes` Rademacher probes."
     n_probes = check_int('n_probes', n_probes, lo=1)
-    _check_common(bn, subset, gauss_newton)
-    with bn_mode(model, bn):
+    _check_common(bn, subset, gauss_newton); _check_bool('progress', progress)
+    with bn_mode(model, bn), _bar(n_probes, 'Hutchinson', progress) as bar:
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
-        draw = _Draws(seed, F.y, F.params[0].device)
+        mv, draw = _counted(mv, bar), _Draws(seed, F.y, F.params[0].device)
         vals = torch.stack([_rdot(v, mv(v)) for v in (draw((F.n,), F.params[0].dtype, 'rademacher') for _ in range(n_probes))], 1)
     se = vals.std(1) / math.sqrt(n_probes) if n_probes > 1 else torch.full_like(vals[:, 0], float('nan'))
     return vals.mean(1), se
@@ -210,16 +230,18 @@ def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Ca
 # %% ../nbs/08_sharpness.ipynb #629828f5
 def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_fn:Callable=recon_error,
         target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
-        bn:str='eval') -> tuple[Tensor, Tensor]:
+        bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "Stochastic Lanczos quadrature: nodes and weights [y, n_probes, m] of each replica's Hessian spectrum, one m-point Gauss rule per Gaussian probe."
     n_probes, n_iter = check_int('n_probes', n_probes, lo=1), check_int('n_iter', n_iter, lo=1)
-    _check_common(bn, subset, gauss_newton)
+    _check_common(bn, subset, gauss_newton); _check_bool('progress', progress)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
-        draw, nodes, weights = _Draws(seed, F.y, F.params[0].device), [], []
+        bar = _bar(n_probes * min(n_iter, F.n), 'SLQ', progress)
+        mv, draw, nodes, weights = _counted(mv, bar), _Draws(seed, F.y, F.params[0].device), [], []
         for _ in range(n_probes):
             theta, U = torch.linalg.eigh(lanczos(mv, draw((F.n,), F.params[0].dtype), min(n_iter, F.n))[0])
             nodes.append(theta); weights.append(U[:, 0, :].square())
+        bar.close()
     return torch.stack(nodes, 1), torch.stack(weights, 1)
 
 def spectral_density(nodes:Tensor, weights:Tensor, grid, sigma:float|None=None) -> Tensor:
@@ -246,37 +268,95 @@ def _loss_grad(model:nn.Module, params, x, target, parts, loss_fn, weights:Tenso
 def _per(s:Tensor, t:Tensor) -> Tensor: return s.view(-1, *[1] * (t.dim() - 1)).to(t.dtype)
 
 @torch.no_grad()
-def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step):
-    "Shared loop of the worst-case measures: for each radius, `n_steps` of `step` from `init`, keeping the highest loss; weights restored."
+def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step, prepare=None, n_prepare=0,
+            progress=True, desc='ascent'):
+    "Shared loop of the worst-case measures: `prepare(model, w0, x, target, parts, bar)` once, then for each radius `n_steps` of `step` from `init(w0, r, prepared)`, keeping the highest loss; weights restored."
     x, target, parts = _data(model, x, target, batch_size, subset)
     params = [p for p in model.parameters() if p.requires_grad]
     w0 = [p.detach().clone() for p in params]
-    with bn_mode(model, bn):
+    with bn_mode(model, bn), _bar(n_prepare + sum(r > 0 for r in radii) * (n_steps + 1), desc, progress) as bar:
         base = dataset_loss(model, x, loss_fn, batch_size, target)
         out = base[:, None].repeat(1, len(radii))
         try:
+            ready = prepare(model, w0, x, target, parts, bar) if prepare is not None and any(r > 0 for r in radii) else None
             for i, r in enumerate(radii):
                 if r == 0: continue
-                state, best = init(w0, r), base.clone()
+                state, best = init(w0, r, ready), base.clone()
                 for t in range(n_steps + 1):
                     torch._foreach_copy_(params, w0); torch._foreach_add_(params, state['eps'])
                     if t == n_steps: loss = dataset_loss(model, x, loss_fn, batch_size, target)
                     else: loss, g = _loss_grad(model, params, x, target, parts, loss_fn)
                     best = torch.maximum(best, loss)
                     if t < n_steps: step(state, g)
+                    bar.update()
                 out[:, i] = best
         finally: torch._foreach_copy_(params, w0)
     return base, out
 
+
+# %% ../nbs/08_sharpness.ipynb #ac49ccb5
+def _orth(c:Tensor, V:Tensor) -> Tensor:
+    "`c` [y, n] without its components along the rows of `V` [j, y, n] (orthonormal per replica), twice."
+    for _ in range(2): c = c - torch.einsum('jy,jyn->yn', torch.einsum('jyn,yn->jy', V, c), V)
+    return c
+
+def _krylov_model(matvec:Callable, g:Tensor, u:Tensor, k:int) -> tuple[Tensor, Tensor, Tensor]:
+    "Orthonormal basis V [k, y, n] of the Krylov space of H from `g` and `u` (a random vector where it closes), B = VᵀHV [y, k, k] and Vᵀg [y, k] (float64)."
+    y, n = g.shape; k = min(k, n)
+    V, todo, HV, gen = g.new_zeros(k, y, n), [g, u], [], make_generator(0, g.device)
+    for j in range(k):
+        c0 = todo.pop(0); c = _orth(c0, V[:j])
+        dead = c.norm(dim=1) <= math.sqrt(torch.finfo(g.dtype).eps) * c0.norm(dim=1)     # also where c0 = 0
+        if dead.any(): c = torch.where(dead[:, None], _orth(torch.randn(y, n, generator=gen, device=g.device, dtype=g.dtype), V[:j]), c)
+        V[j] = c / c.norm(dim=1, keepdim=True)
+        HV.append(matvec(V[j])); todo.append(HV[-1])
+    B = torch.einsum('iyn,jyn->yij', V.double(), torch.stack(HV).double())
+    return V, (B + B.mT) / 2, torch.einsum('jyn,yn->yj', V.double(), g.double())
+
+def _tr_max(g:Tensor, B:Tensor, rho:float) -> Tensor:
+    "Per replica, the z [y, k] that maximises g·z + z·Bz/2 over ‖z‖ ≤ ρ (g [y, k], B [y, k, k], float64): eigendecomposition, then the secular equation by bisection on a log scale."
+    lam, U = torch.linalg.eigh(B)
+    out = []
+    for l, c in zip(lam.tolist(), torch.einsum('yki,yk->yi', U, g).tolist()):
+        if l[-1] < 0 and sum((ci / li) ** 2 for ci, li in zip(c, l)) <= rho ** 2: out.append([-ci / li for ci, li in zip(c, l)]); continue
+        lo = max(l[-1], 0.); d = [lo - li for li in l]                      # z_i = c_i / (s + d_i), s = μ − lo > 0
+        size = lambda s: math.hypot(*[ci / (s + di) for ci, di in zip(c, d)])
+        if lo == l[-1] and size(1e-300) <= rho:                              # the hard case: μ = λ_max
+            z = [ci / di if di > 0 else 0. for ci, di in zip(c, d)]
+            top = d.index(0.)
+            z[top] = math.copysign(math.sqrt(max(rho ** 2 - sum(t * t for t in z), 0.)), c[top]); out.append(z); continue
+        a, b = 1e-300, max(math.sqrt(sum(ci * ci for ci in c)) / rho, 1e-300)   # size(a) > ρ ≥ size(b)
+        for _ in range(100):
+            m = math.sqrt(a * b)
+            a, b = (m, b) if size(m) > rho else (a, m)
+        z = [ci / (b + di) for ci, di in zip(c, d)]
+        nz = math.sqrt(sum(t * t for t in z))
+        out.append([t * rho / nz for t in z] if nz > 0 else z)
+    return torch.einsum('yki,yi->yk', U, torch.tensor(out, dtype=B.dtype, device=B.device))
+
+
 # %% ../nbs/08_sharpness.ipynb #e4826d98
-def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn):
+def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress):
     rhos, n_steps = check_sigmas('rhos', rhos), check_int('n_steps', n_steps, lo=1)
-    eta = check_float('eta', eta, lo=0.)
-    if not isinstance(adaptive, bool): raise TypeError(f"adaptive must be a bool, got {adaptive!r}")
-    _check_common(bn, subset)
-    def init(w0, rho):
-        T = [w.abs() + eta for w in w0] if adaptive else None
-        return dict(rho=rho, T=T, delta=[torch.zeros_like(w) for w in w0], eps=[torch.zeros_like(w) for w in w0])
+    eta, n_krylov = check_float('eta', eta, lo=0.), check_int('n_krylov', n_krylov, lo=0)
+    _check_bool('adaptive', adaptive); _check_bool('progress', progress); _check_common(bn, subset)
+    F = _Flat(model)
+    k = min(n_krylov, F.n)
+    def prepare(model, w0, x, target, parts, bar):                          # the quadratic model at w, in δ
+        T = F.flat([w.abs() + eta for w in w0]) if adaptive else None
+        g = F.flat(_loss_grad(model, F.params, x, target, parts, loss_fn)[1])
+        _, mv = curvature_operator(model, x, loss_fn, target, batch_size)
+        def mv_delta(v):
+            bar.update()
+            return mv(v) if T is None else T * mv(T * v)
+        u = _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype)
+        return T, _krylov_model(mv_delta, g if T is None else T * g, u, k)
+    def init(w0, rho, ready):
+        T, (V, B, gV) = ready if k else (None, (None, None, None))
+        if not k: delta = [torch.zeros_like(w) for w in w0]
+        else: delta = F.split(torch.einsum('jyn,yj->yn', V, _tr_max(gV, B, rho).to(V.dtype)))
+        Tl = None if not adaptive else [w.abs() + eta for w in w0]
+        return dict(rho=rho, T=Tl, delta=delta, eps=delta if Tl is None else torch._foreach_mul(delta, Tl))
     def step(s, g):
         d = g if s['T'] is None else torch._foreach_mul(g, s['T'])          # gradient in the δ variable
         a = s['rho'] / _rnorm(d).clamp_min(1e-30)
@@ -284,34 +364,40 @@ def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_s
         c = (s['rho'] / _rnorm(delta).clamp_min(1e-30)).clamp(max=1.)     # back onto the ball
         s['delta'] = [_per(c, u) * u for u in delta]
         s['eps'] = s['delta'] if s['T'] is None else torch._foreach_mul(s['delta'], s['T'])
-    return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step)
+    return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step, prepare if k else None,
+                   k, progress, 'ASAM sharpness' if adaptive else 'ρ-sharpness')
 
-def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01,
-                    loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
-                    subset:int|None=None, bn:str='eval') -> Tensor:
-    "Highest training loss [y, S] found in each replica's ball ‖ε‖ ≤ ρ (ASAM, `adaptive`: ‖ε/(|w| + η)‖ ≤ ρ), for each ρ in `rhos`, by `n_steps` steps of normalised projected gradient ascent."
-    return _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)[1]
+def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01, n_krylov:int=16,
+                    seed=0, loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
+                    subset:int|None=None, bn:str='eval', progress:bool=True) -> Tensor:
+    "Highest training loss [y, S] found in each replica's ball ‖ε‖ ≤ ρ (ASAM, `adaptive`: ‖ε/(|w| + η)‖ ≤ ρ), for each ρ in `rhos`: from the maximum of the quadratic model in an `n_krylov`-dimensional Krylov space (random vector from `seed`), `n_steps` steps of normalised projected gradient ascent."
+    return _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)[1]
 
-def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01,
-                  loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
-                  subset:int|None=None, bn:str='eval') -> Tensor:
+def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01, n_krylov:int=16,
+                  seed=0, loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
+                  subset:int|None=None, bn:str='eval', progress:bool=True) -> Tensor:
     "SAM's sharpness [y, S]: `worst_case_loss` minus the training loss (ASAM's with `adaptive=True`)."
-    base, worst = _sam_ascent(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)
+    base, worst = _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)
     return worst - base[:, None]
 
+
 # %% ../nbs/08_sharpness.ipynb #b42e0ec4
-def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, loss_fn:Callable=recon_error,
-                     target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval') -> Tensor:
-    "Keskar et al.'s ε-sharpness [y, S] in percent, 100 (max L(w + z) − L(w)) / (1 + L(w)) over the box |z_i| ≤ ε(|w_i| + 1), by `n_steps` steps of clipped sign-gradient ascent."
+def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, seed=0, loss_fn:Callable=recon_error,
+                     target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval',
+                     progress:bool=True) -> Tensor:
+    "Keskar et al.'s ε-sharpness [y, S] in percent, 100 (max L(w + z) − L(w)) / (1 + L(w)) over the box |z_i| ≤ ε(|w_i| + 1), by `n_steps` steps of clipped sign-gradient ascent from a random corner of the box (from `seed`)."
     epsilons, n_steps = check_sigmas('epsilons', epsilons), check_int('n_steps', n_steps, lo=1)
-    _check_common(bn, subset)
-    def init(w0, e):
+    _check_common(bn, subset); _check_bool('progress', progress)
+    F = _Flat(model)
+    corner = lambda *_: (lambda d: [d(tuple(p.shape[1:]), p.dtype, 'rademacher') for p in F.params])(_Draws(seed, F.y, F.params[0].device))
+    def init(w0, e, signs):
         c = [w.abs().add(1.).mul(e) for w in w0]
-        return dict(c=c, eps=[torch.zeros_like(w) for w in w0])
+        return dict(c=c, eps=[ci * s for ci, s in zip(c, signs)])
     def step(s, g):
         s['eps'] = [torch.clamp(z + c * gi.sign(), -c, c) for z, c, gi in zip(s['eps'], s['c'], g)]
-    base, worst = _ascent(model, x, target, loss_fn, batch_size, subset, bn, epsilons, n_steps, init, step)
+    base, worst = _ascent(model, x, target, loss_fn, batch_size, subset, bn, epsilons, n_steps, init, step, corner, 0, progress, 'Keskar sharpness')
     return 100 * (worst - base[:, None]) / (1 + base[:, None])
+
 
 # %% ../nbs/08_sharpness.ipynb #bc17316d
 def delta_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
@@ -362,11 +448,11 @@ def _default_points(device, y:int, n_params:int, rows:int, width:int) -> int:
     return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
 
 @torch.no_grad()
-def _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, on_pass=None):
+def _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, on_pass=None, progress=True, desc='points'):
     "Losses of the points `todo` into `out` [G, y]: `points_per_pass` points at a time as replicas of one stacked scratch copy filled by `fill(views, buffers, idx)`."
     y = n_replicas(model)
     k = points_per_pass or _default_points(model_device(model), y, _Flat(model).n, min(x.shape[0], batch_size or x.shape[0]), x[0].numel())
-    scratch = {}
+    scratch, bar = {}, _bar(len(todo), desc, progress)
     for i in range(0, len(todo), k):
         idx = todo[i:i + k]
         if len(idx) not in scratch:
@@ -379,11 +465,16 @@ def _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_p
              [(view(b), b0) for b, b0 in zip(sc.buffers(), model.buffers())], idx)
         with bn_mode(sc, bn): out[idx] = dataset_loss(sc, x, loss_fn, batch_size, target).view(len(idx), y).to(out.device, out.dtype)
         if on_pass is not None: on_pass(idx)
+        bar.update(len(idx))
+    bar.close()
     return out
 
 # %% ../nbs/08_sharpness.ipynb #914711a6
 def _as_coords(name, c) -> Tensor:
-    c = torch.as_tensor(c, dtype=torch.float64).reshape(-1)
+    try: c = torch.as_tensor(c, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"{name} must be a sequence of numbers, got {c!r}") from None
+    if c.dim() > 1: raise ValueError(f"{name} must be one sequence of numbers, got shape {tuple(c.shape)}")
+    c = c.reshape(-1)
     if c.numel() == 0 or not torch.isfinite(c).all(): raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
     return c
 
@@ -393,13 +484,15 @@ def _checksum(model, directions) -> Tensor:
 
 def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=recon_error, target:Tensor|None=None,
                batch_size:int|None=None, subset:int|None=None, points_per_pass:int|None=None, path=None,
-               bn:str='eval') -> Tensor:
+               bn:str='eval', progress:bool=True) -> Tensor:
     "Training loss along 1 or 2 `directions` (see `filter_directions`): [y, A] at w + a·d₁ for a in `coords`, or [y, A, B] at w + a·d₁ + b·d₂ for `coords` = (as, bs); `path`: save partial grids there and resume."
     if not isinstance(directions, (list, tuple)) or len(directions) not in (1, 2):
         raise ValueError("directions must be a list of one or two directions (as returned by filter_directions)")
+    if len(directions) == 2 and (isinstance(coords, (str, bytes)) or not isinstance(coords, (Sequence, Tensor)) or len(coords) != 2
+                                 or any(torch.as_tensor(c).dim() != 1 for c in coords)):
+        raise ValueError(f"coords must be a pair (as, bs) of sequences, one per direction, got {coords!r}")
     axes = [_as_coords('coords', coords)] if len(directions) == 1 else [_as_coords(f'coords[{i}]', c) for i, c in enumerate(coords)]
-    if len(axes) != len(directions): raise ValueError(f"coords must give one sequence per direction ({len(directions)})")
-    _check_common(bn, subset)
+    _check_common(bn, subset); _check_bool('progress', progress)
     if points_per_pass is not None: check_int('points_per_pass', points_per_pass, lo=1)
     F = _Flat(model)
     for i, d in enumerate(directions):
@@ -426,16 +519,16 @@ def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=r
         if path is not None:
             with atomic_path(path) as tmp: torch.save(dict(grid=grid, values=out, done=done, check=check), tmp)
     todo = [i for i in range(len(grid)) if not done[i]]
-    _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save)
+    _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save, progress, 'slice')
     return out.T.reshape(F.y, *[len(a) for a in axes]).to(F.params[0].device, F.params[0].dtype)
 
 # %% ../nbs/08_sharpness.ipynb #d88115f4
 def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:Callable=recon_error,
                 target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None,
-                points_per_pass:int|None=None, bn:str='eval') -> tuple[Tensor, Tensor]:
+                points_per_pass:int|None=None, bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "`(ts, losses)`: training loss [y, T] along w(t) = (1 − t) w_a + t w_b (parameters and floating buffers) for `ts` (an int: that many points from 0 to 1)."
     ts = torch.linspace(0, 1, check_int('ts', ts, lo=2), dtype=torch.float64) if isinstance(ts, numbers.Integral) else _as_coords('ts', ts)
-    _check_common(bn, subset)
+    _check_common(bn, subset); _check_bool('progress', progress)
     if points_per_pass is not None: check_int('points_per_pass', points_per_pass, lo=1)
     ya, yb = n_replicas(model_a), n_replicas(model_b)
     if yb not in (1, ya): raise ValueError(f"model_b must have 1 replica or as many as model_a ({ya}), got {yb}")
@@ -451,7 +544,7 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
         for (v, a), b in zip(bufs, bb):
             v.copy_(torch.lerp(a.unsqueeze(0), b.unsqueeze(0), w(v)) if v.is_floating_point() else a.unsqueeze(0).expand_as(v))
     out = torch.full((len(ts), ya), float('nan'), dtype=torch.float64)
-    _eval_points(model_a, fill, list(range(len(ts))), x, target, loss_fn, batch_size, points_per_pass, bn, out)
+    _eval_points(model_a, fill, list(range(len(ts))), x, target, loss_fn, batch_size, points_per_pass, bn, out, None, progress, 'path')
     return ts, out.T.to(pa[0].device, pa[0].dtype)
 
 def barrier(ts, losses:Tensor) -> Tensor:
@@ -465,26 +558,19 @@ def barrier(ts, losses:Tensor) -> Tensor:
 @dataclass
 class LocalEntropy:
     "Per-replica output of `local_entropy`."
-    phi: Tensor            # [y] normalised local free entropy Φ̃ (mean over chains)
+    phi: Tensor            # [y] normalised local free entropy Φ̃ (mean over chains; extrapolated to lr → 0 with `richardson`)
     se: Tensor             # [y] its standard error over chains
-    chains: Tensor         # [y, C] one estimate per chain
-    energies: Tensor       # [y, K] chain mean of ⟨L⟩ at each λ node
+    bias: Tensor           # [y] estimated step-size bias of the plain estimate at `lr` (its value minus `phi`); NaN without `richardson`
+    chains: Tensor         # [y, C] one estimate per chain (at `lr`)
+    energies: Tensor       # [y, K] chain mean of ⟨L⟩ at each λ node (at `lr`)
     lambdas: Tensor        # [K] the Gauss–Legendre nodes on [0, 1]
-    mean: list[Tensor]     # ⟨w'⟩ at λ = 1, one tensor [y, ...] per parameter
+    mean: list[Tensor]     # ⟨w'⟩ at λ = 1, one tensor [y, ...] per parameter (extrapolated with `richardson`)
     mean_se: list[Tensor]  # its standard error over chains
 
+
 # %% ../nbs/08_sharpness.ipynb #c0fb4843
-def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps:int=500, lr:float=1e-3,
-                  n_chains:int=4, n_lambdas:int=8, burn_in:float=0.5, seed:int=0, loss_fn:Callable=recon_error,
-                  target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval') -> LocalEntropy:
-    "Φ̃(w; β, γ) = log E_{w'~N(w, 1/βγ)} exp(−β L(w')) per replica by thermodynamic integration over SGLD chains, and ⟨w'⟩ (Entropy-SGD's inner loop)."
-    gamma, beta, lr = check_float('gamma', gamma, lo=0.), check_float('beta', beta, lo=0.), check_float('lr', lr, lo=0.)
-    for name, v in (('gamma', gamma), ('beta', beta), ('lr', lr)):
-        if v == 0: raise ValueError(f"{name} must be > 0")
-    n_steps, C, K = check_int('n_steps', n_steps, lo=1), check_int('n_chains', n_chains, lo=1), check_int('n_lambdas', n_lambdas, lo=1)
-    burn_in, seed = check_float('burn_in', burn_in, lo=0., hi=1.), check_int('seed', seed, lo=0)
-    _check_common(bn, subset)
-    x, target, parts = _data(model, x, target, batch_size, subset)
+def _sgld(model, x, target, parts, loss_fn, gamma, beta, lr, n_steps, C, K, burn_in, gen, bn, bar):
+    "One batched run of the chains: per-chain Φ̃ estimates [y, C], energies [K, C, y] and per-chain ⟨w'⟩ (float64)."
     y, dev = n_replicas(model), model_device(model)
     nodes, wq = np.polynomial.legendre.leggauss(K)
     lams = torch.tensor([*(nodes + 1) / 2, 1.], dtype=torch.float64)          # K nodes, then λ = 1 for ⟨w'⟩
@@ -494,8 +580,7 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
     w0 = [p.detach() for p in model.parameters() if p.requires_grad]
     for p in params: p.grad = None
     weight = lams.repeat_interleave(C * y).to(dev, params[0].dtype)          # replica m·y + r belongs to chain group m // C
-    gen, noise = make_generator(seed, dev), math.sqrt(2 * lr / beta)
-    first = min(int(burn_in * n_steps), n_steps - 1)
+    noise, first = math.sqrt(2 * lr / beta), min(int(burn_in * n_steps), n_steps - 1)
     E, kept = torch.zeros(M * y, dtype=torch.float64, device=dev), 0
     S = [torch.zeros(C, *w.shape, dtype=torch.float64, device=dev) for w in w0]      # Σ w' of the λ = 1 chains
     with bn_mode(sc, bn):
@@ -509,12 +594,38 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
                     pv = p.view(M, y, *p.shape[1:])
                     pv.sub_(lr * (gi.view_as(pv) + gamma * (pv - w.unsqueeze(0))))
                     p.add_(torch.randn(p.shape, generator=gen, device=dev, dtype=p.dtype), alpha=noise)
+            bar.update()
     Eb = (E / kept).view(K + 1, C, y)
     chains = -beta * torch.einsum('k,kcy->yc', torch.as_tensor(wq / 2, dtype=torch.float64, device=dev), Eb[:K])
+    return chains, Eb[:K], [s / kept for s in S], lams[:K]
+
+def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps:int=500, lr:float=1e-3,
+                  n_chains:int=4, n_lambdas:int=8, burn_in:float=0.5, seed:int=0, loss_fn:Callable=recon_error,
+                  target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval',
+                  richardson:bool=True, progress:bool=True) -> LocalEntropy:
+    "Φ̃(w; β, γ) = log E_{w'~N(w, 1/βγ)} exp(−β L(w')) per replica by thermodynamic integration over SGLD chains, and ⟨w'⟩ (Entropy-SGD's inner loop); `richardson`: also run at lr/2 (2·n_steps steps) and extrapolate to lr → 0."
+    gamma, beta, lr = check_float('gamma', gamma, lo=0.), check_float('beta', beta, lo=0.), check_float('lr', lr, lo=0.)
+    for name, v in (('gamma', gamma), ('beta', beta), ('lr', lr)):
+        if v == 0: raise ValueError(f"{name} must be > 0")
+    n_steps, C, K = check_int('n_steps', n_steps, lo=1), check_int('n_chains', n_chains, lo=1), check_int('n_lambdas', n_lambdas, lo=1)
+    burn_in, seed = check_float('burn_in', burn_in, lo=0., hi=1.), check_int('seed', seed, lo=0)
+    _check_common(bn, subset); _check_bool('richardson', richardson); _check_bool('progress', progress)
+    x, target, parts = _data(model, x, target, batch_size, subset)
+    gen = make_generator(seed, model_device(model))
     sem = lambda t, dim: t.std(dim) / math.sqrt(C) if C > 1 else torch.full_like(t.select(dim, 0), float('nan'))
-    means = [s / kept for s in S]
-    return LocalEntropy(chains.mean(1), sem(chains, 1), chains, Eb[:K].mean(1).T, lams[:K],
-                        [m.mean(0).to(w.dtype) for m, w in zip(means, w0)], [sem(m, 0).to(w.dtype) for m, w in zip(means, w0)])
+    with _bar(n_steps * (3 if richardson else 1), 'SGLD', progress) as bar:
+        chains, E, means, lams = _sgld(model, x, target, parts, loss_fn, gamma, beta, lr, n_steps, C, K, burn_in, gen, bn, bar)
+        if richardson: chains2, _, means2, _ = _sgld(model, x, target, parts, loss_fn, gamma, beta, lr / 2, 2 * n_steps, C, K, burn_in, gen, bn, bar)
+    w0 = [p for p in model.parameters() if p.requires_grad]
+    if not richardson:
+        return LocalEntropy(chains.mean(1), sem(chains, 1), torch.full_like(chains[:, 0], float('nan')), chains, E.mean(1).T, lams,
+                            [m.mean(0).to(w.dtype) for m, w in zip(means, w0)], [sem(m, 0).to(w.dtype) for m, w in zip(means, w0)])
+    phi = 2 * chains2.mean(1) - chains.mean(1)                               # Φ(lr) = Φ(0) + c·lr + O(lr²)
+    se = (4 * sem(chains2, 1) ** 2 + sem(chains, 1) ** 2).sqrt()              # independent runs
+    return LocalEntropy(phi, se, chains.mean(1) - phi, chains, E.mean(1).T, lams,
+                        [(2 * b.mean(0) - a.mean(0)).to(w.dtype) for a, b, w in zip(means, means2, w0)],
+                        [(4 * sem(b, 0) ** 2 + sem(a, 0) ** 2).sqrt().to(w.dtype) for a, b, w in zip(means, means2, w0)])
+
 
 # %% ../nbs/08_sharpness.ipynb #722b7ff2
 def _first_seed(seed): return seed if isinstance(seed, numbers.Integral) else check_int('seed[0]', list(seed)[0], lo=0)
@@ -537,24 +648,25 @@ def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=3
 
 # %% ../nbs/08_sharpness.ipynb #8f8fbe50
 def _m_rho(adaptive):
-    def fn(model, x, target, loss_fn, rhos, n_steps=5, eta=0.01, batch_size=None, subset=None, bn='eval'):
-        return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, loss_fn, target, batch_size, subset, bn)
+    def fn(model, x, target, loss_fn, rhos, n_steps=5, eta=0.01, n_krylov=16, seed=0, batch_size=None, subset=None, bn='eval', progress=True):
+        return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)
     return fn
 
-def _m_keskar(model, x, target, loss_fn, epsilons, n_steps=10, batch_size=None, subset=None, bn='eval'):
-    return keskar_sharpness(model, x, epsilons, n_steps, loss_fn, target, batch_size, subset, bn)
+def _m_keskar(model, x, target, loss_fn, epsilons, n_steps=10, seed=0, batch_size=None, subset=None, bn='eval', progress=True):
+    return keskar_sharpness(model, x, epsilons, n_steps, seed, loss_fn, target, batch_size, subset, bn, progress)
 
 def _m_delta(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, subset=None, bn='eval'):
     return delta_energy(model, x, sigmas, n_draws, seed, loss_fn, target, batch_size, subset, bn)
 
-def _m_slice(model, x, target, loss_fn, alphas, seed=0, ignore='biasbn', batch_size=None, subset=None, points_per_pass=None, bn='eval'):
-    return loss_slice(model, x, filter_directions(model, 1, seed, ignore), alphas, loss_fn, target, batch_size, subset, points_per_pass, bn=bn)
+def _m_slice(model, x, target, loss_fn, alphas, seed=0, ignore='biasbn', batch_size=None, subset=None, points_per_pass=None, bn='eval', progress=True):
+    return loss_slice(model, x, filter_directions(model, 1, seed, ignore), alphas, loss_fn, target, batch_size, subset, points_per_pass, bn=bn, progress=progress)
 
 def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3, n_chains=4, n_lambdas=8, burn_in=0.5,
-               seed=0, batch_size=None, subset=None, bn='eval'):
+               seed=0, batch_size=None, subset=None, bn='eval', richardson=True, progress=True):
     gammas = check_sigmas('gammas', gammas)
     return torch.stack([local_entropy(model, x, g, beta, n_steps, lr, n_chains, n_lambdas, burn_in, _first_seed(seed), loss_fn,
-                                      target, batch_size, subset, bn).phi for g in gammas], 1)
+                                      target, batch_size, subset, bn, richardson, progress).phi for g in gammas], 1)
+
 
 # %% ../nbs/08_sharpness.ipynb #b9c607cd
 register_metric('hessian_max', _m_max, weights=True)

@@ -250,3 +250,88 @@ def test_subset_and_per_replica_seeds(clf):
                     {'hessian_trace': dict(n_probes=2), 'local_entropy': dict(gammas=[1.], n_steps=3, n_chains=2, n_lambdas=1)},
                     loss_fn=cross_entropy, seed=[1, 2, 3])
     assert {r['metric'] for r in rows} == {'hessian_trace', 'local_entropy'} and len(rows) == 6
+
+class Quad(nn.Module):
+    "y replicas of a vector w [n] at 0 whose output is w itself: with `quad_loss` the loss is exactly g_r·w + w·H_r w/2."
+    def __init__(self, y, n): super().__init__(); self.y = y; self.w = nn.Parameter(torch.zeros(y, n, dtype=f64))
+    def forward(self, x): return self.w[:, None, :].expand(self.y, x.shape[0], -1)
+
+def quad_loss(g, H): return lambda o, t: (o[:, 0] * g).sum(-1) + 0.5 * torch.einsum('yi,yij,yj->y', o[:, 0], H, o[:, 0])
+
+def trust_region_max(g, H, rho):
+    "max of g·e + e·He/2 over |e| <= rho in float64: (mu - H) e = g with mu >= max(lambda_max, 0) by bisection, or the hard case."
+    lam, U = torch.linalg.eigh(H); c = U.T @ g; l1 = lam[-1].item()
+    if l1 < 0 and (c / lam).norm() <= rho: e = -torch.linalg.solve(H, g); return (g @ e + 0.5 * e @ H @ e).item()
+    top = lam >= l1 - 1e-12 * lam.abs().max()
+    if l1 >= 0 and (c[top].abs() <= 1e-12 * c.norm()).all() and (c[~top] / (l1 - lam[~top])).norm() <= rho:
+        z = torch.where(top, 0., c / (l1 - lam).clamp_min(1e-300)); z[-1] = (rho ** 2 - z.square().sum()).clamp_min(0).sqrt()
+    else:
+        lo, hi = max(l1, 0.), max(l1, 0.) + c.norm().item() / rho
+        for _ in range(2000):
+            mu = (lo + hi) / 2
+            if mu in (lo, hi): break
+            lo, hi = (mu, hi) if (c / (mu - lam)).norm() > rho else (lo, mu)
+        z = c / (hi - lam)
+    return (c @ z + 0.5 * (lam * z * z).sum()).item()
+
+def test_rho_sharpness_reaches_the_trust_region_maximum():
+    "Stationary point, gradient along a flat direction, generic gradient, negative-definite H (interior maximum): the exact value."
+    n, rho = 12, 0.3
+    Q = torch.linalg.qr(torch.randn(n, n, dtype=f64, generator=torch.Generator().manual_seed(3)))[0]
+    lam = torch.tensor([1., .6, .3, 0., -.2, -.5] + [.01] * 6, dtype=f64)
+    H = Q @ torch.diag(lam) @ Q.T
+    Hneg = Q @ torch.diag(-lam.abs() - .5) @ Q.T
+    gs = torch.stack([torch.zeros(n, dtype=f64), Q[:, 3] * rho / 5, torch.randn(n, dtype=f64, generator=torch.Generator().manual_seed(4)) * .05,
+                      Q[:, 0] * 1e-3, torch.randn(n, dtype=f64, generator=torch.Generator().manual_seed(5)) * .05])
+    Hs = torch.stack([H, H, H, H, Hneg])
+    exact = torch.tensor([trust_region_max(g, Hr, rho) for g, Hr in zip(gs, Hs)], dtype=f64)
+    torch.testing.assert_close(exact[0], torch.tensor(rho ** 2 / 2, dtype=f64))           # rho^2 lambda_max / 2
+    m, x = Quad(5, n), torch.zeros(1, 1)
+    got = S.rho_sharpness(m, x, [0., rho], loss_fn=quad_loss(gs, Hs))
+    assert torch.equal(got[:, 0], torch.zeros(5, dtype=f64))
+    torch.testing.assert_close(got[:, 1], exact, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(S.worst_case_loss(m, x, [rho], seed=[1, 2, 3, 4, 5], loss_fn=quad_loss(gs, Hs))[:, 0], exact, rtol=1e-9, atol=1e-12)
+    # stacked = alone (the shared random vector gives every replica the same start)
+    alone = torch.cat([S.rho_sharpness(Quad(1, n), x, [rho], loss_fn=quad_loss(gs[r:r+1], Hs[r:r+1])) for r in range(5)])
+    torch.testing.assert_close(alone[:, 0], got[:, 1], rtol=1e-12, atol=1e-14)
+    # ascent from epsilon = 0 (the former default) misses the first two
+    old = S.rho_sharpness(m, x, [rho], n_krylov=0, loss_fn=quad_loss(gs, Hs))[:, 0]
+    assert old[0] == 0 and old[1] < 0.4 * exact[1]
+    # a 5000-parameter quadratic with a few outliers over a bulk at zero: 16 products are enough
+    n = 5000
+    g = torch.zeros(2, n, dtype=f64); g[1, 10] = 0.02                                     # stationary; flat gradient
+    d = torch.cat([torch.tensor([1., .8, .5], dtype=f64), 0.01 * torch.randn(n - 3, dtype=f64, generator=torch.Generator().manual_seed(6))])
+    d[10] = 0.
+    big = lambda o, t: (o[:, 0] * g).sum(-1) + 0.5 * (d * o[:, 0] ** 2).sum(-1)
+    exact = torch.tensor([trust_region_max(g[r], torch.diag(d), 0.1) for r in range(2)], dtype=f64)
+    torch.testing.assert_close(S.rho_sharpness(Quad(2, n), x, [0.1], loss_fn=big)[:, 0], exact, rtol=1e-6, atol=1e-12)
+
+def test_asam_and_keskar_leave_a_stationary_point():
+    m, x = Quad(2, 4), torch.zeros(1, 1)
+    Hd = torch.diag_embed(torch.tensor([[1., .5, .2, .1], [2., 0., 0., -1.]], dtype=f64))
+    q = quad_loss(torch.zeros(2, 4, dtype=f64), Hd)
+    # ASAM at w = 0 with eta: the ball is |eps| <= rho * eta, so the maximum is (rho eta)^2 lambda_max / 2
+    torch.testing.assert_close(S.rho_sharpness(m, x, [0.5], adaptive=True, eta=0.1, loss_fn=q)[:, 0],
+                               torch.tensor([1., 2.], dtype=f64) * 0.05 ** 2 / 2, rtol=1e-9, atol=1e-14)
+    # Keskar: box |z_i| <= eps; replica 0 (H positive diagonal): every corner is a maximum; replica 1: at least lambda_max eps^2 / 2
+    ks = S.keskar_sharpness(m, x, [0.1], loss_fn=q)[:, 0]
+    torch.testing.assert_close(ks[0], torch.tensor(100 * 0.5 * 0.01 * 1.8, dtype=f64))
+    assert ks[1] >= 100 * 0.5 * 0.01 * 2 - 1e-12
+    assert (S.keskar_sharpness(m, x, [0.1], n_steps=1, loss_fn=q)[:, 0] > 0).all()
+
+class OneWeight(nn.Module):
+    def __init__(self, w): super().__init__(); self.y = len(w); self.w = nn.Parameter(torch.tensor(w, dtype=f64)[:, None])
+    def forward(self, x): return self.w[:, None, :].expand(self.y, x.shape[0], 1)
+
+def test_local_entropy_reports_its_step_size_bias():
+    "At lr = 1e-2 the plain SGLD estimate next to the narrow well is biased by many standard errors; the extrapolation is not, and `bias` says by how much."
+    pts = [-1.5, -0.5, 0.3, 1.2]
+    toy = lambda o, t: toy_energy(o[:, 0, 0])
+    le = S.local_entropy(OneWeight(pts), torch.zeros(1, 1), 2., 2., n_steps=600, lr=1e-2, n_chains=32, n_lambdas=10, loss_fn=toy)
+    exact = local_free_entropy(torch.tensor(pts), toy_energy, 2., 2., normalize=True)
+    plain = S.local_entropy(OneWeight(pts), torch.zeros(1, 1), 2., 2., n_steps=600, lr=1e-2, n_chains=32, n_lambdas=10, loss_fn=toy, richardson=False)
+    assert ((plain.phi - exact).abs() > 10 * plain.se).any() and plain.bias.isnan().all()
+    assert ((le.phi - exact).abs() < 3 * le.se).all(), (le.phi, exact, le.se)
+    torch.testing.assert_close(le.bias, le.chains.mean(1) - le.phi)
+    assert le.bias[3] < -5 * le.se[3]                                # the bias it found is the one that is there
+    assert ((le.mean[0][:, 0] - local_mean(torch.tensor(pts), toy_energy, 2., 2.)).abs() < 3 * le.mean_se[0][:, 0]).all()

@@ -243,10 +243,11 @@ class Replicated(FitHooks, torch.optim.Optimizer):
 def finite_replicas(ps:list[Tensor], y:int, among:Tensor|None=None) -> Tensor:
     "bool [y] on the device: replicas whose slices of every tensor in `ps` are finite (those outside `among` count as finite)."
     ok = torch.stack([p.detach().reshape(y, -1).sum(1).float() for p in ps]).isfinite().all(0)   # one pass per tensor
-    if among is not None: ok |= ~among.to(ok.device)
-    if bool(ok.all()): return ok
-    for p in ps: ok &= torch.isfinite(p.detach().reshape(y, -1)).all(1)   # rare: exact, as a sum can also overflow
-    return ok
+    skip = torch.zeros_like(ok) if among is None else ~among.to(ok.device)
+    if bool((ok | skip).all()): return ok | skip
+    ok = torch.ones_like(ok)                                              # rare: exact, as a sum can also overflow
+    for p in ps: ok &= torch.isfinite(p.detach().reshape(y, -1)).all(1)
+    return ok | skip
 
 @patch
 def _coupled(self:Replicated) -> list[Tensor]:

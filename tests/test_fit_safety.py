@@ -255,3 +255,11 @@ def test_evaluate_refuses_a_wrong_active_mask(data):
     m = ae()
     for bad, exc in [(torch.tensor([True, False]), ValueError), (torch.tensor([1, 0, 1]), TypeError), ([True, True, True], TypeError)]:
         with pytest.raises(exc, match='active'): evaluate(m, data, ['train_loss'], active=bad)
+
+def test_finite_replicas_is_exact_when_sums_overflow():
+    from entropic_ae.optim import finite_replicas
+    w, big = torch.zeros(3, 4), torch.full((3, 2), 3e38)             # big: finite, but its row sums overflow
+    w[1, 2] = float('nan')
+    assert finite_replicas([w, big], 3).tolist() == [True, False, True]
+    assert finite_replicas([big], 3).tolist() == [True, True, True]
+    assert finite_replicas([w], 3, among=torch.tensor([True, False, True])).tolist() == [True, True, True]

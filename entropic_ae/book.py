@@ -13,10 +13,10 @@ import nbformat
 
 # %% auto #0
 __all__ = ['BOOK_RC', 'PRELOAD', 'BOOK_TEMPLATE', 'BOOK_CSS', 'CHROMIUM_FLAGS', 'PROBE', 'chapters', 'skipped', 'clean_outputs',
-           'execute_nbs', 'execute', 'mask', 'close_numbers', 'same_text', 'image_size', 'output_pieces',
-           'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc', 'add_show_docs', 'nb_title',
-           'prepare_cells', 'rewrite_links', 'link_api', 'build_html', 'find_chromium', 'chromium', 'page_problems',
-           'browse', 'main']
+           'check_notebooks', 'execute_nbs', 'execute', 'mask', 'close_numbers', 'same_text', 'image_size',
+           'output_pieces', 'compare_cells', 'compare_nbs', 'check', 'exported_names', 'missing_show_doc',
+           'add_show_docs', 'nb_title', 'prepare_cells', 'rewrite_links', 'link_api', 'build_html', 'find_chromium',
+           'chromium', 'page_problems', 'browse', 'other_cpu_env', 'main']
 
 # %% ../nbs/17_book.ipynb #b18698b4
 def chapters(nbs) -> list[Path]:
@@ -107,13 +107,24 @@ def _n_workers(n, k):
     if n is not None and (not isinstance(n, int) or n < 1): raise ValueError(f"n_workers: expected a positive integer, got {n!r}")
     return n or max(1, min(os.cpu_count() or 1, 8, k))
 
+def check_notebooks(paths) -> list[Path]:
+    "`paths` as absolute paths, each an existing `.ipynb` file holding notebook JSON; else a `ValueError` naming it."
+    out = []
+    for p in map(Path, paths):
+        if not p.is_file(): raise ValueError(f"notebooks: no notebook {str(p)!r}")
+        if p.suffix != '.ipynb': raise ValueError(f"notebooks: {str(p)!r} is not a notebook (.ipynb)")
+        try: nb = json.loads(p.read_text(encoding='utf-8'))
+        except (ValueError, OSError) as e: raise ValueError(f"notebooks: {str(p)!r} cannot be read as a notebook: {e}") from None
+        if not (isinstance(nb, dict) and isinstance(nb.get('cells'), list)):
+            raise ValueError(f"notebooks: {str(p)!r} is JSON but not a notebook (no list of cells)")
+        out.append(p.absolute())
+    return out
+
 def execute_nbs(paths, done, n_workers=None, flags=None):
     "Execute notebooks `paths`, each in a fresh process, calling `done(path, nb, err, secs)` as each finishes."
     from nbdev.config import get_config
-    paths = [Path(p).absolute() for p in paths]
+    paths = check_notebooks(paths)
     n_workers = _n_workers(n_workers, len(paths))
-    for p in paths:
-        if not p.is_file(): raise ValueError(f"paths: no notebook {str(p)!r}")
     if not paths: return
     if flags is None: flags = tuple(get_config(path=paths[0].parent).get('tst_flags', '').split())
     from entropic_ae.book import _execute_worker  # by module name, so a new process can import it (also from this notebook)
@@ -614,10 +625,18 @@ def _cfg():
 
 def _paths(names):
     nbs = Path(_cfg().nbs_path)
-    return [Path(n) for n in names] if names else chapters(nbs)
+    return check_notebooks([Path(n) for n in names] if names else chapters(nbs))
 
-def main(argv=None):
-    "The `eae-book` console script."
+def other_cpu_env(capability:str|None=None) -> dict:
+    "Variables making torch, MKL and oneDNN use the kernels of a lesser x86-64 CPU than `capability` (default: torch's for this one)."
+    if capability is None:
+        import torch
+        capability = torch.backends.cpu.get_cpu_capability()
+    if capability.upper().startswith('AVX512'):
+        return dict(ATEN_CPU_CAPABILITY='avx2', MKL_ENABLE_INSTRUCTIONS='AVX2', ONEDNN_MAX_CPU_ISA='AVX2')
+    return dict(ATEN_CPU_CAPABILITY='default', MKL_ENABLE_INSTRUCTIONS='SSE4_2', ONEDNN_MAX_CPU_ISA='SSE41')
+
+def _parser():
     ap = argparse.ArgumentParser(prog='eae-book', description='Execute, check and publish the chapter notebooks.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     for name, hlp in (('execute', 'execute chapters in place, keeping cleaned outputs'),
@@ -625,7 +644,10 @@ def main(argv=None):
         s = sub.add_parser(name, help=hlp)
         s.add_argument('notebooks', nargs='*', help='notebooks (default: every chapter, in reading order)')
         s.add_argument('--n-workers', type=int, default=None, help='notebooks run at once (default: as nbdev_test)')
-        if name == 'check': s.add_argument('--keep', default=None, help='folder for the freshly executed copies')
+        if name == 'check':
+            s.add_argument('--keep', default=None, help='folder for the freshly executed copies')
+            s.add_argument('--other-cpu', action='store_true', help="run on a lesser CPU's kernels (torch, MKL, oneDNN), "
+                           "as another x86-64 machine would: outputs must hold there too")
     s = sub.add_parser('html', help='build the HTML edition from the executed chapters')
     s.add_argument('--dest', default=None, help='output folder (default: doc_path of settings.ini)')
     s = sub.add_parser('browse', help='check every page of the built site in headless Chromium')
@@ -635,19 +657,33 @@ def main(argv=None):
     s = sub.add_parser('showdoc', help='list exported names that no show_doc cell documents')
     s.add_argument('notebooks', nargs='*', help='notebooks (default: every chapter)')
     s.add_argument('--add', action='store_true', help='insert the missing show_doc cells (then run `eae-book execute`)')
-    a = ap.parse_args(argv)
+    return ap
+
+def main(argv=None):
+    "The `eae-book` console script: a one-line error and exit code 1 on bad input, 130 on Ctrl-C."
+    a = _parser().parse_args(argv)
+    try: _run(a)
+    except KeyboardInterrupt: sys.exit(print('eae-book: interrupted; notebooks already written are complete, the others untouched',
+                                             file=sys.stderr) or 130)
+    except (ValueError, TypeError, RuntimeError, OSError) as e: sys.exit(f"eae-book {a.cmd}: {e}")
+
+def _run(a):
     cfg, start = _cfg(), time.time()
     if a.cmd == 'execute':
         failed = execute(_paths(a.notebooks), n_workers=a.n_workers)
         if failed: sys.exit(f"eae-book execute: failed: {', '.join(p.name for p in failed)}")
     elif a.cmd == 'check':
-        paths = _paths(a.notebooks)
+        paths, where = _paths(a.notebooks), ''
+        if a.other_cpu:                    # before the fork server starts: every chapter's process inherits them
+            env = other_cpu_env(); os.environ.update(env)
+            where = ' on ' + ' '.join(f'{k}={v}' for k, v in env.items())
+            print(f"eae-book check{where}")
         problems = check(paths, n_workers=a.n_workers, keep=a.keep)
         if problems:
             print('\n'.join(problems), file=sys.stderr)
-            sys.exit(f"eae-book check: {len(problems)} problem(s) in {len(paths)} notebooks; "
+            sys.exit(f"eae-book check: {len(problems)} problem(s) in {len(paths)} notebooks{where}; "
                      "if the change is intended, run `eae-book execute` and commit the notebooks")
-        print(f"eae-book check: {len(paths)} notebooks executed, every committed output current ({time.time() - start:.0f} s)")
+        print(f"eae-book check: {len(paths)} notebooks executed, every committed output current{where} ({time.time() - start:.0f} s)")
     elif a.cmd == 'html':
         build_html(cfg.nbs_path, a.dest or cfg.doc_path, title=cfg.get('title', 'book'))
     elif a.cmd == 'browse':

@@ -66,7 +66,7 @@ def check_bound(name:str, value, spec):
         for i, v in enumerate(value): check_bound(f"{name}[{i}]", v, spec)
         return value
     lo, lo_in, hi, hi_in = _interval(spec)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not (
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value and not (
             (lo is not None and (value < lo or (value == lo and not lo_in))) or (hi is not None and (value > hi or (value == hi and not hi_in)))):
         return value
     raise ValueError(f"{name} must be {spec.strip()}, got {value!r}" if spec.strip()[0] in '<>' else f"{name} must lie in {spec.strip()}, got {value!r}")
@@ -114,8 +114,12 @@ def experiments_dir() -> Path:
     return here if here.is_dir() else Path.cwd()/'nbs'/'experiments'
 
 def experiment_notebooks(folder=None) -> list[Path]:
-    "The experiment notebooks in `folder`, in name order."
-    return sorted(p for p in Path(folder or experiments_dir()).glob('*.ipynb') if not p.name.startswith('.'))
+    "The experiment notebooks in `folder`, in name order (a `ValueError` if it is not a folder holding any)."
+    d = Path(folder or experiments_dir())
+    if not d.is_dir(): raise ValueError(f"experiments_dir {str(d)!r} is not a folder")
+    found = sorted(p for p in d.glob('*.ipynb') if not p.name.startswith('.'))
+    if not found: raise ValueError(f"experiments_dir {str(d)!r} holds no notebooks")
+    return found
 
 def find_notebook(name, folder=None) -> Path:
     "The experiment notebook called `name` (with or without `.ipynb`) in `folder`, or a path to any notebook."
@@ -233,13 +237,19 @@ def use_tuned_allocator():
 
 # %% ../nbs/15_experiments.ipynb #5f09589b
 def check_writable(**folders):
-    "Create each folder (keyword = its name in errors) and prove it writable with a scratch file, before any work."
+    "Create each folder (keyword = its name in errors) and prove it writable with a scratch file, before any work; on failure, none is left created."
+    made = []
     for name, d in folders.items():
         d = Path(d)
+        new = [p for p in (d, *d.parents) if not p.exists()]
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True); made += new
             fd, tmp = tempfile.mkstemp(dir=d, prefix='.eae-write-test-'); os.close(fd); os.unlink(tmp)
-        except OSError as e: raise ValueError(f"{name} {d} is not writable: {e.strerror or e}") from None
+        except OSError as e:
+            for p in sorted(made, key=lambda p: -len(p.parts)):   # deepest first: only the empty folders made here
+                try: p.rmdir()
+                except OSError: pass
+            raise ValueError(f"{name} {d} is not writable: {e.strerror or e}") from None
 
 def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
@@ -300,8 +310,8 @@ def output_paths(out_notebook:Path) -> dict:
 
 # %% ../nbs/15_experiments.ipynb #77de0b76
 def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile:str, start_timeout:int=180,
-                   record:dict|None=None) -> dict:
-    "Run `notebook` with papermill; only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record."
+                   record:dict|None=None, progress:bool=False) -> dict:
+    "Run `notebook` with papermill (a bar of its cells with `progress`); only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record."
     import papermill as pm
     notebook, out_notebook, figures_dir = Path(notebook).resolve(), Path(out_notebook).resolve(), Path(figures_dir).resolve()
     o = output_paths(out_notebook)
@@ -314,7 +324,8 @@ def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile
     try:
         pm.execute_notebook(str(notebook), str(stage/out_notebook.name), kernel_name='python3', cwd=str(notebook.parent),
                             parameters=dict(parameters, profile=profile, figures_dir=str(stage/'figures')),
-                            progress_bar=False, start_timeout=start_timeout)
+                            progress_bar=dict(desc=f"{o['stem']} cells", leave=False) if progress else False,
+                            start_timeout=start_timeout)
         rec['files'] = _move_tree(stage/'figures', figures_dir)
         os.replace(stage/out_notebook.name, out_notebook)
         rec.update(status='done', end=utc_now(), wall_s=round(time.time() - t0, 3))
@@ -352,7 +363,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     for nb in bar:
         bar.set_postfix_str(nb.stem)
         for attempt in range(retries + 1):
-            rec = execute_atomic(nb, out_dir/nb.name, fig_dir, checked[nb], profile, record=dict(attempt=attempt))
+            rec = execute_atomic(nb, out_dir/nb.name, fig_dir, checked[nb], profile, record=dict(attempt=attempt), progress=progress)
             if rec['status'] == 'done' or not rec['retryable']: break
         if rec['status'] == 'done': done.append(out_dir/nb.name)
         else: failed[nb.name] = rec['error']
@@ -395,10 +406,10 @@ def _runner_options(args) -> tuple[str|None, str]:
 def main(argv=None) -> int:
     "Entry point of `eae-run`: returns the process exit code."
     args = _parser().parse_args(argv)
-    if args.list:
-        for p in experiment_notebooks(args.experiments_dir): print(p.stem)
-        return 0
     try:
+        if args.list:
+            for p in experiment_notebooks(args.experiments_dir): print(p.stem)
+            return 0
         profile, figures_dir = _runner_options(args)
         if args.sweep or args.grid or args.scheduler or args.workers is not None:
             from entropic_ae.sweeps import sweep_main
@@ -411,6 +422,10 @@ def main(argv=None) -> int:
         return 1
     except (ValueError, TypeError) as e:
         print(f'eae-run: {e}', file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print('eae-run: interrupted; finished notebooks and cells are kept, unfinished ones left nothing behind '
+              '(run the same command again to finish)', file=sys.stderr)
+        return 130
     return 0
 
 # %% ../nbs/15_experiments.ipynb #56b6cb3c

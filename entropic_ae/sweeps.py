@@ -4,19 +4,20 @@
 
 # %% ../nbs/16_sweeps.ipynb #852cfb0a
 from __future__ import annotations
-import hashlib, itertools, json, logging, os, re, time, tomllib, uuid
+import hashlib, itertools, json, logging, os, re, threading, time, tomllib, uuid
+from contextlib import contextmanager
 import nbformat
 from dataclasses import dataclass
 from pathlib import Path
-from .core import check_int, atomic_path
+from .core import check_int, atomic_path, format_float
 from .experiments import (parse_value, find_notebook, experiment_notebooks, default_profile, check_parameters,
     check_writable, execute_atomic, use_tuned_allocator, output_paths, write_json, utc_now)
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest', 'package_digest', 'cell_id',
            'cell_slug', 'plan_cells', 'plain_cells', 'is_done', 'available_cpus', 'visible_gpus', 'local_cluster',
-           'execute_cell', 'run_cells', 'cell_record', 'gather_results', 'run_sweep', 'write_tables', 'print_summary',
-           'sweep_main']
+           'execute_cell', 'heartbeat', 'run_cells', 'cell_record', 'gather_results', 'check_scheduler', 'run_sweep',
+           'write_tables', 'print_summary', 'sweep_main']
 
 # %% ../nbs/16_sweeps.ipynb #63c7fda3
 def expand_grid(grid:dict) -> list[dict]:
@@ -34,8 +35,9 @@ SWEEP_KEYS, BLOCK_KEYS = {'notebooks', 'params', 'grid', 'profile', 'retries', '
 def load_sweep(path) -> dict:
     "A TOML sweep file as `dict(blocks=[{notebooks, params, grid}, ...], name=..., profile/retries/runs_dir if given)`."
     path = Path(path)
-    try: spec = tomllib.loads(path.read_text())
+    try: spec = tomllib.loads(path.read_bytes().decode('utf-8'))
     except OSError as e: raise ValueError(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e: raise ValueError(f"sweep file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e: raise ValueError(f"sweep file {path} is not valid TOML: {e}") from None
     if bad := sorted(set(spec) - SWEEP_KEYS): raise ValueError(f"sweep file {path}: unknown key(s) {bad}; allowed {sorted(SWEEP_KEYS)}")
     blocks = spec.pop('sweep', [])
@@ -85,6 +87,7 @@ def cell_id(digest:str, profile:str, params:dict, package:str|None=None) -> str:
 
 def cell_slug(params:dict, limit:int=80) -> str:
     "A file-system-safe folder name for a cell's parameters, `k=v,...` (shortened with a hash beyond `limit` characters)."
+    limit = check_int('limit', limit, lo=20)      # room for the 17-character hash suffix
     txt = lambda v: v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))
     s = ','.join(f"{k}={re.sub(r'[^A-Za-z0-9._+-]+', '_', txt(v)).strip('_')}" for k, v in sorted(params.items()))
     if not s: return 'defaults'
@@ -94,7 +97,8 @@ def cell_slug(params:dict, limit:int=80) -> str:
 def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/grid', folder=None) -> list[Cell]:
     "The cells of a sweep (`blocks` as from `load_sweep`), each checked against its notebook before anything runs."
     root, cells, digests, pkg = Path(runs_dir).resolve(), {}, {}, package_digest()
-    for b in blocks:
+    for i, b in enumerate(blocks, 1):
+        if not isinstance(b, dict) or not b.get('notebooks'): raise ValueError(f"blocks[{i}]: no notebooks named")
         fixed, grid = dict(b.get('params') or {}), dict(b.get('grid') or {})
         if both := sorted(set(fixed) & set(grid)): raise ValueError(f"parameter(s) {both} are both fixed and swept")
         if 'figures_dir' in {**fixed, **grid}:
@@ -167,11 +171,11 @@ def _worker_name():
         return str(get_worker().address)
     except (ImportError, ValueError): return None
 
-def execute_cell(cell:Cell, attempt:int=0, start_timeout:int=180) -> dict:
-    "Run one cell (on a Dask worker, or in this process) atomically with the tuned allocator; returns its record."
+def execute_cell(cell:Cell, attempt:int=0, start_timeout:int=180, progress:bool=False) -> dict:
+    "Run one cell (on a Dask worker, or in this process, where `progress` shows a bar of its notebook's cells) atomically with the tuned allocator; its record."
     use_tuned_allocator()
     return execute_atomic(cell.notebook, cell.out_notebook, cell.figures_dir, cell.params, cell.profile, start_timeout,
-                          record=dict(cell_id=cell.id, attempt=attempt, worker=_worker_name()))
+                          record=dict(cell_id=cell.id, attempt=attempt, worker=_worker_name()), progress=progress)
 
 def _lost(cell:Cell, attempt:int, err:BaseException) -> dict:
     "The record of a cell whose worker died or whose task could not be run (written where `execute_atomic` writes failures)."
@@ -181,6 +185,16 @@ def _lost(cell:Cell, attempt:int, err:BaseException) -> dict:
     return rec
 
 # %% ../nbs/16_sweeps.ipynb #42bb22b9
+@contextmanager
+def heartbeat(bar, interval:float=5.):
+    "Redraw tqdm `bar` every `interval` seconds while the block runs, so its clock shows the run is alive between updates."
+    stop = threading.Event()
+    def beat():
+        while not stop.wait(interval): bar.refresh()
+    t = threading.Thread(target=beat, daemon=True); t.start()
+    try: yield bar
+    finally: stop.set(); t.join()
+
 def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, force:bool=False, start_timeout:int=180) -> dict:
     "Run the cells not yet complete (all of them with `force`) on Dask `client`, or here one by one; {cell id: record}."
     from tqdm.auto import tqdm
@@ -195,7 +209,7 @@ def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, 
     if client is None:
         for c in todo:
             for attempt in range(retries + 1):
-                rec = execute_cell(c, attempt, start_timeout)
+                rec = execute_cell(c, attempt, start_timeout, progress=progress)
                 if rec['status'] == 'done' or not rec['retryable']: break
             finish(c, rec)
     else:
@@ -204,13 +218,14 @@ def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, 
                                            key=f"eae-{c.notebook.stem}-{c.id}-{a}-{uuid.uuid4().hex[:8]}")   # never an old task's key
         futures = {submit(c, 0): (c, 0) for c in todo}
         done = as_completed(list(futures))
-        for fut in done:
-            c, attempt = futures.pop(fut)
-            try: rec = fut.result()
-            except Exception as e: rec = _lost(c, attempt, e)
-            if rec['status'] != 'done' and rec['retryable'] and attempt < retries:
-                f = submit(c, attempt + 1); futures[f] = (c, attempt + 1); done.add(f)
-            else: finish(c, rec)
+        with heartbeat(bar):                            # cells take minutes: the bar's clock keeps moving meanwhile
+            for fut in done:
+                c, attempt = futures.pop(fut)
+                try: rec = fut.result()
+                except Exception as e: rec = _lost(c, attempt, e)
+                if rec['status'] != 'done' and rec['retryable'] and attempt < retries:
+                    f = submit(c, attempt + 1); futures[f] = (c, attempt + 1); done.add(f)
+                else: finish(c, rec)
     bar.close()
     return records
 
@@ -236,10 +251,20 @@ def gather_results(cells:list[Cell]):
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 # %% ../nbs/16_sweeps.ipynb #d12debed
+def check_scheduler(address:str, timeout:float=5.) -> str:
+    "`address` (`tcp://HOST:PORT`) if a TCP connection to it opens within `timeout` seconds, else a `ValueError` naming it."
+    import socket
+    m = re.fullmatch(r'(?:tcp://)?\[?([^\]/]+?)\]?:(\d+)/?', str(address))
+    if not m: raise ValueError(f"scheduler: expected tcp://HOST:PORT, got {address!r}")
+    try: socket.create_connection((m[1], int(m[2])), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"scheduler {address}: cannot connect ({getattr(e, 'strerror', None) or e}); is the Dask scheduler running there?") from None
+    return address
+
 def _engine(scheduler, workers, n_todo):
     "(client, cluster) for `scheduler`, or a local cluster no larger than the work; (None, None) for in-process runs."
     from distributed import Client
-    if scheduler: return Client(scheduler, timeout='60s'), None
+    if scheduler: return Client(check_scheduler(scheduler), timeout='30s'), None
     if workers == 0 or n_todo == 0: return None, None
     cluster = local_cluster(workers if workers is not None else min(len(visible_gpus()) or available_cpus(), n_todo))
     return Client(cluster), cluster
@@ -273,7 +298,10 @@ def write_tables(cells:list[Cell], records:dict, out_dir) -> Path:
                          wall_s=(prev or r).get('wall_s'), error=r.get('error'), output=str(c.out_notebook)))
     out_dir = Path(out_dir)
     with atomic_path(out_dir/'cells.csv') as tmp: pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(out_dir/'results.csv') as tmp: gather_results(cells).to_csv(tmp, index=False)
+    res = gather_results(cells)
+    for k in res.columns:            # floats as `core.write_csv` writes them (6 significant digits), missing values empty
+        if res[k].dtype.kind == 'f': res[k] = res[k].map(lambda v: format_float(v) if pd.notna(v) else '')
+    with atomic_path(out_dir/'results.csv') as tmp: res.to_csv(tmp, index=False)
     return out_dir/'results.csv'
 
 def print_summary(summary:dict, file=None):
@@ -291,6 +319,7 @@ def print_summary(summary:dict, file=None):
 def sweep_main(args, profile:str|None, figures_dir:str|None) -> int:
     "`eae-run` with `--sweep`, `-g`, `--workers` or `--scheduler` (parsed `args` from `experiments._parser`); the exit code."
     import sys
+    if args.scheduler: check_scheduler(args.scheduler)
     params, grid = {k: parse_value(v) for k, v in args.parameter}, {}
     for name, *values in args.grid:
         if not values: raise ValueError(f"-g {name} needs at least one value")

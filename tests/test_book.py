@@ -93,7 +93,7 @@ def test_rule():
 def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match='nbs'): book.chapters(tmp_path/'nowhere')
     with pytest.raises(ValueError, match='n_workers'): book.execute([], n_workers=0)
-    with pytest.raises(ValueError, match='paths'): book.check([tmp_path/'missing.ipynb'])
+    with pytest.raises(ValueError, match='notebooks: no notebook'): book.check([tmp_path/'missing.ipynb'])
     _write(tmp_path/'index.ipynb', [('md', '# Hi')])
     (tmp_path/'site').mkdir(); (tmp_path/'site'/'keep.txt').write_text('mine')
     with pytest.raises(ValueError, match='dest'): book.build_html(tmp_path, tmp_path/'site')
@@ -142,3 +142,115 @@ def test_browser(tiny, tmp_path):
     problems = '\n'.join(book.browse(site, quiet=True))
     assert "link 'gone.html' does not resolve" in problems and 'image did not load' in problems
     assert 'TeX errors' in problems or 'not typeset' in problems, problems
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_patterns() -> dict:
+    "What would tie a committed output to this machine: its kernel, platform, host, home, checkout and temporary paths, a clock."
+    import os, platform, socket, tempfile
+    pats = {'kernel release': re.escape(platform.release()), 'platform': re.escape(platform.platform()),
+            'checkout path': re.escape(str(ROOT)), 'home path': re.escape(str(Path.home())) + r'/',
+            'temporary path': re.escape(tempfile.gettempdir()) + r'/tmp\w', 'host field': r'"host"\s*:\s*"',
+            'platform field': r'"platform"\s*:\s*"', 'timestamp': r'\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d'}
+    if len(h := socket.gethostname()) >= 4: pats['host name'] = rf'\b{re.escape(h)}\b'
+    return {k: re.compile(v) for k, v in pats.items()}
+
+
+def _output_texts(cell):
+    for o in cell.get('outputs', []):
+        if 'text' in o: yield ''.join(o['text'])
+        for mime, v in o.get('data', {}).items():
+            if not mime.startswith('image/'): yield v if isinstance(v, str) else ''.join(v) if isinstance(v, list) else json.dumps(v)
+        if o.get('output_type') == 'error': yield '\n'.join(o.get('traceback', []))
+
+
+def test_committed_outputs_name_no_machine():
+    "No committed output (of any notebook under nbs/) shows this machine's host, kernel, platform, paths or a clock time."
+    pats, found = machine_patterns(), []
+    for p in sorted((ROOT/'nbs').rglob('*.ipynb')):
+        if '.ipynb_checkpoints' in p.parts: continue
+        for i, c in enumerate(json.loads(p.read_text(encoding='utf-8'))['cells']):
+            for t in _output_texts(c):
+                found += [f"{p.relative_to(ROOT)} cell {i}: {k}: {t[max(0, m.start() - 30):m.end() + 30]!r}"
+                          for k, r in pats.items() if (m := r.search(t))]
+    assert not found, '\n'.join(found)
+
+
+def test_machine_scan_catches_what_it_should():
+    import platform, tempfile
+    pats = machine_patterns()
+    for text in [f'Linux {platform.release()}', '"host": "node7"', f'{tempfile.gettempdir()}/tmp0a1iju47/x.csv',
+                 f'written {ROOT}/figures/a.csv', 'at 2025-01-02T03:04:05']:
+        assert any(r.search(text) for r in pats.values()), text
+    assert not any(r.search('loss 0.0123 after 30 epochs, see figures/a.csv') for r in pats.values())
+
+
+def test_other_cpu_check_really_runs_other_kernels(tmp_path):
+    "`eae-book check --other-cpu` runs the chapters on another CPU's torch kernels: a chapter printing them goes stale."
+    import subprocess, sys
+    nb = _write(tmp_path/'cpu.ipynb', [('code', 'import torch\nprint(torch.backends.cpu.get_cpu_capability())')])
+    assert book.execute([nb], quiet=True) == []
+    run = lambda *a: subprocess.run([sys.executable, '-c', 'from entropic_ae.book import main; main()', 'check', str(nb), *a],
+                                    capture_output=True, text=True, cwd=ROOT)
+    assert run().returncode == 0
+    r = run('--other-cpu')
+    assert r.returncode == 1 and 'cpu.ipynb cell 0' in r.stderr and 'ATEN_CPU_CAPABILITY=' in r.stderr, r.stderr
+
+
+def _cli_cases(tmp):
+    (tmp/'broken.ipynb').write_text('{"cells": [')
+    (tmp/'list.ipynb').write_text('[1, 2]')
+    (tmp/'file').write_text('x')
+    (tmp/'site').mkdir(); (tmp/'site'/'mine.txt').write_text('mine')
+    return {
+        'README as notebook': (['execute', str(ROOT/'README.md')], 'is not a notebook (.ipynb)'),
+        'broken notebook': (['check', str(tmp/'broken.ipynb')], f"'{tmp/'broken.ipynb'}' cannot be read as a notebook"),
+        'JSON not a notebook': (['execute', str(tmp/'list.ipynb')], 'is JSON but not a notebook'),
+        'missing notebook': (['check', str(tmp/'nope.ipynb')], f"no notebook '{tmp/'nope.ipynb'}'"),
+        'zero workers': (['check', '--n-workers', '0', str(ROOT/'nbs'/'00_core.ipynb')], 'n_workers: expected a positive integer, got 0'),
+        'keep is a file': (['check', '--keep', str(tmp/'file'), str(ROOT/'nbs'/'00_core.ipynb')], str(tmp/'file')),
+        'showdoc broken': (['showdoc', str(tmp/'broken.ipynb')], 'cannot be read as a notebook'),
+        'html into a foreign folder': (['html', '--dest', str(tmp/'site')], 'was not made by eae-book'),
+        'html under a file': (['html', '--dest', str(tmp/'file'/'site')], str(tmp/'file')),
+        'browse nothing built': (['browse', '--site', str(tmp/'nowhere')], 'no html pages'),
+    }
+
+BOOK_CLI = ['README as notebook', 'broken notebook', 'JSON not a notebook', 'missing notebook', 'zero workers', 'keep is a file',
+            'showdoc broken', 'html into a foreign folder', 'html under a file', 'browse nothing built']
+
+
+@pytest.mark.parametrize('case', BOOK_CLI)
+def test_cli_bad_input_is_one_line_and_exit_1(tmp_path, case, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    argv, message = _cli_cases(tmp_path)[case]
+    with pytest.raises(SystemExit) as e: book.main(argv)
+    msg = e.value.code
+    assert isinstance(msg, str) and msg.startswith(f'eae-book {argv[0]}: ') and message in msg and '\n' not in msg, msg
+
+
+def test_cli_ctrl_c_exits_130(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(book, 'check', interrupted)
+    with pytest.raises(SystemExit) as e: book.main(['check', str(ROOT/'nbs'/'00_core.ipynb')])
+    assert e.value.code == 130 and capsys.readouterr().err.startswith('eae-book: interrupted')
+
+
+BAD_CALLS = [
+    (lambda tmp: book.chapters(tmp/'nowhere'), 'nbs'),
+    (lambda tmp: book.execute([], n_workers=-2), 'n_workers'),
+    (lambda tmp: book.check([tmp/'a.txt']), 'notebooks: no notebook'),
+    (lambda tmp: book.check_notebooks([ROOT/'README.md']), 'is not a notebook'),
+    (lambda tmp: book.image_size('image/png', 'aGVsbG8gd29ybGQ='), 'data: not a PNG image'),
+    (lambda tmp: book.browse(tmp), 'site: no html pages'),
+    (lambda tmp: book.build_html(tmp/'nowhere', tmp/'out'), 'nbs'),
+]
+
+
+@pytest.mark.parametrize('i', range(len(BAD_CALLS)))
+def test_public_functions_refuse_bad_values_by_name(tmp_path, i):
+    f, message = BAD_CALLS[i]
+    with pytest.raises((ValueError, TypeError)) as e: f(tmp_path)
+    assert message in str(e.value), str(e.value)

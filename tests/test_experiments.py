@@ -160,3 +160,89 @@ def test_bounds_are_checked_before_any_kernel_starts(toy):
         with pytest.raises(ValueError, match=re.escape(message)):
             run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, params=params, progress=False)
     assert not (root/'runs').exists()
+
+def _cli_cases(root, exp):
+    blocked = root/'a_file'; blocked.write_text('x')
+    base = ['--experiments-dir', str(exp), '--runs-dir', str(root/'runs'), '--figures-dir', str(root/'figs')]
+    return {
+        'unknown profile': (['--profile', 'fast', *base], 'profile must be one of'),
+        'unknown notebook': (['--only', 'nope', *base], "unknown notebook 'nope'"),
+        'unknown parameter': (['-p', 'nn', '3', *base], "a_toy has no parameter(s) ['nn']"),
+        'wrong type': (['-p', 'n', 'many', *base], 'a_toy: n must be an integer'),
+        'below bound': (['-p', 'n', '-1', *base], 'a_toy: n must be >= 1, got -1'),
+        'runner-owned -p': (['-p', 'profile', 'full', '--profile', 'quick', *base], '-p profile full contradicts --profile quick'),
+        'unwritable runs': (['--experiments-dir', str(exp), '--runs-dir', str(blocked/'r'), '--figures-dir', str(root/'figs')], f'runs_dir {blocked}/r/quick is not writable'),
+        'unwritable figures': (['--experiments-dir', str(exp), '--runs-dir', str(root/'runs'), '--figures-dir', str(blocked/'f')], f'figures_dir {blocked}/f is not writable'),
+        'missing experiments dir': (['--experiments-dir', str(root/'nowhere')], f"experiments_dir '{root/'nowhere'}' is not a folder"),
+        'empty experiments dir': (['--experiments-dir', str(root/'runs'), '--list'], 'holds no notebooks'),
+        '--list missing dir': (['--list', '--experiments-dir', str(root/'nowhere')], 'is not a folder'),
+        'negative retries': (['--retries', '-1', *base], 'retries must be >= 0, got -1'),
+        'negative workers': (['--workers', '-1', *base], 'workers must be >= 0, got -1'),
+    }
+
+CLI = ['unknown profile', 'unknown notebook', 'unknown parameter', 'wrong type', 'below bound', 'runner-owned -p', 'unwritable runs',
+       'unwritable figures', 'missing experiments dir', 'empty experiments dir', '--list missing dir', 'negative retries', 'negative workers']
+
+@pytest.mark.parametrize('case', CLI)
+def test_cli_refuses_bad_flags_in_one_line_before_any_work(toy, capsys, case):
+    root, exp = toy
+    make_nb(exp, 'a_toy', TOY.replace('p = resolve_params(PROFILES, profile,', 'BOUNDS = {"n": ">= 1"}\np = resolve_params(PROFILES, profile, BOUNDS,'))
+    (root/'runs').mkdir()
+    argv, message = _cli_cases(root, exp)[case]
+    assert main(['--profile', 'quick', *argv] if '--profile' not in argv and '-p' not in argv else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert not list((root/'runs').iterdir()) and not (root/'figs').exists()
+
+def test_ctrl_c_is_a_clean_exit_130(toy, capsys, monkeypatch):
+    import entropic_ae.experiments as E
+    root, exp = toy
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(E, 'run_experiments', interrupted)
+    assert main(['--experiments-dir', str(exp)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith('eae-run: interrupted') and 'Traceback' not in err
+
+def _bad_calls(root, exp):
+    from entropic_ae import experiments as E
+    from entropic_ae.core import write_csv
+    nb = exp/'a_toy.ipynb'
+    return [
+        (lambda: E.resolve_params({'quick': {'n': 1}}, 'full'), "profile must be one of ['quick']"),
+        (lambda: E.resolve_params({'quick': {'n': 1}}, 'quick', n=1.5), 'n must be an integer'),
+        (lambda: E.resolve_params({'quick': {'n': 1}}, 'quick', {'n': '>= 2'}), 'n must be >= 2, got 1'),
+        (lambda: E.resolve_params({'quick': {'n': 1}}, 'quick', {'n': 'big'}), "an interval is written like"),
+        (lambda: E.check_bound('lr', float('nan'), '> 0'), 'lr must be > 0, got nan'),
+        (lambda: E.check_bound('lr', 'x', '> 0'), "lr must be > 0, got 'x'"),
+        (lambda: E.elbow([1, 2], [3, 2]), 'widths and errors must be 1-D of equal length >= 3'),
+        (lambda: E.find_notebook('nope', exp), "unknown notebook 'nope'"),
+        (lambda: E.experiment_notebooks(root/'nowhere'), 'is not a folder'),
+        (lambda: E.notebook_parameters(root/'missing.ipynb'), 'cannot read the parameters of'),
+        (lambda: E.check_parameters(nb, 'quick', {'figures_dir': 'x'}), 'use eae-run --figures-dir'),
+        (lambda: E.check_parameters(nb, 'fast', {}), "a_toy: profile must be one of ['quick', 'full']"),
+        (lambda: E.check_writable(figures_dir=root/'a_file'/'x'), 'figures_dir'),
+        (lambda: E.run_experiments('fast', folder=exp), "profile must be one of ['quick', 'full']"),
+        (lambda: E.run_experiments('quick', folder=exp, retries=-1), 'retries must be >= 0'),
+        (lambda: E.run_experiments('quick', folder=exp, only=['nope']), "unknown notebook 'nope'"),
+        (lambda: write_csv([dict(a=1), 3], root/'t.csv'), 'rows[1] must be a dict'),
+        (lambda: write_csv([dict(a=1)], root/'t.csv', digits=30), 'digits must be <= 17'),
+    ]
+
+N_CALLS = 18
+
+@pytest.mark.parametrize('i', range(N_CALLS))
+def test_public_functions_refuse_bad_values_by_name(toy, i):
+    root, exp = toy
+    (root/'a_file').write_text('x')
+    calls = _bad_calls(root, exp)
+    assert len(calls) == N_CALLS
+    f, message = calls[i]
+    with pytest.raises((ValueError, TypeError)) as e: f()
+    assert message in str(e.value), str(e.value)
+
+def test_a_long_notebook_shows_progress_within_it(toy, capsys):
+    "Besides the bar over notebooks, a bar over the running notebook's cells: a 20-minute notebook is seen moving."
+    root, exp = toy
+    run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=True)
+    err = capsys.readouterr().err
+    assert 'a_toy cells' in err and '3/3' in err, err

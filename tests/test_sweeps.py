@@ -88,15 +88,41 @@ def bad_cases(tmp_path, nb):
         'empty -g': (['--only', str(nb), '-g', 'seed'], '-g seed needs at least one value'),
         'unwritable folder': (['--sweep', toml('unw', head + f'runs_dir = "{blocked}/runs"\n' + grid + 'seed = [0]\n')],
                               f'{blocked}/runs'),
+        'non-UTF-8 file': (['--sweep', latin1(tmp_path/'lat.toml', head + '# café\n' + grid + 'seed = [0]\n')],
+                           f'sweep file {tmp_path/"lat.toml"} is not UTF-8 text'),
+        'invalid TOML': (['--sweep', toml('inv', head + '[grid\n')], f'sweep file {tmp_path/"inv.toml"} is not valid TOML'),
+        'missing file': (['--sweep', str(tmp_path/'nope.toml')], f'cannot read sweep file {tmp_path/"nope.toml"}'),
+        'unknown key': (['--sweep', toml('key', head + 'workers = 2\n' + grid + 'seed = [0]\n')], "unknown key(s) ['workers']"),
+        'fixed and swept': (['--sweep', toml('fs', head + grid.replace('[grid]', 'seed = 1\n[grid]') + 'seed = [0]\n')],
+                            "parameter(s) ['seed'] are both fixed and swept"),
+        'repeated value': (['--sweep', toml('rep', head + grid + 'seed = [0, 0]\n')], "grid parameter 'seed' repeats a value"),
+        'figures_dir swept': (['--sweep', toml('fig', head + grid + 'figures_dir = ["a"]\n')], 'figures_dir cannot be set in a sweep'),
+        '-g twice': (['--only', str(nb), '-g', 'seed', '0', '-g', 'seed', '1'], '-g seed is given twice'),
+        '--only with --sweep': (['--only', str(nb), '--sweep', toml('only', head + grid + 'seed = [0]\n')], '--only does not combine'),
+        '--figures-dir with -g': (['--only', str(nb), '-g', 'seed', '0', '--figures-dir', str(tmp_path/'f')], '--figures-dir does not apply'),
+        'negative --retries': (['--only', str(nb), '-g', 'seed', '0', '--retries', '-1'], 'retries must be >= 0, got -1'),
+        'scheduler refused': (['--only', str(nb), '-g', 'seed', '0', '--scheduler', 'tcp://127.0.0.1:1'],
+                              'scheduler tcp://127.0.0.1:1: cannot connect'),
+        'scheduler malformed': (['--only', str(nb), '--scheduler', 'localhost'], "scheduler: expected tcp://HOST:PORT, got 'localhost'"),
     }
 
-@pytest.mark.parametrize('case', ['unknown notebook', 'unknown parameter', 'wrong type', 'empty grid file', 'empty axis', 'empty -g',
-                                  'unwritable folder'])
+def latin1(path, text):
+    path.write_bytes(text.encode('latin-1')); return str(path)
+
+CASES = ['unknown notebook', 'unknown parameter', 'wrong type', 'empty grid file', 'empty axis', 'empty -g', 'unwritable folder',
+         'non-UTF-8 file', 'invalid TOML', 'missing file', 'unknown key', 'fixed and swept', 'repeated value', 'figures_dir swept',
+         '-g twice', '--only with --sweep', '--figures-dir with -g', 'negative --retries', 'scheduler refused', 'scheduler malformed']
+
+@pytest.mark.parametrize('case', CASES)
 def test_bad_sweep_is_refused_before_any_work(tmp_path, capsys, case):
+    "Each refused fast (no 60 s wait for a scheduler) with one line naming the file, option or parameter."
     nb = tiny(tmp_path); (tmp_path/'markers').mkdir()
     argv, message = bad_cases(tmp_path, nb)[case]
-    assert main(argv + ['--runs-dir', str(tmp_path/'runs'), '--workers', '0']) == 2
-    assert message in capsys.readouterr().err
+    t0 = time.time()
+    assert main(argv + ['--runs-dir', str(tmp_path/'runs')] + ([] if '--scheduler' in argv else ['--workers', '0'])) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert time.time() - t0 < 20
     assert not list((tmp_path/'markers').iterdir()) and not (tmp_path/'runs').exists()   # no kernel ran, nothing written
 
 def test_gpu_workers_and_cli_on_a_running_scheduler(tmp_path):
@@ -130,3 +156,41 @@ def test_dead_kernel_is_retried_a_bounded_number_of_times(tmp_path):
     (markers/'started-5').unlink()
     s = run_sweep(plan(5), tmp_path/'sweep', workers=0, retries=1, progress=False)
     assert len(s['done']) == 1 and json.loads(output_paths(s['done'][0].out_notebook)['provenance'].read_text())['attempt'] == 1
+
+
+def _bad_calls(tmp_path):
+    from entropic_ae import sweeps as S
+    nb = tiny(tmp_path)
+    return [
+        (lambda: S.expand_grid({'seed': 3}), "grid parameter 'seed' must be a list"),
+        (lambda: S.expand_grid({'seed': []}), "grid parameter 'seed' has no values"),
+        (lambda: S.load_sweep(tmp_path), f'cannot read sweep file {tmp_path}'),
+        (lambda: S.plan_cells([]), 'the sweep has no cells'),
+        (lambda: S.plan_cells([dict(notebooks=['nope'], grid={'seed': [0]})]), "unknown notebook 'nope'"),
+        (lambda: S.plan_cells([dict(notebooks=[str(nb)], grid={'seed': [0]})], profile=3), 'profile must be a string'),
+        (lambda: S.plan_cells([dict(grid={'seed': [0]})]), 'no notebooks named'),
+        (lambda: S.run_cells([], retries=-1), 'retries must be >= 0'),
+        (lambda: S.run_sweep([], workers=-1), 'workers must be >= 0'),
+        (lambda: S.local_cluster(0), 'workers must be >= 1'),
+        (lambda: S.check_scheduler('tcp://127.0.0.1:1'), 'cannot connect'),
+        (lambda: S.check_scheduler(None), 'scheduler: expected tcp://HOST:PORT'),
+        (lambda: S.cell_slug({'a': 1}, limit=5), 'limit must be >= 20'),
+    ]
+
+N_CALLS = 13
+
+@pytest.mark.parametrize('i', range(N_CALLS))
+def test_public_functions_refuse_bad_values_by_name(tmp_path, i):
+    calls = _bad_calls(tmp_path)
+    assert len(calls) == N_CALLS
+    f, message = calls[i]
+    with pytest.raises((ValueError, TypeError)) as e: f()
+    assert message in str(e.value), str(e.value)
+
+def test_in_process_cells_show_their_notebooks_progress(tmp_path, capsys):
+    "A cell run here shows a bar of its notebook's cells (not only whole cells), so an hour-long cell is seen moving."
+    nb = tiny(tmp_path)
+    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(tmp_path)), grid=dict(seed=[0]))], 'quick', tmp_path/'s')
+    run_sweep(cells, tmp_path/'s', workers=0, progress=True)
+    err = capsys.readouterr().err
+    assert 'tiny cells' in err and '3/3' in err, err   # the parameters, the injected parameters and the body

@@ -246,3 +246,12 @@ def test_a_long_notebook_shows_progress_within_it(toy, capsys):
     run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=True)
     err = capsys.readouterr().err
     assert 'a_toy cells' in err and '3/3' in err, err
+
+def test_every_repository_experiment_is_checkable_without_running_it():
+    "eae-run reads each notebook's PROFILES (and BOUNDS) as literals; a computed constant makes the notebook uncheckable."
+    from entropic_ae.experiments import notebook_profiles, notebook_bounds
+    bad = []
+    for nb in experiment_notebooks():
+        try: assert notebook_profiles(nb) is not None and isinstance(notebook_bounds(nb), dict)
+        except ValueError as e: bad.append(str(e))
+    assert not bad, '\n'.join(bad)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import numba as nb
 import torch
+from tqdm.auto import tqdm
 from .core import check_int, check_float, check_choice, default_device
 
 # %% auto #0
@@ -38,13 +39,23 @@ def binary_perceptron(N:int, alpha:float, instances:int, seed:int=0) -> Problem:
     return Problem(A, alpha, seed)
 
 # %% ../nbs/14_annealing.ipynb #18696fb9
+def _check_pm1(name:str, a, dims:int, zero:bool=False) -> np.ndarray:
+    "`a` as an array with `dims` dimensions whose entries are all ±1 (or 0 if `zero`)."
+    a = np.asarray(a)
+    if a.ndim != dims: raise ValueError(f"{name} must have {dims} dimensions, got shape {a.shape}")
+    if not np.isin(a, (-1, 0, 1) if zero else (-1, 1)).all(): raise ValueError(f"{name} must contain only -1 and +1{' (or 0)' if zero else ''}")
+    return a
+
 def stabilities(A, w) -> np.ndarray:
     "h[b, a, μ] = Σ_i A[b, i, μ] w[b, a, i] for weights w [B, y, N], computed from scratch."
+    A, w = _check_pm1('A', A, 3), _check_pm1('w', w, 3, zero=True)      # 0: an unsolved instance's `solution`
+    if w.shape[0] != A.shape[0] or w.shape[2] != A.shape[1]: raise ValueError(f"w must have shape [B, y, N] = [{A.shape[0]}, y, {A.shape[1]}] to match A, got {w.shape}")
     return np.einsum('bip,bai->bap', A.astype(np.int32), w.astype(np.int32))
 
 def energies(A, w) -> np.ndarray:
     "Number of misclassified patterns [B, y], computed from scratch."
     return (stabilities(A, w) < 0).sum(-1)
+
 
 # %% ../nbs/14_annealing.ipynb #df2e37f3
 _M1, _M2, _PHI = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
@@ -65,17 +76,20 @@ def chain_keys(seed:int, instances:int, y:int) -> np.ndarray:
 
 def initial_weights(keys, N:int) -> np.ndarray:
     "Uniform random ±1 starting weights [B, y, N], one generator per chain key."
+    N, keys = check_int('N', N, lo=1), np.asarray(keys)
+    if keys.ndim != 2 or keys.size == 0 or not np.issubdtype(keys.dtype, np.integer) or (keys < 0).any():
+        raise ValueError(f"keys must be a non-empty [instances, y] array of non-negative integers (see chain_keys), got {keys!r}")
     pm = np.array([-1, 1], np.int8)
     return np.stack([np.stack([np.random.default_rng(int(k)).choice(pm, size=N) for k in row]) for row in keys])
 
 # %% ../nbs/14_annealing.ipynb #f689bf0d
 @nb.njit(parallel=True, cache=True)
-def _anneal_numba(A, w, h, S, E, keys, betas, gammas, solved, moves, sol):
+def _anneal_numba(A, w, h, S, E, keys, betas, gammas, solved, moves, sol, t0, t1):
     B, N, P = A.shape
     y = w.shape[1]
     for b in nb.prange(B):
         if solved[b]: continue
-        for t in range(len(betas)*N):
+        for t in range(t0, t1):
             beta, gamma = betas[t//N], gammas[t//N]
             done = False
             for a in range(y):
@@ -113,10 +127,11 @@ def _mix_torch(x):
     return x ^ _srl(x, 31)
 
 # %% ../nbs/14_annealing.ipynb #0cd742ef
-def _anneal_torch(A, w, h, S, E, keys, betas, gammas, solved, moves, sol):
+def _anneal_torch(A, w, h, S, E, keys, betas, gammas, solved, moves, sol, bar):
     B, N, P = A.shape; y = w.shape[1]
     ar = torch.arange(B, device=A.device)
     for t in range(len(betas)*N):
+        if t % N == 0 and t: bar.update()
         beta, gamma = float(betas[t//N]), float(gammas[t//N])
         for a in range(y):
             act = ~solved
@@ -147,8 +162,10 @@ class AnnealResult(NamedTuple):
     sweeps: int
 
 def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:float=0.003, gamma0:float=0., gamma1:float=0.,
-           seed:int=0, keys=None, backend:str='numba', device=None) -> AnnealResult:
+           seed:int=0, keys=None, backend:str='numba', device=None, progress:bool=True) -> AnnealResult:
     "SA (y = 1) or replicated SA (y replicas coupled to their majority with strength γ) on every instance, `budget` attempted moves each."
+    if not isinstance(problem, Problem): raise TypeError(f"problem must be a Problem (see binary_perceptron), got {type(problem).__name__}")
+    if not isinstance(progress, bool): raise TypeError(f"progress must be a bool, got {progress!r}")
     A = problem.A; B, N, P = A.shape
     y, budget = check_int('y', y, lo=1), check_int('budget', budget, lo=1)
     beta0, beta1 = check_float('beta0', beta0, lo=0.), check_float('beta1', beta1, lo=0.)
@@ -164,12 +181,18 @@ def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:fl
     sweeps = budget//(y*N)
     sw = np.arange(sweeps)
     betas, gammas = beta0*(1 + beta1)**sw, gamma0*(1 + gamma1)**sw
-    if backend == 'numba': _anneal_numba(A, w, h, S, E, keys, betas, gammas, solved, moves, sol)
-    else:
-        dev = default_device(device)
-        T = [torch.from_numpy(x).to(dev) for x in (A, w, h, S, E, keys.view(np.int64), solved, moves, sol)]
-        _anneal_torch(*T[:6], betas, gammas, *T[6:])
-        w, h, S, E, solved, moves, sol = (x.cpu().numpy() for x in T[1:5] + T[6:])
+    dev = default_device(device) if backend == 'torch' else None
+    with tqdm(total=sweeps, desc='annealing', unit='sweep', leave=False, disable=not progress, delay=10) as bar:   # shown only past 10 s
+        if backend == 'numba':
+            step = max(1, sweeps//100)*N                                       # about 100 windows
+            for t0 in range(0, sweeps*N, step):
+                _anneal_numba(A, w, h, S, E, keys, betas, gammas, solved, moves, sol, t0, min(t0 + step, sweeps*N))
+                bar.update(min(step, sweeps*N - t0)//N)
+                if solved.all(): break
+        else:
+            T = [torch.from_numpy(x).to(dev) for x in (A, w, h, S, E, keys.view(np.int64), solved, moves, sol)]
+            _anneal_torch(*T[:6], betas, gammas, *T[6:], bar)
+            w, h, S, E, solved, moves, sol = (x.cpu().numpy() for x in T[1:5] + T[6:])
     assert (stabilities(A, w) == h).all() and (S == w.astype(np.int32).sum(1)).all(), "incremental state drifted"
     moves = np.where(solved, moves, -1)
     return AnnealResult(solved, moves, sol, E.copy(), w, sweeps)
@@ -177,9 +200,10 @@ def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:fl
 # %% ../nbs/14_annealing.ipynb #62301541
 def neighbour_solution_fraction(A, w, k:int, n_samples:int=2000, seed:int=0) -> tuple[float, float, int]:
     "Fraction of the configurations at Hamming distance k from the solution w [N] (instance A [N, P]) that are solutions: (fraction, s.e., neighbours tested); exact when C(N, k) ≤ n_samples."
-    N, P = A.shape
-    k, n_samples = check_int('k', k, lo=1, hi=N), check_int('n_samples', n_samples, lo=1)
-    w = np.asarray(w, np.int32)
+    N, P = _check_pm1('A', A, 2).shape
+    k, n_samples, seed = check_int('k', k, lo=1, hi=N), check_int('n_samples', n_samples, lo=1), check_int('seed', seed, lo=0)
+    w = _check_pm1('w', w, 1).astype(np.int32)
+    if len(w) != N: raise ValueError(f"w must have one weight per row of A ({N}), got {len(w)}")
     h = w @ A.astype(np.int32)
     if (h <= 0).any(): raise ValueError("w must be a solution of A (every stability > 0)")
     if math.comb(N, k) <= n_samples: F = np.array(list(itertools.combinations(range(N), k)))

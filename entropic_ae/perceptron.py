@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 import torch
+from tqdm.auto import tqdm
 from .core import check_int, check_float, check_choice, make_generator, default_device
 
 # %% auto #0
@@ -26,6 +27,7 @@ def gaussian_mixture(N:int, P:int, Delta:float, seed:int=0, device=None, dtype=t
     N, P = check_int('N', N, lo=1), check_int('P', P, lo=0)
     Delta = check_float('Delta', Delta, lo=0.)
     if Delta == 0: raise ValueError("Delta must be > 0, got 0.0")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point: raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     dev = default_device(device); g = make_generator(seed, dev)
     v = torch.randn(N, generator=g, device=dev, dtype=dtype); v = v/v.norm()
     sigma = 2*torch.randint(0, 2, (P,), generator=g, device=dev).to(dtype) - 1
@@ -33,19 +35,41 @@ def gaussian_mixture(N:int, P:int, Delta:float, seed:int=0, device=None, dtype=t
     return Mixture(X, sigma, v, Delta)
 
 # %% ../nbs/13_perceptron.ipynb #6320999c
+def _check_tensor(name:str, t, dims=None, last=None) -> torch.Tensor:
+    "`t` if it is a finite floating-point tensor with a number of dimensions in `dims` (default: at least 1) and `last` columns."
+    if not isinstance(t, torch.Tensor): raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+    if (t.dim() not in dims) if dims else t.dim() == 0: raise ValueError(f"{name} must have {' or '.join(map(str, dims or ['at least 1']))} dimensions, got shape {tuple(t.shape)}")
+    if not t.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if last is not None and t.shape[-1] != last: raise ValueError(f"{name} must have {last} entries along its last axis (the input dimension N), got {t.shape[-1]}")
+    if not torch.isfinite(t).all(): raise ValueError(f"{name} must be finite (it has NaN or infinite entries)")
+    return t
+
+def _check_data(X, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+    "Training inputs X [P, N] and their labels sigma [P], each ±1."
+    _check_tensor('X', X, (2,)); _check_tensor('sigma', sigma, (1,))
+    if len(sigma) != X.shape[0]: raise ValueError(f"sigma must have one label per row of X ({X.shape[0]}), got {len(sigma)}")
+    if not ((sigma == 1) | (sigma == -1)).all(): raise ValueError("sigma must contain only the labels +1 and -1")
+    return X, sigma
+
 def generalisation_error(W, data:Mixture) -> torch.Tensor:
     "Exact generalisation error Φ(−cos(w, v*)/√Δ) of every row of W [..., N]."
+    if not isinstance(data, Mixture): raise TypeError(f"data must be a Mixture (see gaussian_mixture), got {type(data).__name__}")
+    _check_tensor('W', W, last=len(data.v))
+    if (W.norm(dim=-1) == 0).any(): raise ValueError("W must have nonzero rows (a zero vector has no direction)")
     m = (W @ data.v)/W.norm(dim=-1)
     return torch.special.ndtr(-m/math.sqrt(data.Delta))
 
 def train_errors(W, X, sigma) -> torch.Tensor:
     "Number of misclassified training points for every row of W [..., N] (a zero field is an error)."
+    _check_data(X, sigma); _check_tensor('W', W, last=X.shape[1])
     if X.shape[0] == 0: return torch.zeros(W.shape[:-1], dtype=torch.long, device=W.device)
     return ((W @ X.T)*sigma <= 0).sum(-1)
+
 
 # %% ../nbs/13_perceptron.ipynb #caf5da23
 def hebb(X, sigma) -> torch.Tensor:
     "The Hebbian vector S = Σ_μ σ^μ x^μ: the Bayes-optimal perceptron for the Gaussian mixture."
+    _check_data(X, sigma)
     return sigma @ X
 
 def bayes_error(alpha:float, Delta:float) -> float:
@@ -70,16 +94,20 @@ def bayes_error_finite(N:int, P:int, Delta:float, n:int=1_000_000, seed:int=0) -
 def _logistic_objective(W, X, sigma, lam):
     return torch.nn.functional.softplus(-(W @ X.T)*sigma).sum(-1) + 0.5*lam*(W*W).sum(-1)
 
-def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol:float=1e-9) -> torch.Tensor:
+def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol:float=1e-9, progress:bool=True) -> torch.Tensor:
     "Minimisers [n_λ, N] of Σ_μ ℓ(σ^μ w·x^μ) + λ/2 ‖w‖² for every λ at once (logistic: batched Newton; square: ridge)."
-    check_choice('loss', loss, ['logistic', 'square'])
-    lam = torch.as_tensor(lambdas, dtype=X.dtype, device=X.device).reshape(-1)
+    _check_data(X, sigma); check_choice('loss', loss, ['logistic', 'square'])
+    max_iter, tol = check_int('max_iter', max_iter, lo=1), check_float('tol', tol, lo=0.)
+    if not isinstance(progress, bool): raise TypeError(f"progress must be a bool, got {progress!r}")
+    try: lam = torch.as_tensor(lambdas, dtype=X.dtype, device=X.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"lambdas must be a number or a sequence of numbers, got {lambdas!r}") from None
     if len(lam) == 0 or not torch.isfinite(lam).all() or (lam <= 0).any(): raise ValueError(f"lambdas must be finite and > 0, got {lam.tolist()}")
     if loss == 'square':
         e, V = torch.linalg.eigh(X.T @ X)
         return (V @ ((V.T @ (X.T @ sigma))/(e + lam[:, None])).T).T
     W = torch.zeros(len(lam), X.shape[1], dtype=X.dtype, device=X.device)
     f = _logistic_objective(W, X, sigma, lam)
+    bar = tqdm(desc='Newton', unit='step', leave=False, disable=not progress, delay=10)   # shown only past 10 s
     for _ in range(max_iter):
         s = torch.sigmoid(-(W @ X.T)*sigma)                                  # [n_λ, P]
         grad = -(s*sigma) @ X + lam[:, None]*W
@@ -92,6 +120,8 @@ def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol
             if ok.all(): break
             t = torch.where(ok, t, t/2)
         W, f = W - t[:, None]*step, fn
+        bar.update()
+    bar.close()
     return W
 
 # %% ../nbs/13_perceptron.ipynb #f9a40978
@@ -104,6 +134,7 @@ def _check_radii(d, N):
 def cap_distances(N:int, d, n:int, generator=None, cells:int=4096) -> torch.Tensor:
     "s = ‖w−w'‖²/4 of n points uniform on the cap ‖w−w'‖² ≤ d of S^{N−1}, for every d: [n_d, n] (exact rejection sampler)."
     N, n, cells = check_int('N', N, lo=2), check_int('n', n, lo=1), check_int('cells', cells, lo=1)
+    if generator is not None and not isinstance(generator, torch.Generator): raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     dev = generator.device if generator is not None else torch.device('cpu')   # work where the random numbers are made
     d = _check_radii(d, N).to(dev); k, smax = (N - 1)/2, d/4
     j = torch.arange(cells, dtype=torch.float64, device=dev)
@@ -125,7 +156,8 @@ def cap_distances(N:int, d, n:int, generator=None, cells:int=4096) -> torch.Tens
 # %% ../nbs/13_perceptron.ipynb #7eaa6f5d
 def sample_cap(W, d, n:int, generator=None) -> torch.Tensor:
     "n points uniform on the cap ‖w−w'‖² ≤ d around every unit row w of W [M, N], for every d: [M, n_d, n, N]."
-    M, N = W.shape
+    M, N = _check_tensor('W', W, (2,)).shape; n = check_int('n', n, lo=1)
+    if not torch.allclose(W.norm(dim=-1), torch.ones(M, dtype=W.dtype, device=W.device)): raise ValueError("W must have unit-norm rows")
     s = cap_distances(N, d, M*n, generator).reshape(-1, M, n).transpose(0, 1).to(W)   # [M, n_d, n]
     z = torch.randn(*s.shape, N, generator=generator, dtype=W.dtype, device=W.device)
     w = W[:, None, None, :]
@@ -136,6 +168,9 @@ def sample_cap(W, d, n:int, generator=None) -> torch.Tensor:
 # %% ../nbs/13_perceptron.ipynb #caba6494
 def violation_score(Wp, X, sigma, e0) -> torch.Tensor:
     "(e0+1)-th largest v_μ = −σ^μ w'·x^μ for every w' in Wp [G, n, N] (e0 [G]): < 0 iff w' makes ≤ e0 errors; −inf if e0 ≥ P."
+    _check_data(X, sigma); _check_tensor('Wp', Wp, (3,), last=X.shape[1])
+    if not isinstance(e0, torch.Tensor) or e0.shape != Wp.shape[:1] or e0.is_floating_point() or (e0 < 0).any():
+        raise ValueError(f"e0 must be an integer tensor [{Wp.shape[0]}] of error counts >= 0, got {e0!r}")
     P = X.shape[0]
     if P == 0: return torch.full(Wp.shape[:2], -math.inf, dtype=Wp.dtype, device=Wp.device)
     v = -(Wp @ X.T)*sigma                                                   # [G, n, P]
@@ -160,10 +195,13 @@ def _ladder_level(Wp, S, t, wg, dg, e0, X, sigma, eps, steps, g):
 
 # %% ../nbs/13_perceptron.ipynb #ff2a627a
 def local_entropy(W, X, sigma, d, n:int=200, reps:int=4, p0:float=0.2, mcmc_steps:int=10, seed:int=0,
-                  max_levels:int=400) -> dict:
+                  max_levels:int=400, progress:bool=True) -> dict:
     """Φ(w, d) = log Pr_{w' uniform on the cap ‖w−w'‖² ≤ d}[ε_train(w') ≤ ε_train(w)] for every unit row of W [M, N]
     and every d, by a ladder of conditional fractions; dict of [M, n_d] tensors: phi, se, levels, plain (one-level count)."""
-    M, N = W.shape
+    M, N = _check_tensor('W', W, (2,)).shape
+    _check_data(X, sigma); _check_tensor('X', X, last=N)
+    max_levels, seed = check_int('max_levels', max_levels, lo=1), check_int('seed', seed, lo=0)
+    if not isinstance(progress, bool): raise TypeError(f"progress must be a bool, got {progress!r}")
     n, reps, steps = check_int('n', n, lo=2), check_int('reps', reps, lo=1), check_int('mcmc_steps', mcmc_steps, lo=0)
     p0 = check_float('p0', p0, lo=1/n, hi=0.9)
     if not torch.allclose(W.norm(dim=-1), torch.ones(M, dtype=W.dtype, device=W.device)): raise ValueError("W must have unit-norm rows")
@@ -177,7 +215,9 @@ def local_entropy(W, X, sigma, d, n:int=200, reps:int=4, p0:float=0.2, mcmc_step
     plain = (S < 0).double().mean(-1)
     logp, levels = torch.zeros(G, dtype=torch.float64), torch.zeros(G, dtype=torch.long)
     active, eps, j = torch.ones(G, dtype=torch.bool), 0.5*dg.sqrt(), max(0, math.ceil(p0*n) - 1)
+    bar = tqdm(desc='ladder', unit='level', leave=False, disable=not progress, delay=10)   # shown only past 10 s
     for _ in range(max_levels):
+        bar.update()
         f0 = (S < 0).double().mean(-1)
         fin = active & (f0 >= p0)
         logp[fin] += f0[fin].log(); levels[fin] += 1; active &= ~fin
@@ -190,6 +230,7 @@ def local_entropy(W, X, sigma, d, n:int=200, reps:int=4, p0:float=0.2, mcmc_step
         logp[active] += frac[active].log(); levels[active] += 1
         a = active.nonzero()[:, 0]                                           # only unfinished groups move on
         Wp[a], S[a], eps[a] = _ladder_level(Wp[a], S[a], t[a], wg[a], dg[a], e0[a], X, sigma, eps[a], steps, g)
+    bar.close()
     logp[active] = math.nan                                                  # ran out of levels: no estimate
     phi = logp.reshape(M, D, reps)
     se = phi.std(-1)/math.sqrt(reps) if reps > 1 else torch.full((M, D), math.nan, dtype=torch.float64)

@@ -75,6 +75,7 @@ def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, su
 class _Flat:
     "Between a stacked model's trainable parameters (each [y, ...]) and flat per-replica vectors [y, n]."
     def __init__(self, model:nn.Module):
+        if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.y = n_replicas(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params: raise ValueError("model has no trainable parameters")

@@ -113,3 +113,49 @@ def test_bad_override_fails_before_writing(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='ds must lie in'):
         _run('perceptron_local_entropy', tmp_path, ds=[0.1, 5.0])
     assert not list(tmp_path.glob('*quick*'))
+
+def _bad_calls():
+    "Every public function of entropic_ae.annealing with one bad argument: (label, call, error type, message naming the parameter)."
+    pr = binary_perceptron(11, 0.5, 2)
+    w = np.ones((2, 1, 11), np.int8)
+    return [
+        ('binary_perceptron seed', lambda: binary_perceptron(11, 0.5, 1, seed=-1), ValueError, 'seed must be >= 0'),
+        ('binary_perceptron alpha too small', lambda: binary_perceptron(11, 0.01, 1), ValueError, 'alpha\\*N must round to at least one'),
+        ('stabilities A values', lambda: stabilities(pr.A * 2, w), ValueError, 'A must contain only -1 and \\+1'),
+        ('stabilities w values', lambda: stabilities(pr.A, w * 3), ValueError, 'w must contain only -1 and \\+1'),
+        ('stabilities w shape', lambda: stabilities(pr.A, np.ones((2, 1, 10), np.int8)), ValueError, 'w must have shape \\[B, y, N\\]'),
+        ('energies w dims', lambda: energies(pr.A, np.ones((2, 11), np.int8)), ValueError, 'w must have 3 dimensions'),
+        ('chain_keys y', lambda: chain_keys(0, 2, 0), ValueError, 'y must be >= 1'),
+        ('initial_weights N', lambda: initial_weights(chain_keys(0, 2, 1), 0), ValueError, 'N must be >= 1'),
+        ('initial_weights keys', lambda: initial_weights(np.array([1.5, 2.5]), 5), ValueError, 'keys must be a non-empty \\[instances, y\\]'),
+        ('anneal problem', lambda: anneal(pr.A), TypeError, 'problem must be a Problem'),
+        ('anneal budget', lambda: anneal(pr, budget=0), ValueError, 'budget must be >= 1'),
+        ('anneal beta0 nan', lambda: anneal(pr, beta0=float('nan')), ValueError, 'beta0 must be finite'),
+        ('anneal gamma1', lambda: anneal(pr, gamma1=-1.), ValueError, 'gamma1 must be >= 0'),
+        ('anneal seed', lambda: anneal(pr, seed=-1), ValueError, 'seed must be >= 0'),
+        ('anneal progress', lambda: anneal(pr, progress='no'), TypeError, 'progress must be a bool'),
+        ('neighbour A values', lambda: neighbour_solution_fraction(pr.A[0] * 0, np.ones(11), 1), ValueError, 'A must contain only -1 and \\+1'),
+        ('neighbour w length', lambda: neighbour_solution_fraction(pr.A[0], np.ones(10), 1), ValueError, 'w must have one weight per row of A'),
+        ('neighbour w values', lambda: neighbour_solution_fraction(pr.A[0], np.full(11, 2), 1), ValueError, 'w must contain only -1 and \\+1'),
+        ('neighbour k', lambda: neighbour_solution_fraction(pr.A[0], np.ones(11), 0), ValueError, 'k must be >= 1'),
+        ('neighbour n_samples', lambda: neighbour_solution_fraction(pr.A[0], np.ones(11), 1, n_samples=0), ValueError, 'n_samples must be >= 1'),
+        ('neighbour seed', lambda: neighbour_solution_fraction(pr.A[0], np.ones(11), 1, seed=-3), ValueError, 'seed must be >= 0'),
+    ]
+
+@pytest.mark.parametrize('case', _bad_calls(), ids=lambda c: c[0])
+def test_every_bad_input_is_refused_naming_it(case):
+    label, call, exc, msg = case
+    with pytest.raises(exc, match=msg): call()
+
+def test_windows_change_nothing_and_progress_is_silent_by_default(capsys):
+    "The numba kernel run window by window (for the progress bar) gives the run of one call; a short run prints nothing."
+    from entropic_ae import annealing as an
+    pr = binary_perceptron(21, 0.6, 3, seed=7)
+    r = anneal(pr, y=3, budget=3*21*150, beta0=0.5, beta1=0.02, gamma0=0.2, gamma1=0.02, seed=2)
+    assert capsys.readouterr().err == ''
+    keys = chain_keys(2, 3, 3); w = initial_weights(keys, 21)
+    h = stabilities(pr.A, w).astype(np.int32); E = (h < 0).sum(-1).astype(np.int32); S = w.astype(np.int32).sum(1)
+    solved, moves, sol = (E == 0).any(1), np.zeros(3, np.int64), np.zeros((3, 21), np.int8)
+    sw = np.arange(150)
+    an._anneal_numba(pr.A, w, h, S, E, keys, 0.5*1.02**sw, 0.2*1.02**sw, solved, moves, sol, 0, 150*21)
+    assert (solved == r.solved).all() and (np.where(solved, moves, -1) == r.moves).all() and (w == r.w).all() and (E == r.E).all()

@@ -104,3 +104,58 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='loss must be one of'): fit_minimisers(data.X, data.sigma, [1.], 'hinge')
     with pytest.raises(ValueError, match='Delta must be > 0'): bayes_error(1., 0.)
     with pytest.raises(TypeError, match='N must be an integer'): gaussian_mixture(10.5, 3, 1.)
+
+def _bad_calls():
+    "Every public function of entropic_ae.perceptron with one bad argument: (label, call, error type, message naming the parameter)."
+    from entropic_ae.perceptron import violation_score
+    data = gaussian_mixture(6, 10, 1., seed=0)
+    X, s = data.X, data.sigma
+    W = unit(torch.randn(2, 6, dtype=torch.float64))
+    Xn = X.clone(); Xn[0, 0] = float('nan')
+    s3 = s.clone(); s3[0] = 3.
+    return [
+        ('gaussian_mixture N', lambda: gaussian_mixture(0, 3, 1.), ValueError, 'N must be >= 1'),
+        ('gaussian_mixture Delta nan', lambda: gaussian_mixture(5, 3, float('nan')), ValueError, 'Delta must be finite'),
+        ('gaussian_mixture seed', lambda: gaussian_mixture(5, 3, 1., seed=-1), ValueError, 'seed must be >= 0'),
+        ('gaussian_mixture dtype', lambda: gaussian_mixture(5, 3, 1., dtype=torch.int64), TypeError, 'dtype must be a floating-point'),
+        ('generalisation_error data', lambda: generalisation_error(W, (X, s)), TypeError, 'data must be a Mixture'),
+        ('generalisation_error W columns', lambda: generalisation_error(torch.ones(2, 5, dtype=torch.float64), data), ValueError, 'W must have 6 entries'),
+        ('generalisation_error W nan', lambda: generalisation_error(torch.full((6,), float('nan'), dtype=torch.float64), data), ValueError, 'W must be finite'),
+        ('generalisation_error W zero', lambda: generalisation_error(torch.zeros(6, dtype=torch.float64), data), ValueError, 'W must have nonzero rows'),
+        ('train_errors X nan', lambda: train_errors(W, Xn, s), ValueError, 'X must be finite'),
+        ('train_errors sigma labels', lambda: train_errors(W, X, s3), ValueError, 'sigma must contain only the labels'),
+        ('train_errors sigma length', lambda: train_errors(W, X, s[:4]), ValueError, 'sigma must have one label per row of X'),
+        ('train_errors W list', lambda: train_errors([[1.] * 6], X, s), TypeError, 'W must be a torch tensor'),
+        ('hebb X 1-D', lambda: hebb(X[0], s), ValueError, 'X must have 2 dimensions'),
+        ('hebb X int', lambda: hebb(X.long(), s), TypeError, 'X must be a floating-point tensor'),
+        ('bayes_error alpha', lambda: bayes_error(-1., 1.), ValueError, 'alpha must be >= 0'),
+        ('bayes_error_finite n', lambda: bayes_error_finite(5, 3, 1., n=1), ValueError, 'n must be >= 2'),
+        ('bayes_error_finite seed', lambda: bayes_error_finite(5, 3, 1., seed=-2), ValueError, 'seed must be >= 0'),
+        ('fit_minimisers max_iter', lambda: fit_minimisers(X, s, [1.], max_iter=-1), ValueError, 'max_iter must be >= 1'),
+        ('fit_minimisers tol', lambda: fit_minimisers(X, s, [1.], tol=float('nan')), ValueError, 'tol must be finite'),
+        ('fit_minimisers lambdas', lambda: fit_minimisers(X, s, []), ValueError, 'lambdas must be finite and > 0'),
+        ('fit_minimisers lambdas str', lambda: fit_minimisers(X, s, 'small'), TypeError, 'lambdas must be a number or a sequence'),
+        ('fit_minimisers X nan', lambda: fit_minimisers(Xn, s, [1.]), ValueError, 'X must be finite'),
+        ('fit_minimisers progress', lambda: fit_minimisers(X, s, [1.], progress=0), TypeError, 'progress must be a bool'),
+        ('cap_distances N', lambda: cap_distances(1, [0.1], 3), ValueError, 'N must be >= 2'),
+        ('cap_distances d=4 on the circle', lambda: cap_distances(2, [4.], 3), ValueError, 'd must be < 4 when N = 2'),
+        ('cap_distances generator', lambda: cap_distances(5, [0.1], 3, generator=0), TypeError, 'generator must be a torch.Generator'),
+        ('sample_cap W norm', lambda: sample_cap(2 * W, [0.1], 3), ValueError, 'W must have unit-norm rows'),
+        ('sample_cap n', lambda: sample_cap(W, [0.1], 0), ValueError, 'n must be >= 1'),
+        ('sample_cap W 1-D', lambda: sample_cap(W[0], [0.1], 3), ValueError, 'W must have 2 dimensions'),
+        ('violation_score e0', lambda: violation_score(W[None], X, s, torch.tensor([0.5])), ValueError, 'e0 must be an integer tensor'),
+        ('violation_score Wp columns', lambda: violation_score(torch.ones(1, 2, 5, dtype=torch.float64), X, s, torch.tensor([0])), ValueError, 'Wp must have 6 entries'),
+        ('local_entropy W columns', lambda: local_entropy(unit(torch.randn(2, 5, dtype=torch.float64)), X, s, [0.1]), ValueError, 'X must have 5 entries'),
+        ('local_entropy X nan', lambda: local_entropy(W, Xn, s, [0.1]), ValueError, 'X must be finite'),
+        ('local_entropy sigma', lambda: local_entropy(W, X, s3, [0.1]), ValueError, 'sigma must contain only the labels'),
+        ('local_entropy max_levels', lambda: local_entropy(W, X, s, [0.1], max_levels=0), ValueError, 'max_levels must be >= 1'),
+        ('local_entropy seed', lambda: local_entropy(W, X, s, [0.1], seed=-1), ValueError, 'seed must be >= 0'),
+        ('local_entropy n', lambda: local_entropy(W, X, s, [0.1], n=1), ValueError, 'n must be >= 2'),
+        ('local_entropy mcmc_steps', lambda: local_entropy(W, X, s, [0.1], mcmc_steps=-1), ValueError, 'mcmc_steps must be >= 0'),
+        ('local_entropy d', lambda: local_entropy(W, X, s, [float('nan')]), ValueError, 'd must lie in'),
+    ]
+
+@pytest.mark.parametrize('case', _bad_calls(), ids=lambda c: c[0])
+def test_every_bad_input_is_refused_naming_it(case):
+    label, call, exc, msg = case
+    with pytest.raises(exc, match=msg): call()

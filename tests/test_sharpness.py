@@ -335,3 +335,78 @@ def test_local_entropy_reports_its_step_size_bias():
     torch.testing.assert_close(le.bias, le.chains.mean(1) - le.phi)
     assert le.bias[3] < -5 * le.se[3]                                # the bias it found is the one that is there
     assert ((le.mean[0][:, 0] - local_mean(torch.tensor(pts), toy_energy, 2., 2.)).abs() < 3 * le.mean_se[0][:, 0]).all()
+
+def _bad_calls():
+    "Every public function of entropic_ae.sharpness with one bad argument: (label, call, error type, message naming the parameter)."
+    torch.manual_seed(0)
+    x, t = torch.randn(8, 4, dtype=f64), torch.randint(0, 3, (8,))
+    m = MLP([4, 3, 3], y=2, seeds=[0, 1], dtype=f64)
+    xn = x.clone(); xn[0, 0] = float('nan')
+    tn = torch.randn(8, 3, dtype=f64); tn[1, 1] = float('inf')
+    k = dict(loss_fn=cross_entropy, target=t)
+    d1, d2 = S.filter_directions(m, 2)
+    mv = lambda v: v
+    return [
+        ('bn_mode bn', lambda: S.bn_mode(m, 'test').__enter__(), ValueError, 'bn must be one of'),
+        ('curvature_operator x nan', lambda: S.curvature_operator(m, xn, **k), ValueError, 'x must be finite'),
+        ('curvature_operator x list', lambda: S.curvature_operator(m, [[1., 2.]], **k), TypeError, 'x must be a tensor'),
+        ('curvature_operator target rows', lambda: S.curvature_operator(m, x, cross_entropy, t[:3]), ValueError, 'target must have one row per row of x'),
+        ('curvature_operator model', lambda: S.curvature_operator('net', x, **k), TypeError, 'model must be a torch.nn.Module'),
+        ('lanczos n_iter', lambda: S.lanczos(mv, torch.ones(2, 3, dtype=f64), 0), ValueError, 'n_iter must be >= 1'),
+        ('hessian_eigs x nan', lambda: S.hessian_eigs(m, xn, **k), ValueError, 'x must be finite'),
+        ('hessian_eigs target inf', lambda: S.hessian_eigs(m, x, loss_fn=lambda o, tt: (o - tt).square().mean((1, 2)), target=tn), ValueError, 'target must be finite'),
+        ('hessian_eigs k', lambda: S.hessian_eigs(m, x, k=0, **k), ValueError, 'k must be >= 1'),
+        ('hessian_eigs k too big', lambda: S.hessian_eigs(m, x, k=10**6, **k), ValueError, 'k must be <= the number of parameters'),
+        ('hessian_eigs vectors', lambda: S.hessian_eigs(m, x, vectors=1, **k), TypeError, 'vectors must be a bool'),
+        ('hessian_eigs progress', lambda: S.hessian_eigs(m, x, progress='yes', **k), TypeError, 'progress must be a bool'),
+        ('hessian_eigs gauss_newton', lambda: S.hessian_eigs(m, x, gauss_newton='no', **k), TypeError, 'gauss_newton must be a bool'),
+        ('hessian_eigs seed', lambda: S.hessian_eigs(m, x, seed=-1, **k), ValueError, 'seed must be >= 0'),
+        ('hessian_trace n_probes', lambda: S.hessian_trace(m, x, n_probes=0, **k), ValueError, 'n_probes must be >= 1'),
+        ('hessian_trace x nan', lambda: S.hessian_trace(m, xn, **k), ValueError, 'x must be finite'),
+        ('slq n_iter', lambda: S.slq(m, x, n_iter=0, **k), ValueError, 'n_iter must be >= 1'),
+        ('slq x nan', lambda: S.slq(m, xn, **k), ValueError, 'x must be finite'),
+        ('spectral_density sigma', lambda: S.spectral_density(torch.zeros(1, 1, 2), torch.ones(1, 1, 2), [0.], sigma=0.), ValueError, 'sigma must be > 0'),
+        ('worst_case_loss rhos', lambda: S.worst_case_loss(m, x, [-0.1], **k), ValueError, r'rhos\[0\] must be >= 0'),
+        ('worst_case_loss rhos nan', lambda: S.worst_case_loss(m, x, [float('nan')], **k), ValueError, r'rhos\[0\] must be finite'),
+        ('worst_case_loss x nan', lambda: S.worst_case_loss(m, xn, [0.1], **k), ValueError, 'x must be finite'),
+        ('rho_sharpness n_krylov', lambda: S.rho_sharpness(m, x, [0.1], n_krylov=-1, **k), ValueError, 'n_krylov must be >= 0'),
+        ('rho_sharpness n_steps', lambda: S.rho_sharpness(m, x, [0.1], n_steps=0, **k), ValueError, 'n_steps must be >= 1'),
+        ('rho_sharpness eta', lambda: S.rho_sharpness(m, x, [0.1], adaptive=True, eta=-1., **k), ValueError, 'eta must be >= 0'),
+        ('rho_sharpness adaptive', lambda: S.rho_sharpness(m, x, [0.1], adaptive='yes', **k), TypeError, 'adaptive must be a bool'),
+        ('rho_sharpness seed', lambda: S.rho_sharpness(m, x, [0.1], seed=[1], **k), ValueError, 'seed must have one entry per replica'),
+        ('keskar_sharpness epsilons', lambda: S.keskar_sharpness(m, x, [], **k), ValueError, 'epsilons must not be empty'),
+        ('keskar_sharpness n_steps', lambda: S.keskar_sharpness(m, x, [0.1], n_steps=0, **k), ValueError, 'n_steps must be >= 1'),
+        ('keskar_sharpness x nan', lambda: S.keskar_sharpness(m, xn, [0.1], **k), ValueError, 'x must be finite'),
+        ('delta_energy x nan', lambda: S.delta_energy(m, xn, [0.1], **k), ValueError, 'x must be finite'),
+        ('delta_energy subset', lambda: S.delta_energy(m, x, [0.1], subset=0, **k), ValueError, 'subset must be >= 1'),
+        ('filter_directions n', lambda: S.filter_directions(m, 0), ValueError, 'n must be >= 1'),
+        ('filter_directions ignore', lambda: S.filter_directions(m, ignore='bias'), ValueError, 'ignore must be one of'),
+        ('loss_slice directions', lambda: S.loss_slice(m, x, [d1, d2, d1], ([0.], [0.], [0.]), **k), ValueError, 'directions must be a list of one or two'),
+        ('loss_slice 2 directions 1-D coords', lambda: S.loss_slice(m, x, [d1, d2], [0., 0.5], **k), ValueError, r'coords must be a pair \(as, bs\)'),
+        ('loss_slice 1 direction 2-D coords', lambda: S.loss_slice(m, x, [d1], [[0., 0.5], [0., 1.]], **k), ValueError, 'coords must be one sequence'),
+        ('loss_slice coords nan', lambda: S.loss_slice(m, x, [d1], [0., float('nan')], **k), ValueError, 'coords must be a non-empty sequence of finite'),
+        ('loss_slice coords str', lambda: S.loss_slice(m, x, [d1], 'ab', **k), TypeError, 'coords must be a sequence of numbers'),
+        ('loss_slice direction shape', lambda: S.loss_slice(m, x, [d1[:1]], [0.], **k), ValueError, r'directions\[0\] must have one tensor per trainable parameter'),
+        ('loss_slice points_per_pass', lambda: S.loss_slice(m, x, [d1], [0.], points_per_pass=0, **k), ValueError, 'points_per_pass must be >= 1'),
+        ('loss_slice x nan', lambda: S.loss_slice(m, xn, [d1], [0.], **k), ValueError, 'x must be finite'),
+        ('interpolate ts', lambda: S.interpolate(m, m, x, 1, **k), ValueError, 'ts must be >= 2'),
+        ('interpolate model_b', lambda: S.interpolate(m, MLP([4, 3, 3], y=3, dtype=f64), x, **k), ValueError, 'model_b must have 1 replica'),
+        ('interpolate architecture', lambda: S.interpolate(m, MLP([4, 5, 3], y=2, dtype=f64), x, **k), ValueError, 'model_b must have the same architecture'),
+        ('interpolate x nan', lambda: S.interpolate(m, m, xn, **k), ValueError, 'x must be finite'),
+        ('barrier ends', lambda: S.barrier([0., 0.5], torch.zeros(2, 2)), ValueError, 'ts must start at 0 and end at 1'),
+        ('barrier shape', lambda: S.barrier([0., 1.], torch.zeros(2, 3)), ValueError, 'losses must have shape'),
+        ('local_entropy gamma', lambda: S.local_entropy(m, x, 0., **k), ValueError, 'gamma must be > 0'),
+        ('local_entropy lr', lambda: S.local_entropy(m, x, 1., lr=float('inf'), **k), ValueError, 'lr must be finite'),
+        ('local_entropy burn_in', lambda: S.local_entropy(m, x, 1., burn_in=1.5, **k), ValueError, 'burn_in must be <= 1'),
+        ('local_entropy n_chains', lambda: S.local_entropy(m, x, 1., n_chains=0, **k), ValueError, 'n_chains must be >= 1'),
+        ('local_entropy richardson', lambda: S.local_entropy(m, x, 1., richardson=None, **k), TypeError, 'richardson must be a bool'),
+        ('local_entropy x nan', lambda: S.local_entropy(m, xn, 1., **k), ValueError, 'x must be finite'),
+        ('metric rho_sharpness n_krylov', lambda: METRICS['rho_sharpness'].fn(m, x, t, cross_entropy, rhos=[0.1], n_krylov=-2), ValueError, 'n_krylov must be >= 0'),
+        ('metric local_entropy gammas', lambda: METRICS['local_entropy'].fn(m, x, t, cross_entropy, gammas=[-1.]), ValueError, r'gammas\[0\] must be >= 0'),
+        ('metric hessian_top ranks', lambda: METRICS['hessian_top'].fn(m, x, t, cross_entropy, ranks=[]), ValueError, 'ranks must not be empty'),
+    ]
+
+@pytest.mark.parametrize('case', _bad_calls(), ids=lambda c: c[0])
+def test_every_bad_input_is_refused_naming_it(case):
+    label, call, exc, msg = case
+    with pytest.raises(exc, match=msg): call()

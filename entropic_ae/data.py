@@ -12,7 +12,8 @@ from torch import Tensor
 from .core import check_int, check_float, default_device, make_generator
 
 # %% auto #0
-__all__ = ['sigmoid', 'RandomFeatureData', 'random_features', 'split_data', 'corrupt', 'explained_variance']
+__all__ = ['sigmoid', 'check_data', 'check_float_dtype', 'RandomFeatureData', 'random_features', 'split_data', 'corrupt',
+           'explained_variance']
 
 # %% ../nbs/02_data.ipynb #05a84e2b
 def sigmoid(gain:float=5.0) -> Callable[[Tensor], Tensor]:
@@ -21,6 +22,20 @@ def sigmoid(gain:float=5.0) -> Callable[[Tensor], Tensor]:
     def f(h:Tensor) -> Tensor: return torch.sigmoid(gain*h)
     f.__name__ = f'sigmoid(gain={gain:g})'
     return f
+
+# %% ../nbs/02_data.ipynb #38df50b2
+def check_data(name:str, x, rows:int|None=None) -> Tensor:
+    "`x` if it is a tensor with at least one row (exactly `rows` when given) whose floating values are finite; errors name `name`."
+    if not isinstance(x, Tensor): raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0: raise ValueError(f"{name} must have at least one row, got shape {tuple(x.shape)}")
+    if rows is not None and x.shape[0] != rows: raise ValueError(f"{name} must have {rows} rows (one per input), got {x.shape[0]}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()): raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+def check_float_dtype(name:str, dtype) -> torch.dtype:
+    "`dtype` if it is a floating `torch.dtype`; a `TypeError` naming `name` otherwise."
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point): raise TypeError(f"{name} must be a floating torch.dtype, got {dtype!r}")
+    return dtype
 
 # %% ../nbs/02_data.ipynb #2aec0d3b
 @dataclass
@@ -44,6 +59,15 @@ class RandomFeatureData:
     def __repr__(self):
         return (f"RandomFeatureData(N={self.N}, D={self.D}, P={self.P}, P_test={self.P_test}, "
                 f"dtype={self.F.dtype}, device={self.device})")
+    def __post_init__(self):
+        for name in ('F', 'x_train', 'x_test', 'c_train', 'c_test'):
+            t = getattr(self, name)
+            if not isinstance(t, Tensor) or t.dim() != 2: raise TypeError(f"{name} must be a 2-d tensor, got {type(t).__name__} {tuple(getattr(t, 'shape', ()))}")
+        D, N = self.F.shape
+        want = dict(x_train=(None, N), x_test=(None, N), c_train=(self.x_train.shape[0], D), c_test=(self.x_test.shape[0], D))
+        for name, (rows, cols) in want.items():
+            r, c = getattr(self, name).shape
+            if c != cols or r != (rows or r): raise ValueError(f"{name} must have shape [{rows or 'P'}, {cols}] to match F [{D}, {N}], got {[r, c]}")
 
 # %% ../nbs/02_data.ipynb #786cefe4
 def _codes(P:int, D:int, g:torch.Generator, device, dtype) -> Tensor:
@@ -58,8 +82,7 @@ def random_features(N:int, D:int, P:int, P_test:int|None=None, f:Callable|None=N
     P_test = P if P_test is None else check_int('P_test', P_test, lo=1)
     if f is None: f = sigmoid(gain)
     elif not callable(f): raise TypeError(f"f must be callable (an elementwise function), got {f!r}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_float_dtype('dtype', dtype)
     device = default_device(device)
     g = make_generator(seed, device)
     F = torch.randn(D, N, generator=g, device=device, dtype=dtype)
@@ -72,10 +95,12 @@ def random_features(N:int, D:int, P:int, P_test:int|None=None, f:Callable|None=N
 def split_data(data) -> tuple:
     "`(x_train, x_test, t_train, t_test)` from a tensor, an `(x_train, x_test)` pair or an object with those fields; missing ones are None."
     if isinstance(data, torch.Tensor): return data, None, None, None
-    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1], None, None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(v, torch.Tensor) for v in data): return data[0], data[1], None, None
     if not hasattr(data, 'x_train'):
-        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair; got {type(data).__name__}")
+        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair of tensors; got {type(data).__name__}")
     x_train, x_test = data.x_train, getattr(data, 'x_test', None)
+    for name, v in (('x_train', x_train), ('x_test', x_test)):
+        if v is not None and not isinstance(v, torch.Tensor): raise TypeError(f"data.{name} must be a tensor, got {type(v).__name__}")
     t_train, t_test = getattr(data, 't_train', None), getattr(data, 't_test', None)
     if t_train is None and t_test is not None: raise ValueError("data.t_test is given but data.t_train is not")
     if t_train is not None:
@@ -88,6 +113,8 @@ def split_data(data) -> tuple:
 def corrupt(x:Tensor, sigma:float, generator:torch.Generator|None=None) -> Tensor:
     "`x` plus iid Gaussian noise of standard deviation `sigma`."
     sigma = check_float('sigma', sigma, lo=0.)
+    if not (isinstance(x, Tensor) and x.is_floating_point()): raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if generator is not None and not isinstance(generator, torch.Generator): raise TypeError(f"generator must be a torch.Generator, got {generator!r}")
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -96,5 +123,7 @@ def corrupt(x:Tensor, sigma:float, generator:torch.Generator|None=None) -> Tenso
 # %% ../nbs/02_data.ipynb #7b5a0454
 def explained_variance(x:Tensor) -> Tensor:
     "Cumulative fraction of variance explained by the leading principal components of the rows of `x`."
+    check_data('x', x)
+    if x.dim() != 2 or not x.is_floating_point(): raise ValueError(f"x must be a 2-d floating tensor [P, N], got {x.dtype} {tuple(x.shape)}")
     s2 = torch.linalg.svdvals(x - x.mean(0)).square()
     return s2.cumsum(0)/s2.sum()

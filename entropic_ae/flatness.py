@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn, Tensor
 from dataclasses import dataclass
-from .core import check_int, check_sigmas, check_choice, make_generator, tidy
+from .core import check_int, check_float, check_sigmas, check_choice, make_generator, tidy
+from .data import check_data
 from .models import recon_error
 from .replicas import n_replicas, stack
 
@@ -20,11 +21,18 @@ __all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'loc
 # %% ../nbs/07_flatness.ipynb #e4f658e3
 def model_device(model:nn.Module) -> torch.device:
     "The device holding `model`'s parameters (CPU for a model without parameters)."
+    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     p = next(model.parameters(), None)
     return torch.device('cpu') if p is None else p.device
 
 def _check_bs(name, bs):
     return None if bs is None else check_int(name, bs, lo=1)
+
+def _check_inputs(x, target, loss_fn):
+    "Refuse bad data (see `check_data`) and a `loss_fn` that is not a function, before any work."
+    if not callable(loss_fn): raise TypeError(f"loss_fn must be a function (outputs, targets) -> [y], got {loss_fn!r}")
+    check_data('x', x)
+    if target is not None: check_data('target', target, rows=x.shape[0])
 
 def _chunks(n:int, batch_size:int|None) -> list[tuple[int,int]]:
     "Row ranges `(a, b)` covering `range(n)` in pieces of at most `batch_size`."
@@ -36,11 +44,10 @@ def _chunks(n:int, batch_size:int|None) -> list[tuple[int,int]]:
 def dataset_loss(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, batch_size:int|None=None,
                  target:Tensor|None=None) -> Tensor:
     "Per-replica loss `[y]` of `model` on all rows of `x` (target defaults to `x`), `batch_size` rows at a time."
-    batch_size = _check_bs('batch_size', batch_size)
-    dev = model_device(model)
+    batch_size, dev = _check_bs('batch_size', batch_size), model_device(model)
+    _check_inputs(x, target, loss_fn)
     x = x.to(dev); target = x if target is None else target.to(dev)
     n = x.shape[0]
-    if n == 0: raise ValueError("x must contain at least one row")
     parts = _chunks(n, batch_size)
     if len(parts) == 1: return loss_fn(model(x), target)
     total = 0.
@@ -50,6 +57,7 @@ def dataset_loss(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, batch_
 # %% ../nbs/07_flatness.ipynb #27512160
 def replica_generators(seed, y:int, device) -> list[torch.Generator]:
     "Generators on `device`: one shared by all replicas for an int `seed`, or one per replica for a list of `y` seeds."
+    y = check_int('y', y, lo=1)
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool): return [make_generator(check_int('seed', seed, lo=0), device)]
     if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
         raise TypeError(f"seed must be an int or a sequence of {y} ints, got {seed!r}")
@@ -93,6 +101,7 @@ class _Profile:
         self.sigmas, self.n_draws = check_sigmas('sigmas', sigmas), check_int('n_draws', n_draws, lo=1)
         self.batch_size = _check_bs('batch_size', batch_size)
         self.dev, self.y = model_device(model), n_replicas(model)
+        _check_inputs(x, target, loss_fn)
         self.noise = _Noise(seed, self.y, self.dev)
         self.x, self.target = x.to(self.dev), None if target is None else target.to(self.dev)
         base = dataset_loss(model, self.x, loss_fn, self.batch_size, self.target)
@@ -153,6 +162,7 @@ def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn
 # %% ../nbs/07_flatness.ipynb #eea92c88
 def log_bins(lo:float=1e-9, hi:float=10., per_decade:int=3) -> Tensor:
     "Log-spaced bin edges from `lo` to `hi`, `per_decade` bins per factor of ten."
+    lo, hi = check_float('lo', lo), check_float('hi', hi)
     if not (0 < lo < hi): raise ValueError(f"log_bins needs 0 < lo < hi, got lo={lo}, hi={hi}")
     per_decade = check_int('per_decade', per_decade, lo=1)
     n = max(1, round(math.log10(hi / lo) * per_decade))
@@ -169,12 +179,15 @@ def _counts(t:Tensor, edges:Tensor) -> Tensor:
 def param_histograms(model:nn.Module, bins:Tensor|None=None, run='run', epoch:int=0,
                      replicas:Sequence[int]|None=None, grads:bool=True, **extra) -> list[dict]:
     "Tidy rows counting |weight| and |grad| per replica and parameter tensor in log-spaced `bins` (see `log_bins`)."
-    edges = log_bins() if bins is None else torch.as_tensor(bins, dtype=torch.float64)
+    try: edges = log_bins() if bins is None else torch.as_tensor(bins, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"bins must be a sequence of numbers, got {bins!r}") from None
     if edges.dim() != 1 or len(edges) < 2 or not (edges[0] > 0) or not (edges.diff() > 0).all():
         raise ValueError("bins must be an increasing 1-d sequence of at least two positive edges")
     lo = [0.] + edges.tolist(); hi = edges.tolist() + [math.inf]
-    y = n_replicas(model)
-    keep = range(y) if replicas is None else [check_int('replicas[i]', r, lo=0, hi=y - 1) for r in replicas]
+    y, epoch = n_replicas(model), check_int('epoch', epoch)
+    if replicas is not None and (isinstance(replicas, (str, bytes)) or not isinstance(replicas, Sequence)):
+        raise TypeError(f"replicas must be a list of replica indices, got {replicas!r}")
+    keep = range(y) if replicas is None else [check_int(f'replicas[{i}]', r, lo=0, hi=y - 1) for i, r in enumerate(replicas)]
     rows = []
     for name, p in model.named_parameters():
         kinds = [('weight_hist', p)] + ([('grad_hist', p.grad)] if grads and p.grad is not None else [])
@@ -194,14 +207,19 @@ class Metric:
     column: str|None = None
     split: str = 'train'
     weights: bool = False
+    def __post_init__(self):
+        if not callable(self.fn): raise TypeError(f"fn must be callable, got {self.fn!r}")
+        if (self.axis is None) != (self.column is None): raise ValueError("axis and column go together: a profile needs both, a scalar neither")
+        for k in ('axis', 'column'):
+            if getattr(self, k) is not None and not isinstance(getattr(self, k), str): raise TypeError(f"{k} must be a string, got {getattr(self, k)!r}")
+        check_choice('split', self.split, ('train', 'test'))
 
 METRICS: dict[str, Metric] = {}
 
 def register_metric(name:str, fn:Callable, axis:str|None=None, column:str|None=None, split:str='train', weights:bool=False) -> Metric:
     "File `fn` under `name` in `METRICS` (see `Metric`); returns the entry."
-    if not callable(fn): raise TypeError(f"fn must be callable, got {fn!r}")
-    if (axis is None) != (column is None): raise ValueError("axis and column go together: a profile needs both, a scalar neither")
-    METRICS[name] = Metric(fn, axis, column, check_choice('split', split, ('train', 'test')), bool(weights))
+    if not isinstance(name, str): raise TypeError(f"name must be a string, got {name!r}")
+    METRICS[name] = Metric(fn, axis, column, split, bool(weights))
     return METRICS[name]
 
 # %% ../nbs/07_flatness.ipynb #41ff347b

@@ -5,6 +5,7 @@
 # %% ../nbs/12_hopfield.ipynb #696281bb
 from __future__ import annotations
 import math, numbers, os, warnings
+from collections.abc import Sequence
 from fractions import Fraction
 import numpy as np
 import torch
@@ -32,6 +33,13 @@ def _as_Ds(name, D):
     except TypeError: raise TypeError(f"{name} must be a real number or a sequence of them, got {D!r}") from None
     if not D: raise ValueError(f"{name} must not be empty")
     return np.array([check_float(f"{name}[{i}]", d) for i, d in enumerate(D)])
+
+def _correlations(name, r, n=None):
+    "`r` (a number, a sequence or a tensor of correlations) as a float64 tensor, every entry in [-1, 1]; errors name `name`."
+    try: r = torch.as_tensor(r, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"{name} must be a number or an array of numbers in [-1, 1], got {r!r}") from None
+    if not bool(((r >= -1) & (r <= 1)).all()): raise ValueError(f"{name} must lie in [-1, 1] (a correlation), got {r}")
+    return r
 
 def _out(x, scalar):
     "A float for scalar input, else a numpy array."
@@ -91,8 +99,7 @@ def expected_fixed_points(N:int, D, couplings:str='pm1'):
 # %% ../nbs/12_hopfield.ipynb #bf34562b
 def pair_orthant(D:float, rho, n:int=401):
     "P(X > -D, Y > -D) for standard normals with correlation `rho` (array), by Plackett's identity."
-    D = check_float('D', D)
-    rho = torch.as_tensor(rho, dtype=torch.float64).clamp(-1, 1)
+    D, rho, n = check_float('D', D), _correlations('rho', rho), check_int('n', n, lo=2)
     t = torch.linspace(0, 1, n, dtype=torch.float64)
     th = torch.asin(rho)[..., None] * t                         # [.., n] from 0 to arcsin(rho)
     f = torch.exp(-D*D/(1 + torch.sin(th)).clamp_min(1e-300))
@@ -101,7 +108,7 @@ def pair_orthant(D:float, rho, n:int=401):
 
 def pair_exponent(D:float, q):
     "Second-moment exponent φ(q) = (1/N) log of the expected number of fixed-point pairs at overlap q (large N)."
-    q = torch.as_tensor(q, dtype=torch.float64)
+    D, q = check_float('D', D), _correlations('q', q)
     p = (1 + q)/2
     H = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
     return math.log(2) + H + p*torch.log(pair_orthant(D, q)) + (1 - p)*torch.log(pair_orthant(D, -q))
@@ -348,6 +355,7 @@ def counts_from_histogram(hist:np.ndarray, N:int, D) -> np.ndarray:
     N = check_int('N', N, lo=2)
     hist = np.asarray(hist)
     if hist.shape != (2*N - 1,): raise ValueError(f"hist must have shape ({2*N-1},) for N = {N}, got {hist.shape}")
+    if hist.dtype.kind not in 'iu' or (hist < 0).any(): raise ValueError(f"hist must hold non-negative integer counts, got {hist.dtype} {hist}")
     tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0]])    # tail[k] = #states with min u >= k - (N-1)
     cuts = [min(max(stability_cut(N, d), -(N - 1)), N) for d in _as_Ds('D', D)]
     return np.array([tail[c + N - 1] for c in cuts], dtype=np.int64)
@@ -375,12 +383,15 @@ def sample_fixed_points(Ns, D, n_samples, seed:int=0, device=None, progress:bool
     import pandas as pd
     from tqdm.auto import tqdm
     if isinstance(Ns, numbers.Integral): Ns = [Ns]
+    if isinstance(Ns, (str, bytes)) or not isinstance(Ns, Sequence) or not Ns: raise TypeError(f"Ns must be an int or a non-empty list of ints, got {Ns!r}")
     Ns = [check_int(f'Ns[{i}]', n, lo=2, hi=N_MAX) for i, n in enumerate(Ns)]
     Ds = _as_Ds('D', D)
+    if not isinstance(n_samples, numbers.Integral) and (isinstance(n_samples, (str, bytes)) or not isinstance(n_samples, Sequence)):
+        raise TypeError(f"n_samples must be an int or a list of ints (one per N), got {n_samples!r}")
     ns = [n_samples]*len(Ns) if isinstance(n_samples, numbers.Integral) else list(n_samples)
     if len(ns) != len(Ns): raise ValueError(f"n_samples must be an int or have one entry per N ({len(Ns)}), got {len(ns)}")
     ns = [check_int(f'n_samples[{i}]', n, lo=1) for i, n in enumerate(ns)]
-    seed = check_int('seed', seed, lo=0)
+    seed, device = check_int('seed', seed, lo=0), default_device(device)
     rows = []
     with tqdm(total=sum(ns), desc='networks', disable=not progress) as bar:
         for N, n in zip(Ns, ns):
@@ -394,11 +405,14 @@ def sample_fixed_points(Ns, D, n_samples, seed:int=0, device=None, progress:bool
 # %% ../nbs/12_hopfield.ipynb #d41a18e8
 def fixed_point_explorer(n_samples:int=40, seed:int=0, N_range=(8, 20), D:float=1.0):
     "ipywidgets explorer: sliders for D and (even) N, histogram of (1/N) log #FP against S(D) and the annealed value."
+    n_samples, seed, D = check_int('n_samples', n_samples, lo=1), check_int('seed', seed, lo=0), check_float('D', D)
+    if isinstance(N_range, (str, bytes)) or not isinstance(N_range, Sequence) or len(N_range) != 2:
+        raise TypeError(f"N_range must be a pair (lo, hi), got {N_range!r}")
+    lo, hi = (check_int(f'N_range[{i}]', n, lo=2, hi=24) for i, n in enumerate(N_range))
+    if lo > hi: raise ValueError(f"N_range must have lo <= hi, got {N_range}")
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
-    n_samples, seed, D = check_int('n_samples', n_samples, lo=1), check_int('seed', seed, lo=0), check_float('D', D)
-    lo, hi = (check_int(f'N_range[{i}]', n, lo=2, hi=24) for i, n in enumerate(N_range))
     sD = w.FloatSlider(value=D, min=0., max=3., step=0.1, description='D', continuous_update=False)
     sN = w.IntSlider(value=lo + (hi - lo)//2//2*2, min=lo, max=hi, step=2, description='N', continuous_update=False)
     out = w.Output()

@@ -4,12 +4,13 @@
 
 # %% ../nbs/01_landscape.ipynb #f64fb056
 from __future__ import annotations
-import math, warnings
+import inspect, math, warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
-from .core import check_float, check_int, default_device, make_generator
+from .core import check_float, check_int, check_sigmas, default_device, make_generator
+from .data import check_float_dtype
 
 # %% auto #0
 __all__ = ['toy_energy', 'TwoWells', 'local_free_entropy', 'local_mean', 'plot_landscape', 'replicated_langevin',
@@ -22,10 +23,20 @@ def _positive(name:str, value) -> float:
     if value <= 0: raise ValueError(f"{name} must be > 0, got {value}")
     return value
 
-def _as_tensor(x, device=None, dtype=None) -> Tensor:
-    "`x` as a tensor; python numbers and lists become float64 unless `dtype` says otherwise."
-    if isinstance(x, Tensor): return x.to(device=x.device if device is None else device, dtype=dtype or x.dtype)
-    return torch.as_tensor(x, dtype=dtype or torch.float64, device=default_device(device))
+def _as_tensor(x, device=None, dtype=None, name:str='x', finite:bool=False) -> Tensor:
+    "`x` as a real tensor (python numbers and lists become float64 unless `dtype` says otherwise); `finite`: refuse NaN and inf. Errors name `name`."
+    if isinstance(x, Tensor): x = x.to(device=x.device if device is None else device, dtype=dtype or x.dtype)
+    else:
+        dev = default_device(device)
+        try: x = torch.as_tensor(x, dtype=dtype or torch.float64, device=dev)
+        except (TypeError, ValueError, RuntimeError): raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor, got {x!r}") from None
+    if x.is_complex() or x.dtype == torch.bool: raise TypeError(f"{name} must hold real numbers, got {x.dtype}")
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()): raise ValueError(f"{name} must be finite, got {x}")
+    return x
+
+def _callable(name:str, f):
+    if not callable(f): raise TypeError(f"{name} must be a function, got {f!r}")
+    return f
 
 # %% ../nbs/01_landscape.ipynb #14015396
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class TwoWells:
 
     def barrier(self, n:int=20001) -> float:
         "Location of the energy maximum between the two well centres (the watershed of gradient descent)."
+        n = check_int('n', n, lo=2)
         a, b = sorted((self.wide[0], self.narrow[0]))
         x = torch.linspace(a, b, n, dtype=torch.float64)
         return x[self(x).argmax()].item()
@@ -72,7 +84,9 @@ class TwoWells:
 toy_energy = TwoWells()
 
 # %% ../nbs/01_landscape.ipynb #c9eece7f
-def _check_phi_args(beta, gamma, lo, hi, n, chunk):
+def _check_phi_args(beta, gamma, lo, hi, n, chunk, energy=None, dtype=None):
+    if energy is not None: _callable('energy', energy)
+    if dtype is not None: check_float_dtype('dtype', dtype)
     beta, gamma = _positive('beta', beta), check_float('gamma', gamma, lo=0.)
     lo, hi, n = check_float('lo', lo), check_float('hi', hi), check_int('n', n, lo=2)
     if hi <= lo: raise ValueError(f"hi must be > lo, got lo={lo}, hi={hi}")
@@ -84,7 +98,7 @@ def _check_phi_args(beta, gamma, lo, hi, n, chunk):
 
 def _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, reduce) -> Tensor:
     "Apply `reduce(logits [m, n], grid)` to the log-weights of the tilted measure, chunk by chunk over `x`."
-    x = _as_tensor(x, device=device, dtype=dtype)
+    x = _as_tensor(x, device=device, dtype=dtype, finite=True)
     grid = torch.linspace(lo, hi, n, device=x.device, dtype=dtype)
     logw = torch.full_like(grid, math.log((hi - lo)/(n - 1)))
     logw[[0, -1]] -= math.log(2.)
@@ -101,7 +115,8 @@ def _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, reduce) -> 
 def local_free_entropy(x, energy:Callable, beta:float, gamma:float, lo:float=-4., hi:float=4., n:int=8001,
                        normalize:bool=False, chunk:int=2**22, device=None, dtype=torch.float64) -> Tensor:
     "Φ(x; β, γ) = log ∫ dx' exp(-β E(x') - βγ/2 (x-x')²) on a grid over [lo, hi]; `normalize` subtracts ½ log(2π/βγ)."
-    beta, gamma, lo, hi, n = _check_phi_args(beta, gamma, lo, hi, n, chunk)
+    beta, gamma, lo, hi, n = _check_phi_args(beta, gamma, lo, hi, n, chunk, energy, dtype)
+    if not isinstance(normalize, bool): raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if normalize and gamma == 0: raise ValueError("gamma must be > 0 when normalize=True")
     phi = _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, lambda l, g: torch.logsumexp(l, 1))
     return phi - 0.5*math.log(2*math.pi/(beta*gamma)) if normalize else phi
@@ -109,14 +124,19 @@ def local_free_entropy(x, energy:Callable, beta:float, gamma:float, lo:float=-4.
 def local_mean(x, energy:Callable, beta:float, gamma:float, lo:float=-4., hi:float=4., n:int=8001,
                chunk:int=2**22, device=None, dtype=torch.float64) -> Tensor:
     "⟨x'⟩ under p(x'|x) ∝ exp(-β E(x') - βγ/2 (x-x')²), by the same quadrature as `local_free_entropy`."
-    beta, gamma, lo, hi, n = _check_phi_args(beta, gamma, lo, hi, n, chunk)
+    beta, gamma, lo, hi, n = _check_phi_args(beta, gamma, lo, hi, n, chunk, energy, dtype)
     return _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, lambda l, g: torch.softmax(l, 1) @ g)
 
 # %% ../nbs/01_landscape.ipynb #f8d32093
 def plot_landscape(energy:Callable, gammas:Sequence[float], beta:float, x=None, ax=None, **quad):
     "Plot `energy` and the normalised local entropy loss -Φ̃/β for each γ in `gammas`, marking each curve's minimum."
+    _callable('energy', energy)
+    gammas, beta = check_sigmas('gammas', gammas), _positive('beta', beta)
+    inspect.signature(local_free_entropy).bind(x, energy, beta, 0., normalize=True, **quad)   # an unknown option fails here, named
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64) if x is None else _as_tensor(x, name='x', finite=True).cpu()
+    if x.dim() != 1: raise ValueError(f"x must be a 1-d grid, got shape {tuple(x.shape)}")
+    if ax is not None and not callable(getattr(ax, 'plot', None)): raise TypeError(f"ax must be a matplotlib Axes, got {ax!r}")
     if ax is None: import matplotlib.pyplot as plt; _, ax = plt.subplots(figsize=(6, 4))
-    x = torch.linspace(-3, 3, 601, dtype=torch.float64) if x is None else _as_tensor(x).cpu()
     ax.plot(x, energy(x), 'k', lw=2.5, label='$E(x)$')
     for g in gammas:
         loss = -local_free_entropy(x, energy, beta, g, normalize=True, **quad)/beta
@@ -131,9 +151,10 @@ def plot_landscape(energy:Callable, gammas:Sequence[float], beta:float, x=None, 
 def replicated_langevin(x0:Tensor, grad:Callable, gammas, lr:float=0.01, beta:float|None=None, quench:int=0,
                         record_every:int=0, seed:int=0) -> tuple[Tensor, Tensor|None]:
     "Langevin (or, with `beta=None`, gradient descent) on Σ_a E(x_a) + γ_t/2 Σ_a (x_a - x̄)²; replicas on the last axis of `x0`."
-    x = _as_tensor(x0).clone()
+    x = _as_tensor(x0, name='x0', finite=True).clone()
     if x.ndim == 0: raise ValueError("x0 must have a replica axis (last dimension)")
-    gammas = _as_tensor(gammas, device=x.device, dtype=x.dtype).reshape(-1)
+    _callable('grad', grad)
+    gammas = _as_tensor(gammas, device=x.device, dtype=x.dtype, name='gammas').reshape(-1)
     if gammas.numel() == 0: raise ValueError("gammas must not be empty")
     if not torch.isfinite(gammas).all() or (gammas < 0).any(): raise ValueError("gammas must be finite and >= 0")
     lr = _positive('lr', lr)
@@ -158,7 +179,8 @@ def sgld_local_mean(x, grad:Callable, beta:float, gamma:float, n_steps:int=4000,
     beta, gamma, lr = _positive('beta', beta), check_float('gamma', gamma, lo=0.), _positive('lr', lr)
     n_steps, n_chains = check_int('n_steps', n_steps, lo=1), check_int('n_chains', n_chains, lo=1)
     burn_in = check_float('burn_in', burn_in, lo=0., hi=1.)
-    x = _as_tensor(x, device=device, dtype=dtype)[..., None]
+    _callable('grad', grad); check_float_dtype('dtype', dtype)
+    x = _as_tensor(x, device=device, dtype=dtype, finite=True)[..., None]
     gen = make_generator(seed, x.device)
     xp = x.expand(*x.shape[:-1], n_chains).clone()
     acc, kept, noise = torch.zeros_like(xp), 0, math.sqrt(2*lr/beta)

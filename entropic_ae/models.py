@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn, Tensor
 from .core import check_int, default_device, make_generator
+from .data import check_float_dtype
 
 # %% auto #0
 __all__ = ['StackedLinear', 'AutoEncoder', 'shallow_ae', 'deep_ae', 'recon_error', 'cross_entropy', 'error_rate', 'MLP']
@@ -30,9 +31,11 @@ class StackedLinear(nn.Module):
         super().__init__()
         self.n_in, self.n_out = check_int('n_in', n_in, lo=1), check_int('n_out', n_out, lo=1)
         self.y = check_int('y', y, lo=1)
+        check_float_dtype('dtype', dtype)
         if generators is None: generators = [make_generator(s, 'cpu') for s in _check_seeds(seeds, self.y)]
         elif len(generators) != self.y:
             raise ValueError(f"generators must have one entry per replica (y={self.y}), got {len(generators)}")
+        elif not all(isinstance(g, torch.Generator) for g in generators): raise TypeError(f"generators must be torch.Generators, got {generators!r}")
         w = torch.empty(self.y, n_out, n_in, dtype=dtype)
         b = torch.empty(self.y, 1, n_out, dtype=dtype)
         bound = 1/math.sqrt(n_in)
@@ -46,6 +49,8 @@ class StackedLinear(nn.Module):
 
     def forward(self, x:Tensor) -> Tensor:
         "`x` [b, n_in] (same batch for every replica) or [y, b, n_in] (one batch per replica) -> [y, b, n_out]."
+        if not isinstance(x, Tensor) or (x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"x must be a tensor of the weights' dtype {self.weight.dtype}, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.dim() == 2 and x.shape[1] == self.n_in: x = x.expand(self.y, *x.shape)   # a view: no copy
         elif x.dim() != 3 or x.shape[0] != self.y or x.shape[2] != self.n_in:
             raise ValueError(f"x must have shape [b, {self.n_in}] or [{self.y}, b, {self.n_in}], got {tuple(x.shape)}")
@@ -72,7 +77,8 @@ class AutoEncoder(nn.Module):
             raise ValueError(f"sizes must start and end with the same width N, got {self.sizes[0]} and {self.sizes[-1]}")
         self.y = check_int('y', y, lo=1)
         self.seeds = _check_seeds(seeds, self.y)
-        self.bottleneck_relu = bool(bottleneck_relu)
+        if not isinstance(bottleneck_relu, bool): raise TypeError(f"bottleneck_relu must be True or False, got {bottleneck_relu!r}")
+        self.bottleneck_relu, _ = bottleneck_relu, check_float_dtype('dtype', dtype)
         inner = self.sizes[1:-1]
         self.bottleneck = 1 + inner.index(min(inner))   # index of the bottleneck width in sizes
         self.N, self.B = self.sizes[0], self.sizes[self.bottleneck]
@@ -113,11 +119,15 @@ def deep_ae(N:int, B:int, H:int|None=None, **kw) -> AutoEncoder:
 def recon_error(xhat:Tensor, x:Tensor) -> Tensor:
     "Per-replica mean squared error [y] between `xhat` [y, b, N] and `x` ([b, N] or [y, b, N])."
     if xhat.dim() != 3: raise ValueError(f"xhat must have shape [y, b, N], got {tuple(xhat.shape)}")
+    if not isinstance(x, Tensor) or x.shape not in (xhat.shape[1:], xhat.shape):
+        raise ValueError(f"x must have shape {list(xhat.shape[1:])} or {list(xhat.shape)} to match xhat, got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
     return (xhat - x).square().mean(dim=(-2, -1))
 
 # %% ../nbs/03_models.ipynb #5c1e2a71
 def _flat_labels(logits:Tensor, labels:Tensor) -> tuple[Tensor, Tensor]:
     if logits.dim() != 3: raise ValueError(f"logits must have shape [y, b, C], got {tuple(logits.shape)}")
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
     y, b, C = logits.shape
     if labels.shape not in ((b,), (y, b)): raise ValueError(f"labels must have shape [{b}] or [{y}, {b}], got {tuple(labels.shape)}")
     return logits.reshape(y*b, C), labels.expand(y, b).reshape(y*b)
@@ -125,11 +135,13 @@ def _flat_labels(logits:Tensor, labels:Tensor) -> tuple[Tensor, Tensor]:
 def cross_entropy(logits:Tensor, labels:Tensor) -> Tensor:
     "Per-replica mean cross-entropy [y] of `logits` [y, b, C] against integer `labels` ([b] or [y, b])."
     flat, lab = _flat_labels(logits, labels)
-    return nn.functional.cross_entropy(flat, lab, reduction='none').view(logits.shape[:2]).mean(1)
+    try: return nn.functional.cross_entropy(flat, lab, reduction='none').view(logits.shape[:2]).mean(1)
+    except IndexError as e: raise ValueError(f"labels must lie in 0..{logits.shape[-1] - 1} ({e})") from None
 
 def error_rate(logits:Tensor, labels:Tensor) -> Tensor:
     "Per-replica fraction [y] of rows whose arg-max logit is not the label."
     flat, lab = _flat_labels(logits, labels)
+    if bool(((lab < 0) | (lab >= flat.shape[-1])).any()): raise ValueError(f"labels must lie in 0..{flat.shape[-1] - 1}")
     return (flat.argmax(-1) != lab).to(logits.dtype).view(logits.shape[:2]).mean(1)
 
 # %% ../nbs/03_models.ipynb #5c1e2a73

@@ -5,11 +5,12 @@
 # %% ../nbs/04_replicas.ipynb #de7bcf2a
 from __future__ import annotations
 import copy
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn, Tensor
 from torch.func import functional_call, vmap
 from .core import check_int, check_choice, default_device
+from .data import check_data
 
 # %% auto #0
 __all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'EnsembleOutput', 'default_backend', 'sample_dims_of', 'Stacked',
@@ -19,12 +20,16 @@ __all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'EnsembleOutput', 'default_
 # %% ../nbs/04_replicas.ipynb #25e14059
 def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -> int:
     "Size of the leading replica axis shared by all `tensors`, checked against `y` when given."
+    if isinstance(tensors, Tensor) or not isinstance(tensors, Iterable): raise TypeError(f"{name} must be a sequence of tensors, got {type(tensors).__name__}")
+    tensors = list(tensors)
+    if not all(isinstance(t, Tensor) for t in tensors): raise TypeError(f"{name} must be a sequence of tensors, got {[type(t).__name__ for t in tensors]}")
+    if y is not None: y = check_int('y', y, lo=1)
     sizes = {t.shape[0] if t.dim() else 0 for t in tensors}
     if not sizes: raise ValueError(f"{name}: no tensors")
     if 0 in sizes: raise ValueError(f"{name}: every tensor needs a non-empty leading replica axis (found a scalar or a size-0 axis)")
     if len(sizes) > 1: raise ValueError(f"{name}: tensors disagree on the size of the leading replica axis ({sorted(sizes)})")
     (n,) = sizes
-    if y is not None and n != y: raise ValueError(f"{name}: expected a leading replica axis of size {y}, got {n}")
+    if y is not None and n != y: raise ValueError(f"{name}: expected a leading replica axis of size {y} (the argument y), got {n}")
     return n
 
 def n_replicas(model:nn.Module) -> int:
@@ -42,7 +47,7 @@ class EnsembleOutput(nn.Module):
     "A view of a stacked `model` with one replica per group: its output is `ensemble_forward` (the mean of each group's active replicas' outputs)."
     def __init__(self, model:nn.Module, groups:int=1, active:Tensor|None=None):
         super().__init__()
-        self.inner, self.y, self.active = model, check_groups(n_replicas(model), groups), active
+        self.inner, self.y, self.active = model, check_groups(n_replicas(model), groups), _check_active(active, n_replicas(model))
     def forward(self, x:Tensor) -> Tensor: return ensemble_forward(self.inner, x, self.y, self.active)
 
 # %% ../nbs/04_replicas.ipynb #34d3dd3c
@@ -50,12 +55,13 @@ BACKENDS = ('loop', 'vmap')
 
 def default_backend(device) -> str:
     "The backend `replicate` picks: `'vmap'` on a GPU, `'loop'` on a CPU (measured faster there)."
-    return 'vmap' if torch.device(device).type == 'cuda' else 'loop'
+    return 'vmap' if default_device(device).type == 'cuda' else 'loop'
 
 _SAMPLE_DIMS = ((nn.Linear, 1), (nn.Bilinear, 1), (nn.Conv1d, 2), (nn.Conv2d, 3), (nn.Conv3d, 4), (nn.Embedding, 0))
 
 def sample_dims_of(module:nn.Module) -> int|None:
     "Dimensions of one input sample, read off the first layer that tells (Linear: 1, Conv2d: 3, ...); None if none does."
+    if not isinstance(module, nn.Module): raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     for m in module.modules():
         for cls, d in _SAMPLE_DIMS:
             if isinstance(m, cls): return d
@@ -83,6 +89,12 @@ class Stacked(nn.Module):
     def __init__(self, copies:Sequence[nn.Module], backend:str='loop', sample_dims:int|None=None, seeds=None):
         super().__init__()
         copies = list(copies)
+        if not copies or not all(isinstance(c, nn.Module) for c in copies):
+            raise TypeError(f"copies must be a non-empty list of nn.Modules, got {[type(c).__name__ for c in copies]}")
+        shapes = lambda c: [(n, t.shape) for n, t in [*c.named_parameters(), *c.named_buffers()]]
+        for j, c in enumerate(copies[1:], 1):
+            if shapes(c) != shapes(copies[0]): raise ValueError(f"copies[{j}] has different parameters or buffers (names or shapes) from copies[0]")
+        if seeds is not None and len(seeds) != len(copies): raise ValueError(f"seeds must have one entry per copy ({len(copies)}), got {len(seeds)}")
         self.y, self.backend = len(copies), check_choice('backend', backend, BACKENDS)
         self.sample_dims = sample_dims_of(copies[0]) if sample_dims is None else check_int('sample_dims', sample_dims, lo=0)
         if self.sample_dims is None: raise ValueError("sample_dims: cannot tell how many dimensions one input sample has; pass sample_dims")
@@ -119,6 +131,7 @@ def replicate(module, y:int, seeds:Sequence[int]|None=None, backend:str|None=Non
               device=None) -> Stacked:
     "Stack `y` replicas of `module` (an `nn.Module`, or a factory building one), replica r initialised from `seeds[r]`."
     y = check_int('y', y, lo=1)
+    if seeds is not None and (isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence)): raise TypeError(f"seeds must be a list of {y} integers, got {seeds!r}")
     seeds = list(range(y)) if seeds is None else [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(seeds)]
     if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
     if len(set(seeds)) < y: raise ValueError(f"seeds must be distinct (equal seeds make identical replicas), got {seeds}")
@@ -147,6 +160,7 @@ def _rebuild(model:nn.Module, y:int, fn:Callable, grad_fn:Callable|None, seeds_f
 # %% ../nbs/04_replicas.ipynb #a5ed90a3
 def per_replica(v:Tensor, t:Tensor) -> Tensor:
     "One value per replica, `v` [y], shaped [y, 1, ...] to broadcast against `t` [y, ...], on `t`'s device and dtype."
+    if not isinstance(v, Tensor) or v.numel() != t.shape[0]: raise ValueError(f"v must be a tensor of {t.shape[0]} values (one per replica), got {v!r}")
     return v.to(t.device, t.dtype).view(-1, *[1]*(t.dim() - 1))
 
 def replica(model:nn.Module, i:int) -> nn.Module:
@@ -159,6 +173,7 @@ def replica(model:nn.Module, i:int) -> nn.Module:
 # %% ../nbs/04_replicas.ipynb #398bdc0c
 def stack(models:Sequence[nn.Module]) -> nn.Module:
     "Concatenate `models` (same architecture, any `y` each) along the replica axis into one model, parameters and buffers."
+    if isinstance(models, nn.Module) or not isinstance(models, Iterable): raise TypeError(f"models must be a list of models, got {type(models).__name__}")
     models = list(models)
     if not models: raise ValueError("models must contain at least one model")
     ys = []
@@ -181,15 +196,24 @@ def stack(models:Sequence[nn.Module]) -> nn.Module:
     return _rebuild(models[0], sum(ys), cat, grads, seeds)
 
 # %% ../nbs/04_replicas.ipynb #55220ab9
+def _check_active(active, y:int) -> Tensor|None:
+    "None, or `active` if it is a bool tensor with one entry per replica; errors name `active`."
+    if active is None: return None
+    if not isinstance(active, Tensor) or active.dtype != torch.bool:
+        raise TypeError(f"active must be a bool tensor [y] (which replicas are active), got {getattr(active, 'dtype', type(active).__name__)}")
+    if active.shape != (y,): raise ValueError(f"active must have one entry per replica (y={y}), got shape {tuple(active.shape)}")
+    return active
+
 def check_groups(y:int, groups:int) -> int:
     "`groups` must divide the replica count `y`."
-    groups = check_int('groups', groups, lo=1)
+    y, groups = check_int('y', y, lo=1), check_int('groups', groups, lo=1)
     if y % groups: raise ValueError(f"groups={groups} must divide the number of replicas y={y}")
     return groups
 
 def centre(t:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
-    "Barycentre [groups, ...] of the stacked `t` [y, ...] over the `active` replicas (bool [y]; None: all) of each group."
-    k = check_groups(t.shape[0], groups)
+    "Barycentre [groups, ...] of the stacked `t` [y, ...] over the `active` replicas (bool [y]; None: all) of each group; NaN for a group without one."
+    if not isinstance(t, Tensor) or t.dim() == 0: raise TypeError(f"t must be a tensor with a leading replica axis, got {type(t).__name__}")
+    k, active = check_groups(t.shape[0], groups), _check_active(active, t.shape[0])
     g = t.reshape(k, t.shape[0] // k, *t.shape[1:])
     if not t.is_floating_point(): return g[:, 0]                     # counters (e.g. BN's num_batches_tracked)
     if active is None or bool(active.all()): return g.mean(1)
@@ -200,18 +224,21 @@ def centre(t:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
 def barycentre(model:nn.Module, groups:int=1, active:Tensor|None=None) -> nn.Module:
     "A copy of `model` with one replica per group, holding the barycentre of its active replicas' parameters and buffers."
     y = n_replicas(model)
-    check_groups(y, groups)
+    check_groups(y, groups); _check_active(active, y)
     return _rebuild(model, groups, lambda n, t: centre(t, groups, active), None, lambda s: None)
 
 def ensemble_forward(model:nn.Module, x:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
     "The replicas' outputs on `x`, averaged over the active replicas of each group: shape [groups, b, ...]."
+    y = n_replicas(model); check_groups(y, groups); _check_active(active, y)
     return centre(model(x), groups, active)
 
 @torch.no_grad()
 def distance_to_barycentre(params, groups:int=1, active:Tensor|None=None) -> Tensor:
     "Squared Euclidean distance [y] of each replica's parameter vector (a model's, or a list of stacked tensors) to its group's barycentre."
-    ps = list(params.parameters() if isinstance(params, nn.Module) else params)
-    y = replica_axis(ps)
+    ps = params.parameters() if isinstance(params, nn.Module) else params
+    if isinstance(ps, Tensor) or not isinstance(ps, Iterable): raise TypeError(f"params must be a model or a list of stacked tensors, got {type(ps).__name__}")
+    ps = list(ps); y = replica_axis(ps)
+    check_groups(y, groups); _check_active(active, y)
     d = torch.zeros(y, device=ps[0].device, dtype=ps[0].dtype)
     for p in ps:
         c = centre(p, groups, active).repeat_interleave(y // groups, 0)
@@ -232,9 +259,10 @@ def same_start(model:nn.Module, groups:int=1) -> nn.Module:
 @torch.no_grad()
 def recompute_bn(model:nn.Module, x:Tensor, batch_size:int=256) -> nn.Module:
     "Re-estimate every batch-norm running mean and variance of `model` (in place) on the inputs `x`, as `swa_utils.update_bn` does."
+    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    batch_size, x = check_int('batch_size', batch_size, lo=1), check_data('x', x)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms: return model
-    batch_size = check_int('batch_size', batch_size, lo=1)
     was, moms = model.training, [m.momentum for m in norms]
     for m in norms: m.reset_running_stats()
     model.train()

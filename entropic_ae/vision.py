@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_vision.ipynb #972a0e9b
 from __future__ import annotations
-import gzip, math, os, pickle, struct, zlib
+import gzip, math, numbers, os, pickle, struct, zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,7 +14,8 @@ import torch
 from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, default_device
 from .models import error_rate
-from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn
+from .data import check_data, check_float_dtype
+from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn, check_groups
 from .optim import FitHooks, fit_hooks, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss, local_energy, register_metric
@@ -75,6 +76,14 @@ IMAGE_SETS = {
 class DataMissing(FileNotFoundError): "A data set's files are not where they should be."
 class DataCorrupt(ValueError): "A data set's file is there but damaged (truncated, wrong format, inconsistent)."
 
+def _path(name:str, p) -> Path:
+    "`p` as a `Path`; a `TypeError` naming `name` unless it is a string or path."
+    if not isinstance(p, (str, os.PathLike)): raise TypeError(f"{name} must be a path, got {p!r}")
+    return Path(p)
+
+def _missing(path:Path) -> DataMissing:
+    return DataMissing(f"{path}: no such file; check the path (see `find_files` for where each set is looked for)")
+
 def _candidates(spec:ImageSet, folder:Path, name:str) -> list[Path]:
     return [folder/name] + ([folder/(name + '.gz')] if spec.fmt == 'idx' else [])
 
@@ -99,8 +108,9 @@ def find_files(name:str, root=None) -> dict[str, list[Path]]:
 
 # %% ../nbs/11_vision.ipynb #c9a250c7
 def read_idx(path) -> np.ndarray:
-    "The unsigned-byte array in the IDX file `path` (plain or gzipped), checked against its header; `DataCorrupt` if damaged."
-    path = Path(path)
+    "The unsigned-byte array in the IDX file `path` (plain or gzipped), checked against its header; `DataMissing` if absent, `DataCorrupt` if damaged."
+    path = _path('path', path)
+    if not path.is_file(): raise _missing(path)
     try:
         raw = path.read_bytes()
         if raw[:2] == b'\x1f\x8b': raw = gzip.decompress(raw)          # gzipped, whatever the name says
@@ -116,9 +126,17 @@ def read_idx(path) -> np.ndarray:
                           f"the file holds {len(raw) - head}; download it again")
     return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
 
+def _as_bytes(name:str, a) -> np.ndarray:
+    "`a` as a contiguous uint8 array; a `ValueError` naming `name` unless every value is an integer in 0..255."
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        if a.dtype.kind not in 'iuf' or (a.dtype.kind == 'f' and not np.array_equal(a, np.round(a))) or a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(f"{name} must hold integers in 0..255 (pixel bytes), got {a.dtype} values")
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
 def write_idx(a:np.ndarray, path, gz:bool=False) -> Path:
-    "Write the uint8 array `a` as an IDX file (for tests and for exporting small sets)."
-    a = np.ascontiguousarray(a, dtype=np.uint8)
+    "Write the array `a` of integers in 0..255 as an IDX file of unsigned bytes (for tests and for exporting small sets)."
+    path, a = _path('path', path), _as_bytes('a', a)
     raw = bytes([0, 0, 8, a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape) + a.tobytes()
     Path(path).write_bytes(gzip.compress(raw) if gz else raw)
     return Path(path)
@@ -133,8 +151,10 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 def read_cifar(path, label_key:bytes=b'labels') -> tuple[np.ndarray, np.ndarray]:
-    "Images [n, 3, 32, 32] (uint8) and labels [n] (int64) of one CIFAR python batch file; `DataCorrupt` if damaged."
-    path = Path(path)
+    "Images [n, 3, 32, 32] (uint8) and labels [n] (int64) of one CIFAR python batch file; `DataMissing` if absent, `DataCorrupt` if damaged."
+    path = _path('path', path)
+    if not isinstance(label_key, bytes): raise TypeError(f"label_key must be bytes (e.g. b'labels'), got {label_key!r}")
+    if not path.is_file(): raise _missing(path)
     try:
         with open(path, 'rb') as f: d = _ArrayUnpickler(f, encoding='bytes').load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as e:
@@ -145,12 +165,17 @@ def read_cifar(path, label_key:bytes=b'labels') -> tuple[np.ndarray, np.ndarray]
     x, t = np.asarray(d[b'data']), np.asarray(d[label_key])
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or t.shape != (x.shape[0],):
         raise DataCorrupt(f"{path}: inconsistent CIFAR batch: data {x.dtype} {x.shape} (expected uint8 [n, 3072]), labels {t.shape}")
+    if t.dtype.kind not in 'iu': raise DataCorrupt(f"{path}: the labels must be integers, got {t.dtype} (e.g. {t[:3].tolist()})")
     return x.reshape(-1, 3, 32, 32), t.astype(np.int64)
 
 def write_cifar(x:np.ndarray, t, path, label_key:bytes=b'labels') -> Path:
     "Write images `x` [n, 3, 32, 32] (uint8) and labels `t` as a CIFAR python batch file (for tests)."
+    path, x, t = _path('path', path), _as_bytes('x', x), np.asarray(t)
+    if x.ndim < 2 or math.prod(x.shape[1:]) != 3072: raise ValueError(f"x must hold images [n, 3, 32, 32], got shape {x.shape}")
+    if t.shape != (len(x),) or t.dtype.kind not in 'iu': raise ValueError(f"t must be {len(x)} integer labels (one per image), got {t.dtype} {t.shape}")
+    if not isinstance(label_key, bytes): raise TypeError(f"label_key must be bytes (e.g. b'labels'), got {label_key!r}")
     with open(path, 'wb') as f:
-        pickle.dump({b'batch_label': b'synthetic', b'data': np.asarray(x, np.uint8).reshape(len(x), -1), label_key: [int(v) for v in t]}, f, protocol=2)
+        pickle.dump({b'batch_label': b'synthetic', b'data': x.reshape(len(x), -1), label_key: [int(v) for v in t]}, f, protocol=2)
     return Path(path)
 
 # %% ../nbs/11_vision.ipynb #26e80c50
@@ -214,6 +239,7 @@ def _read_split(spec:ImageSet, files:list[Path]) -> tuple[np.ndarray, np.ndarray
 def load_images(name:str, root=None, *, normalize:bool=True, flatten:bool=False, device='cpu', dtype=torch.float32) -> ImageData:
     "The standard set `name` (see `IMAGE_SETS`) from the data root, as device tensors, normalised by the standard constants unless told not to."
     spec = IMAGE_SETS[check_choice('name', name, list(IMAGE_SETS))]
+    check_float_dtype('dtype', dtype); default_device(device)
     files = find_files(name, root)                         # every missing file is reported before anything is read
     (xa, ta), (xb, tb) = _read_split(spec, files['train']), _read_split(spec, files['test'])
     return _as_image_data(name, (xa, xb), (ta, tb), spec.shape, spec.classes, spec.mean, spec.std, normalize, flatten, device, dtype)
@@ -223,10 +249,11 @@ def load_digits(test_fraction:float=0.2, seed:int=0, *, normalize:bool=True, fla
     "scikit-learn's 8×8 handwritten digits (1797 images, 10 classes) with a seeded, stratified train/test split."
     test_fraction = check_float('test_fraction', test_fraction, lo=0.)
     if not 0 < test_fraction < 1: raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    seed, _, _ = check_int('seed', seed, lo=0), check_float_dtype('dtype', dtype), default_device(device)
     from sklearn.datasets import load_digits as _load
     d = _load()
     x, t = d.images.astype(np.float32)[:, None] / 16, d.target.astype(np.int64)
-    rng = np.random.default_rng(check_int('seed', seed, lo=0))
+    rng = np.random.default_rng(seed)
     test = np.zeros(len(t), bool)
     for c in range(10):
         idx = rng.permutation(np.flatnonzero(t == c))
@@ -235,12 +262,18 @@ def load_digits(test_fraction:float=0.2, seed:int=0, *, normalize:bool=True, fla
     return _as_image_data('digits', (x[~test], x[test]), (t[~test], t[test]), (1, 8, 8), 10, (mean,), (std,), normalize, flatten, device, dtype)
 
 # %% ../nbs/11_vision.ipynb #e61d8a9a
+def _image_shape(shape, name:str='shape') -> tuple[int, int, int]:
+    "`shape` as a (C, H, W) triple of positive integers; errors name `name`."
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 3:
+        raise ValueError(f"{name} must be (C, H, W), got {shape!r}")
+    return tuple(check_int(f'{name}[{i}]', s, lo=1) for i, s in enumerate(shape))
+
 def fake_images(n_train:int=64, n_test:int=32, shape=(3, 8, 8), classes:int=10, noise:float=1., seed:int=0, device='cpu', dtype=torch.float32) -> ImageData:
     "Seeded synthetic images: a random template per class plus N(0, `noise`²) per pixel; learnable, unlike random labels."
     n_train, n_test = check_int('n_train', n_train, lo=1), check_int('n_test', n_test, lo=1)
     classes, noise = check_int('classes', classes, lo=2), check_float('noise', noise, lo=0.)
-    shape = tuple(check_int(f'shape[{i}]', s, lo=1) for i, s in enumerate(shape))
-    if len(shape) != 3: raise ValueError(f"shape must be (C, H, W), got {shape}")
+    shape = _image_shape(shape)
+    check_float_dtype('dtype', dtype); default_device(device)
     g = torch.Generator().manual_seed(check_int('seed', seed, lo=0))
     templates = torch.randn(classes, *shape, generator=g, dtype=dtype)
     def draw(n):
@@ -251,9 +284,19 @@ def fake_images(n_train:int=64, n_test:int=32, shape=(3, 8, 8), classes:int=10, 
     return _as_image_data('fake', (xa, xb), (ta, tb), shape, classes, z, (1.,)*shape[0], False, False, device, dtype)
 
 # %% ../nbs/11_vision.ipynb #96032973
+def _check_fill(fill):
+    "`fill` if it is a finite number or one finite number per channel; errors name `fill`."
+    v = fill.tolist() if isinstance(fill, Tensor) else fill
+    v = [v] if isinstance(v, numbers.Real) else v
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not v: raise TypeError(f"fill must be a number or one number per channel, got {fill!r}")
+    for i, f in enumerate(v): check_float(f'fill[{i}]', f)
+    return fill
+
 def crop_flip(x:Tensor, pad:int=4, flip:bool=True, fill=0., generator:torch.Generator|None=None) -> Tensor:
     "Random crops of the `pad`-padded images `x` [..., C, H, W] and random horizontal flips, one draw per image."
-    pad = check_int('pad', pad, lo=0)
+    pad, _ = check_int('pad', pad, lo=0), _check_fill(fill)
+    if not isinstance(x, Tensor) or x.dim() < 3: raise ValueError(f"x must be images [..., C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
+    if generator is not None and not isinstance(generator, torch.Generator): raise TypeError(f"generator must be a torch.Generator, got {generator!r}")
     *lead, C, H, W = x.shape
     xs = x.reshape(-1, C, H, W)
     n, dev = xs.shape[0], x.device
@@ -271,8 +314,10 @@ def crop_flip(x:Tensor, pad:int=4, flip:bool=True, fill=0., generator:torch.Gene
 class DeviceLoader:
     "Minibatches (x [y, b, ...], t [y, b]) of device tensors, each of the `y` replicas shuffling with its own seed; optional augmentation."
     def __init__(self, x:Tensor, t:Tensor|None=None, bs:int=64, seeds:Sequence[int]=(0,), drop_last:bool=False, augment:Callable|None=None):
-        self.x, self.t, self.bs = x, t, check_int('bs', bs, lo=1)
-        if t is not None and len(t) != len(x): raise ValueError(f"t must have one label per row of x ({len(x)}), got {len(t)}")
+        self.x, self.t, self.bs = check_data('x', x), t, check_int('bs', bs, lo=1)
+        if t is not None: check_data('t', t, rows=len(x))
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence): raise TypeError(f"seeds must be a list of ints (one per replica), got {seeds!r}")
+        if augment is not None and not callable(augment): raise TypeError(f"augment must be a function of a batch, got {augment!r}")
         self.gens = [torch.Generator().manual_seed(check_int(f'seeds[{i}]', s, lo=0)) for i, s in enumerate(seeds)]
         if not self.gens: raise ValueError("seeds must name at least one replica")
         self.drop_last, self.augment = bool(drop_last), augment
@@ -299,6 +344,7 @@ class BasicBlock(nn.Module):
     "torchvision's ResNet basic block: conv3×3-BN-ReLU-conv3×3-BN plus a shortcut (1×1 conv + BN when the shape changes), then ReLU."
     def __init__(self, c_in:int, c_out:int, stride:int=1):
         super().__init__()
+        c_in, c_out, stride = check_int('c_in', c_in, lo=1), check_int('c_out', c_out, lo=1), check_int('stride', stride, lo=1)
         self.conv1, self.bn1 = _conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out)
         self.conv2, self.bn2 = _conv3x3(c_out, c_out), nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
@@ -315,11 +361,14 @@ class ResNet(nn.Module):
     def __init__(self, layers:Sequence[int]=(2, 2, 2, 2), num_classes:int=10, in_channels:int=3, width:int=64):
         super().__init__()
         width = check_int('width', width, lo=1)
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) != 4:
+            raise ValueError(f"layers must give the number of blocks of each of the 4 stages, got {layers!r}")
+        layers = [check_int(f'layers[{k}]', n, lo=1) for k, n in enumerate(layers)]
         self.conv1, self.bn1, self.relu = _conv3x3(check_int('in_channels', in_channels, lo=1), width), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         c, stages = width, []
         for k, n in enumerate(layers):
             w = width * 2**k
-            stages.append(nn.Sequential(*[BasicBlock(c if j == 0 else w, w, 2 if j == 0 and k > 0 else 1) for j in range(check_int('layers[k]', n, lo=1))]))
+            stages.append(nn.Sequential(*[BasicBlock(c if j == 0 else w, w, 2 if j == 0 and k > 0 else 1) for j in range(n)]))
             c = w
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c, check_int('num_classes', num_classes, lo=1))
@@ -329,8 +378,8 @@ class ResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-def resnet18(num_classes:int=10, in_channels:int=3, width:int=64, **_) -> ResNet:
-    "ResNet-18 for CIFAR-sized images (11.2 M parameters at `width=64`, 10 classes)."
+def resnet18(num_classes:int=10, in_channels:int=3, width:int=64, image_size:int|None=None) -> ResNet:
+    "ResNet-18 for CIFAR-sized images (11.2 M parameters at `width=64`, 10 classes); `image_size` is accepted for a uniform signature and not needed (global pooling)."
     return ResNet((2, 2, 2, 2), num_classes, in_channels, width)
 
 # %% ../nbs/11_vision.ipynb #897a32b8
@@ -341,6 +390,11 @@ class VGG(nn.Module):
     def __init__(self, cfg=VGG16, num_classes:int=10, in_channels:int=3, image_size:int=32, width:int=64, hidden:int=512, dropout:float=0.5):
         super().__init__()
         width, size, c = check_int('width', width, lo=1), check_int('image_size', image_size, lo=1), check_int('in_channels', in_channels, lo=1)
+        hidden, dropout = check_int('hidden', hidden, lo=1), check_float('dropout', dropout, lo=0., hi=1.)
+        if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence) or not any(v != 'M' for v in cfg):
+            raise ValueError(f"cfg must be a list of conv widths and 'M' (max-pool), with at least one width, got {cfg!r}")
+        for i, v in enumerate(cfg):
+            if v != 'M': check_int(f'cfg[{i}]', v, lo=1)
         layers = []
         for v in cfg:
             if v == 'M':
@@ -355,13 +409,13 @@ class VGG(nn.Module):
     def forward(self, x:Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
-def vgg16_bn(num_classes:int=10, in_channels:int=3, width:int=64, image_size:int=32, **_) -> VGG:
+def vgg16_bn(num_classes:int=10, in_channels:int=3, width:int=64, image_size:int=32) -> VGG:
     "VGG-16 with batch norm for CIFAR-sized images."
     return VGG(VGG16, num_classes, in_channels, image_size, width)
 
 # %% ../nbs/11_vision.ipynb #6619df32
-def small_convnet(num_classes:int=10, in_channels:int=3, width:int=32, **_) -> nn.Sequential:
-    "Three conv3×3-BN-ReLU-maxpool stages of widths `width`·(1, 2, 4), global average pooling and a linear classifier."
+def small_convnet(num_classes:int=10, in_channels:int=3, width:int=32, image_size:int|None=None) -> nn.Sequential:
+    "Three conv3×3-BN-ReLU-maxpool stages of widths `width`·(1, 2, 4), global average pooling and a linear classifier; `image_size` is accepted for a uniform signature and not needed (global pooling)."
     c, layers = check_int('in_channels', in_channels, lo=1), []
     for k in range(3):
         w = check_int('width', width, lo=1) * 2**k
@@ -375,10 +429,13 @@ class ConvAE(nn.Module):
     "A conv autoencoder for flattened C×H×W images: 2 stride-2 convs, a width-`B` linear bottleneck, transposed convs, sigmoid output."
     def __init__(self, shape:Sequence[int]=(1, 28, 28), B:int=32, widths:Sequence[int]=(16, 32), bottleneck_relu:bool=True):
         super().__init__()
-        C, H, W = (check_int(f'shape[{i}]', s, lo=1) for i, s in enumerate(shape))
+        C, H, W = _image_shape(shape)
         if H % 4 or W % 4: raise ValueError(f"shape: H and W must be divisible by 4, got {H}x{W}")
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 2:
+            raise ValueError(f"widths must be the channel counts of the two convolutions, got {widths!r}")
         (w1, w2), self.B = (check_int(f'widths[{i}]', w, lo=1) for i, w in enumerate(widths)), check_int('B', B, lo=1)
-        self.shape, self.inner, self.bottleneck_relu = (C, H, W), (w2, H // 4, W // 4), bool(bottleneck_relu)
+        if not isinstance(bottleneck_relu, bool): raise TypeError(f"bottleneck_relu must be True or False, got {bottleneck_relu!r}")
+        self.shape, self.inner, self.bottleneck_relu = (C, H, W), (w2, H // 4, W // 4), bottleneck_relu
         self.enc = nn.Sequential(nn.Conv2d(C, w1, 3, 2, 1), nn.ReLU(), nn.Conv2d(w1, w2, 3, 2, 1), nn.ReLU(), nn.Flatten(),
                                  nn.Linear(math.prod(self.inner), self.B))
         self.dec = nn.Sequential(nn.Linear(self.B, math.prod(self.inner)), nn.ReLU(), nn.Unflatten(1, self.inner),
@@ -396,6 +453,7 @@ class ConvAE(nn.Module):
 # %% ../nbs/11_vision.ipynb #fa4acc31
 def channels_last_(model:nn.Module) -> nn.Module:
     "Lay out every 4-d (and stacked 5-d) floating parameter and buffer of `model` channels-last per replica, in place."
+    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     for t in [*model.parameters(), *model.buffers()]:
         if t.is_floating_point() and t.dim() in (4, 5):
             lead = t.dim() - 4
@@ -416,7 +474,7 @@ class ImageModel(nn.Module):
         super().__init__()
         self.model, self.y = model, n_replicas(model)
         self.seeds = list(model.seeds) if isinstance(getattr(model, 'seeds', None), list) else None
-        self.pad, self.flip, self.fill = check_int('pad', pad, lo=0), bool(flip), fill
+        self.pad, self.flip, self.fill = check_int('pad', pad, lo=0), bool(flip), _check_fill(fill)
         self.amp, self.channels_last, self._laid_out, self._memo = bool(amp), bool(channels_last), False, None
 
     def train(self, mode:bool=True):
@@ -449,8 +507,8 @@ CLASSIFIERS = dict(resnet18=resnet18, vgg16_bn=vgg16_bn, small_convnet=small_con
 def image_classifier(arch:str, y:int, seeds:Sequence[int]|None=None, *, shape=(3, 32, 32), classes:int=10, width:int|None=None,
                      augment:bool=False, fill=0., amp:bool=False, channels_last:bool=False, backend:str|None=None, device=None) -> ImageModel:
     "`y` replicas of the classifier `arch` (see `CLASSIFIERS`) for images of `shape`, seeded as torchvision initialises them, with their input pipeline."
-    make = CLASSIFIERS[check_choice('arch', arch, list(CLASSIFIERS))]
-    C, H, W = (check_int(f'shape[{i}]', s, lo=1) for i, s in enumerate(shape))
+    make, _ = CLASSIFIERS[check_choice('arch', arch, list(CLASSIFIERS))], _check_fill(fill)
+    C, H, W = _image_shape(shape)
     kw = dict(num_classes=check_int('classes', classes, lo=2), in_channels=C, image_size=min(H, W))
     if width is not None: kw['width'] = check_int('width', width, lo=1)
     stacked = replicate(partial(make, **kw), y, seeds, backend=backend, device=device)
@@ -461,6 +519,7 @@ def _inner(model): return model.model if isinstance(model, ImageModel) else mode
 
 def bn_barycentre(model:nn.Module, x:Tensor, groups:int=1, batch_size:int=256) -> nn.Module:
     "Each group's barycentre (a stacked model with `groups` replicas) with its batch-norm statistics recomputed on the images `x`, in eval mode."
+    check_data('x', x); check_int('batch_size', batch_size, lo=1)
     bary = barycentre(model, groups)
     recompute_bn(_inner(bary), x, batch_size)
     return bary.eval()
@@ -468,8 +527,11 @@ def bn_barycentre(model:nn.Module, x:Tensor, groups:int=1, batch_size:int=256) -
 @torch.no_grad()
 def classifier_errors(model:nn.Module, data, groups:int=1, batch_size:int=500, bn_batch_size:int=256) -> dict[str, Tensor]:
     "Test error rates: 'replicas' [y], 'barycentre' [groups] (BN statistics recomputed on `data.x_train`), 'ensemble' [groups]."
+    if not all(isinstance(getattr(data, k, None), Tensor) for k in ('x_train', 'x_test', 't_test')):
+        raise TypeError(f"data must have tensors x_train, x_test and t_test (an ImageData), got {type(data).__name__}")
+    y = n_replicas(model); check_groups(y, groups)
+    batch_size, bn_batch_size = check_int('batch_size', batch_size, lo=1), check_int('bn_batch_size', bn_batch_size, lo=1)
     model.eval()
-    y = n_replicas(model)
     res = {'replicas': dataset_loss(model, data.x_test, error_rate, batch_size, data.t_test)}
     bary = bn_barycentre(model, data.x_train, groups, bn_batch_size)
     res['barycentre'] = dataset_loss(bary, data.x_test, error_rate, batch_size, data.t_test)
@@ -483,6 +545,7 @@ def classifier_errors(model:nn.Module, data, groups:int=1, batch_size:int=500, b
 # %% ../nbs/11_vision.ipynb #7e67b2d5
 def delta_error(model:nn.Module, x:Tensor, target:Tensor, sigmas, n_draws:int=20, seed=0, batch_size:int|None=None) -> Tensor:
     "δε [y, S]: mean training error under the weight noise w → w(1 + σz), minus the unperturbed training error."
+    if target is None: raise ValueError("target must give the labels of x (an error rate needs them)")
     e = local_energy(model, x, sigmas, n_draws, seed, error_rate, batch_size, target)
     return e - dataset_loss(model, x, error_rate, batch_size, target)[:, None]
 
@@ -522,15 +585,18 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
            rho:float=0.05, asam_rho:float=0.5) -> tuple[Callable, list]:
     "`(opt_func, callbacks)` for `fit`: the named recipe (see `RECIPES`) with the `schedule` ('cosine', 'step' or 'none') over `epochs`."
     check_choice('name', name, RECIPES)
-    lr, epochs = check_float('lr', lr, lo=0.), check_int('epochs', epochs, lo=1)
-    momentum = check_float('momentum', momentum, lo=0., hi=0.999)
+    epochs, momentum = check_int('epochs', epochs, lo=1), check_float('momentum', momentum, lo=0., hi=0.999)
+    lr, rho, asam_rho = check_float('lr', lr, lo=0.), check_float('rho', rho, lo=0.), check_float('asam_rho', asam_rho, lo=0.)
+    if check_float('gamma', gamma) <= 0: raise ValueError(f"gamma must be > 0 (Entropy-SGD's outer lr is 1/gamma), got {gamma}")
+    weight_decay, noise = check_float('weight_decay', weight_decay, lo=0.), check_float('noise', noise, lo=0.)
+    groups, L = check_int('groups', groups, lo=1), check_int('L', L, lo=1)       # every argument is checked, whichever recipe uses it
     sgd = dict(lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     adam_kw = dict(lr=lr, weight_decay=weight_decay)
     opt = {'sgd': partial(torch.optim.SGD, **sgd),
            'adam': partial(adam, **adam_kw),
            'adamw': partial(adam, decoupled_weight_decay=True, **adam_kw),
            'rsgd': partial(Replicated, base=torch.optim.SGD, gamma=Exponential(gamma0, gamma1), groups=groups, **sgd),
-           'esgd': partial(EntropySGD, lr=1 / check_float('gamma', gamma, lo=1e-12), gamma=gamma, L=L, inner_lr=lr / (1 - momentum), noise=noise,
+           'esgd': partial(EntropySGD, lr=1 / gamma, gamma=gamma, L=L, inner_lr=lr / (1 - momentum), noise=noise,
                            weight_decay=weight_decay),
            'sgd_sam': partial(SAM, base=torch.optim.SGD, rho=rho, per_replica=True, **sgd),
            'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam_kw),
@@ -541,6 +607,7 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
 
 def grad_evals(name:str, epochs:int, steps_per_epoch:int, y:int=1, L:int=5) -> int:
     "Minibatch gradients one run of the recipe computes: SAM 2 per step, Entropy-SGD L per step, replicated SGD y per step (one per replica)."
+    y, L = check_int('y', y, lo=1), check_int('L', L, lo=1)
     per = {'rsgd': y, 'esgd': L, 'sgd_sam': 2, 'adam_sam': 2, 'asam': 2}.get(check_choice('name', name, RECIPES), 1)
     return check_int('epochs', epochs, lo=0) * check_int('steps_per_epoch', steps_per_epoch, lo=1) * per
 
@@ -549,6 +616,7 @@ class Accumulate(FitHooks, torch.optim.Optimizer):
     "Gradient accumulation: the first-order optimizer `base(params, **kw)` steps once every `every` calls, on the mean of their gradients."
     def __init__(self, params, base=torch.optim.SGD, every:int=2, **kw):
         self.every, self.calls = check_int('every', every, lo=1), 0
+        if not callable(base): raise TypeError(f"base must be an optimizer class (or a function building one), got {base!r}")
         self.base = base(list(params.parameters() if isinstance(params, nn.Module) else params), **kw)
         if isinstance(self.base, SAM) or fit_hooks(self.base).fresh_batches:
             raise TypeError(f"base must be a first-order optimizer (SGD, Adam, Replicated); {type(self.base).__name__} takes "

@@ -60,7 +60,7 @@ def test_bad_input(fn, args, kw, exc, match):
     t0 = time.perf_counter()
     with pytest.raises(exc) as e: fn(*args, **kw)
     assert match in str(e.value), f"{type(e.value).__name__}: {e.value}"
-    assert time.perf_counter() - t0 < 5, "the error came after heavy work"
+    assert time.perf_counter() - t0 < 10, "the error came after heavy work"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tiny inputs shared by the cases
@@ -872,7 +872,7 @@ case(PE.fit_minimisers, match='X', **{**XP, 'X': Lazy(lambda: torch.rand(6, 4, d
 case(PE.fit_minimisers, match='sigma', **{**XP, 'sigma': Lazy(lambda: torch.ones(5, dtype=torch.float64))})
 case(PE.fit_minimisers, match='X', **{**XP, 'X': 'abc'})
 case(PE.cap_distances, 4, [0.5], 0, match='n')
-case(PE.cap_distances, 4, [1.5], 3, match='d')
+case(PE.cap_distances, 4, [5.], 3, match='d')
 case(PE.cap_distances, 4, [NAN], 3, match='d')
 case(PE.cap_distances, 0, [0.5], 3, match='N')
 case(PE.sample_cap, Lazy(lambda: torch.full((1, 4), 0.5)), [0.5], 0, match='n')
@@ -974,30 +974,30 @@ XFAIL = {k: f'owned by {v}' for k, v in {
     'optim.LoopReplicated[models](3)': "optim: the error does not name models: TypeError: 'int' object is not iterable",
     'sam.asam_param_groups[model](3)': "sam: raises AttributeError: 'int' object has no attribute 'named_parameters'",
     'test_bad_inputs.enter_frozen_running_stats[model](3)': "sam: raises AttributeError: 'int' object has no attribute 'modules'",
-    'sam.stats_once[model](<function <lambda> at...)': 'sam: accepted',
-    'sam.stats_once[closure](3)': 'sam: accepted',
+    'sam.stats_once[model](<function <lambda> at...)': 'sam: model=3 accepted',
+    'sam.stats_once[closure](3)': 'sam: closure=3 accepted',
     "sharpness.bn_mode[bn]('frozen')": 'sharpness: accepted',
     "sharpness.bn_mode[model]('eval')": 'sharpness: accepted',
-    'sharpness.curvature_operator[loss_fn](loss_fn=3)': 'sharpness: accepted',
-    'sharpness.dense_hessian[x](<lambda>)': 'sharpness: accepted',
-    'sharpness.dense_hessian[x](<lambda>)#2': 'sharpness: accepted',
+    'sharpness.curvature_operator[loss_fn](loss_fn=3)': 'sharpness: a loss_fn that is not callable accepted (fails at the first product)',
+    'sharpness.dense_hessian[x](<lambda>)': 'sharpness: NaN in x accepted',
+    'sharpness.dense_hessian[x](<lambda>)#2': 'sharpness: x without rows accepted',
     'sharpness.dense_hessian[target](target=<lambda>)': 'sharpness: the error does not name target: ValueError: x must have shape [5, 4] or [1, 5, 4] to match xhat, ...',
     'sharpness.dense_hessian[loss_fn](loss_fn=3)': "sharpness: the error does not name loss_fn: TypeError: 'int' object is not callable",
     'sharpness.dense_hessian[r](r=-1)': 'sharpness: the error does not name r: ValueError: i must be >= 0, got -1',
     'sharpness.dense_hessian[r](r=2)': 'sharpness: the error does not name r: ValueError: i must be <= 1, got 2',
-    'sharpness.lanczos[v0](2)': 'sharpness: accepted',
-    'sharpness.lanczos[v0](2)#2': 'sharpness: the error does not name v0: ValueError: not enough values to unpack (expected 2, got 1)',
+    'sharpness.lanczos[v0](2)': 'sharpness: an all-zero start vector v0 accepted (NaN basis)',
+    'sharpness.lanczos[v0](2)#2': 'sharpness: a 1-d v0: the error does not name v0: ValueError: not enough values to unpack (expected 2, got 1)',
     'sharpness.lanczos[matvec](2)': "sharpness: the error does not name matvec: TypeError: 'int' object is not callable",
-    'sharpness.lanczos[v0](2)#3': 'sharpness: accepted',
+    'sharpness.lanczos[v0](2)#3': 'sharpness: NaN in v0 accepted',
     'sharpness.spectral_density[weights](weights=<lambda>)': 'sharpness: raises RuntimeError: The size of tensor a (4) must match the size of tensor b (3) at non-singleto...',
     "sharpness.spectral_density[grid](grid='ab')": "sharpness: the error does not name grid: TypeError: new(): invalid data type 'str'",
     'sharpness.spectral_density[nodes](nodes=<lambda>)': 'sharpness: the error does not name nodes: ValueError: sigma must be finite, got nan',
-    'sharpness.barrier[losses](<lambda>)#2': 'sharpness: accepted',
+    'sharpness.barrier[losses](<lambda>)#2': 'sharpness: NaN in losses accepted',
     'sharpness.local_entropy[burn_in](burn_in=1.0)': 'sharpness: accepted',
     'train.evaluate[data](data=<lambda>)': 'train: the error does not name data: ValueError: x contains NaN or infinite values',
     'train.evaluate[seed](seed=-1)': 'train: accepted',
     "train.evaluate[epoch](epoch='a')": 'train: accepted',
-    "train.Recorder[metrics](['replicas'])": 'train: accepted',
+    "train.Recorder[metrics](['replicas'])": 'train: an unknown metric accepted at construction',
     'train.Recorder[every](every=0)': 'train: accepted',
     'train.step_lr[milestones]([3, 1])': 'train: accepted',
     'train.Checkpoint[path](3)': 'train: the error does not name path: TypeError: expected str, bytes or os.PathLike object, not int',
@@ -1008,7 +1008,6 @@ XFAIL = {k: f'owned by {v}' for k, v in {
     'compare.paired_diff[a]([1.0, 2.0])': 'compare: accepted',
     'compare.verdict_status[z](nan)': 'compare: accepted',
     "compare.paired_verdict[names](names=('a',))": 'compare: raises IndexError: tuple index out of range',
-    'perceptron.cap_distances[d](3)': 'perceptron: accepted',
     'perceptron.violation_score[e0](-1)': "perceptron: raises AttributeError: 'int' object has no attribute 'max'",
     'annealing.anneal[beta0](beta0=0.0)': 'annealing: accepted',
     "annealing.anneal[keys](keys='abc')": "annealing: the error does not name keys: ValueError: invalid literal for int() with base 10: 'abc'",

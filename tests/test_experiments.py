@@ -255,3 +255,20 @@ def test_every_repository_experiment_is_checkable_without_running_it():
         try: assert notebook_profiles(nb) is not None and isinstance(notebook_bounds(nb), dict)
         except ValueError as e: bad.append(str(e))
     assert not bad, '\n'.join(bad)
+
+@pytest.mark.parametrize('nb', [p.stem for p in experiment_notebooks()])
+def test_repository_experiment_refuses_counts_below_bound_before_any_kernel_starts(nb, monkeypatch):
+    """Issue 17 item 7: `eae-run -p trials -1` used to fail inside the kernel after the run had started. Every repository
+    experiment declares BOUNDS; each integer count with a lower bound is refused one below it, by name, with no kernel."""
+    import papermill
+    from entropic_ae.experiments import check_parameters, notebook_bounds, notebook_profiles
+    def no_kernel(*a, **k): raise AssertionError('a kernel was started')
+    monkeypatch.setattr(papermill, 'execute_notebook', no_kernel)
+    path = next(p for p in experiment_notebooks() if p.stem == nb)
+    bounds, quick = notebook_bounds(path), notebook_profiles(path)['quick']
+    for prof in notebook_profiles(path).values(): check_parameters(path, 'quick', {k: v for k, v in prof.items() if k in bounds})
+    counts = {k: int(s.split()[1]) for k, s in bounds.items() if s.startswith('>= ') and isinstance(quick[k], int)}
+    assert counts, f'{nb} bounds no count parameter'
+    for k, lo in counts.items():
+        with pytest.raises(ValueError, match=re.escape(f'{nb}: {k} must be >= {lo}, got {lo - 1}')):
+            check_parameters(path, 'quick', {k: lo - 1})

@@ -66,6 +66,13 @@ class TracedReplicated(Replicated):
         self.dist_log.append(self.distances().cpu())
         return super().epoch_end()
 
+    def get_extra_state(self) -> dict:
+        "`Replicated`'s, and the log, so that a resumed run goes on with it."
+        return {**super().get_extra_state(), 'dist_log': [d.clone() for d in self.dist_log]}
+    def set_extra_state(self, extra:dict):
+        super().set_extra_state(extra)
+        self.dist_log = [d.clone() for d in extra.get('dist_log', [])]
+
 # %% ../nbs/10_compare.ipynb #043f4d6a
 _RESERVED = ('run', 'replica', 'epoch', 'metric', 'sigma', 'value', 'eval_on', 'trial', 'arm', 'final')
 

@@ -14,13 +14,14 @@ from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear',
-           'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Replicated', 'finite_replicas', 'LoopReplicated',
-           'EntropySGD']
+           'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Wrapper', 'Replicated', 'finite_replicas',
+           'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
 class FitHooks:
     "What `train.fit` may call on an optimizer; the defaults suit an optimizer with no ensemble and no schedule."
     fresh_batches: bool = False        # True: every closure call within one step wants its own minibatch
+    needs_closure: bool = False        # True: `step` evaluates the loss itself, through its closure (no wrapper can step it)
     groups: int|None = None            # independent ensembles on the replica axis (None: the optimizer forms none)
     @property
     def gamma(self) -> float|None:     # the coupling γ in use now (None: no coupling), for the logs
@@ -53,8 +54,8 @@ def prefixed(prefix:str, d:dict) -> dict:
     return {prefix + k: v for k, v in d.items()}
 
 class _Plain(FitHooks):
-    "The protocol's defaults around a plain torch optimizer."
-    def __init__(self, opt): self.opt = opt
+    "The protocol's defaults around a plain torch optimizer (of torch's, only LBFGS evaluates the loss inside `step`)."
+    def __init__(self, opt): self.opt, self.needs_closure = opt, isinstance(opt, torch.optim.LBFGS)
     def hyperparameters(self) -> dict: return group_settings(self.opt)
 
 def fit_hooks(opt:torch.optim.Optimizer) -> FitHooks:
@@ -154,9 +155,6 @@ def as_scoping(gamma) -> Scoping:
     raise TypeError(f"gamma must be a non-negative number or a Scoping schedule, got {gamma!r}")
 
 # %% ../nbs/05_optim.ipynb #061b311f
-def _base_class(base):
-    return base.func if isinstance(base, partial) else base
-
 _NONNEG = ('lr', 'momentum', 'dampening', 'weight_decay', 'eps', 'alpha', 'lr_decay')   # torch's own checks let nan through
 
 def _check_base_kw(kw:dict):
@@ -168,6 +166,10 @@ def _check_base_kw(kw:dict):
         if not isinstance(b, (tuple, list)) or len(b) != 2: raise TypeError(f"betas must be a pair of numbers in [0, 1), got {b!r}")
         for i, v in enumerate(b):
             if not isinstance(v, Tensor) and check_float(f'betas[{i}]', v, lo=0.) >= 1: raise ValueError(f"betas[{i}] must be < 1, got {v}")
+
+# %% ../nbs/05_optim.ipynb #0f808226
+def _base_class(base):
+    return base.func if isinstance(base, partial) else base
 
 def prepare_base(base, params, base_kw:dict) -> dict:
     "The keyword arguments of `base(params, **base_kw)`: numeric options checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
@@ -181,24 +183,144 @@ def prepare_base(base, params, base_kw:dict) -> dict:
             base_kw = dict(base_kw, fused=True)
     return base_kw
 
+# %% ../nbs/05_optim.ipynb #7ff8fa0b
 def adam(params, lr:float=1e-3, **kw) -> torch.optim.Adam:
     "`torch.optim.Adam(params, lr, **kw)`, fused when `kw` leave the kernel open and the parameters allow it: the library's default Adam."
     params = list(params)
     return torch.optim.Adam(params, **prepare_base(torch.optim.Adam, params, dict(kw, lr=lr)))
 
+# %% ../nbs/05_optim.ipynb #b09ea554
+def _check_base(base):
+    "`base` as given: an optimizer class or a function building one, not an optimizer (which has its own groups)."
+    if isinstance(base, torch.optim.Optimizer):
+        raise TypeError("base must be an optimizer class or a callable params -> optimizer, not an optimizer instance "
+                        "(an instance already owns its own param_groups)")
+    if isinstance(base, type) and not issubclass(base, torch.optim.Optimizer):
+        raise TypeError(f"base must be a torch.optim.Optimizer subclass or a callable returning one, got class {base.__name__}")
+    if not callable(base): raise TypeError(f"base must be an optimizer class or a callable params -> optimizer, got {base!r}")
+
+def _check_built(w, opt, groups):
+    "What `base(groups)` returned: an optimizer on exactly the given parameters that steps on the gradient in `.grad`."
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"base must build a torch.optim.Optimizer, but base(params) returned {type(opt).__name__}")
+    if fit_hooks(opt).needs_closure:
+        raise TypeError(f"base must be a first-order optimizer that steps on the gradient in .grad: {type(opt).__name__}.step "
+                        f"evaluates the loss itself through its closure (needs_closure=True), which {type(w).__name__} cannot give it")
+    if sorted(id(p) for g in opt.param_groups for p in g['params']) != sorted(id(p) for g in groups for p in g['params']):
+        raise ValueError("base must build its optimizer on the parameters it is given, but it manages different ones")
+
+# %% ../nbs/05_optim.ipynb #6592cff5
+def _base_or_own(name:str) -> property:
+    "The base optimizer's attribute `name` once the wrapper has a `base`, the wrapper's own before."
+    def get(self):
+        b = self.__dict__.get('base')
+        return self.__dict__['_' + name] if b is None else getattr(b, name)
+    def put(self, value):
+        b = self.__dict__.get('base')
+        if b is None: self.__dict__['_' + name] = value
+        else: setattr(b, name, value)
+    return property(get, put, doc=f"The base optimizer's `{name}` (the same object).")
+
+class Wrapper(FitHooks, torch.optim.Optimizer):
+    "An optimizer around the optimizer `base(params, **base_kw)` it builds, sharing its param groups and state."
+    param_groups, state = _base_or_own('param_groups'), _base_or_own('state')
+    state_key: str|None = None                                # where `state_dict()` keeps `get_extra_state()`
+    def __init__(self, params, base, own_defaults:dict|None=None, **base_kw):
+        _check_base(base)
+        self.own_defaults = dict(own_defaults or {})            # the wrapper's options in every group (SAM: rho, ...)
+        super().__init__(params.parameters() if isinstance(params, nn.Module) else params, dict(self.own_defaults))
+        groups = self.__dict__.pop('_param_groups')
+        opt = base(groups, **prepare_base(base, groups, base_kw))
+        _check_built(self, opt, groups)
+        del self.__dict__['_state']
+        self.base = opt                                          # from here on `param_groups` and `state` are the base's
+        self.defaults = {**opt.defaults, **self.own_defaults}    # where schedulers look for momentum/betas (OneCycleLR)
+
+# %% ../nbs/05_optim.ipynb #74274b2b
+@patch
+def check_group(self:Wrapper, group:dict):
+    "Refuse a parameter group with a bad option: the base's numeric ones here; a subclass adds its own."
+    _check_base_kw(group)
+
+@patch
+def add_param_group(self:Wrapper, param_group:dict):
+    "Check a new group, give it the wrapper's own options and add it to the base's list (which is the wrapper's)."
+    if not isinstance(param_group, dict): raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+    ps = param_group.get('params', [])
+    g = dict(param_group, params=[ps] if isinstance(ps, Tensor) else list(ps))
+    self.check_group(g)
+    if self.__dict__.get('base') is None: return torch.optim.Optimizer.add_param_group(self, g)   # torch's constructor
+    for k, v in self.own_defaults.items(): g.setdefault(k, v)
+    self.base.add_param_group(g)
+
+# %% ../nbs/05_optim.ipynb #fb054755
+@patch(as_prop=True)
+def fresh_batches(self:Wrapper) -> bool: return fit_hooks(self.base).fresh_batches
+@patch(as_prop=True)
+def gamma(self:Wrapper) -> float|None: return fit_hooks(self.base).gamma
+@patch(as_prop=True)
+def groups(self:Wrapper) -> int|None: return fit_hooks(self.base).groups
+@patch
+def epoch_end(self:Wrapper): return fit_hooks(self.base).epoch_end()
+@patch
+def drop_replicas(self:Wrapper, mask:Tensor): fit_hooks(self.base).drop_replicas(mask)
+@patch
+def settings(self:Wrapper) -> dict: return {}
+
+@patch
+def hyperparameters(self:Wrapper) -> dict:
+    "The class, the wrapper's own `settings()` and the base's hyperparameters under `base.`."
+    return {'class': type(self).__name__, **self.settings(), **prefixed('base.', fit_hooks(self.base).hyperparameters())}
+
+# %% ../nbs/05_optim.ipynb #134811bd
+@patch
+@torch.no_grad()
+def step(self:Wrapper, closure=None):
+    "Evaluate `closure` (if given), then step the base on the gradient it left in `.grad`. Returns the loss."
+    loss = None
+    if closure is not None:
+        with torch.enable_grad(): loss = closure()
+    self.base.step()
+    return loss
+
+# %% ../nbs/05_optim.ipynb #a78786e7
+@patch
+def get_extra_state(self:Wrapper) -> dict: return {}      # what the wrapper keeps beside the base's state
+@patch
+def set_extra_state(self:Wrapper, extra:dict): pass
+
+@patch
+def state_dict(self:Wrapper) -> dict:
+    "The base's state dict (the wrapper's options travel in its `param_groups`), with `get_extra_state()` under `state_key`."
+    sd = self.base.state_dict()
+    if self.state_key is not None: sd[self.state_key] = self.get_extra_state()
+    return sd
+
+# %% ../nbs/05_optim.ipynb #e20bdc5a
+@patch
+def load_state_dict(self:Wrapper, state_dict:dict):
+    "Load a state dict saved by this wrapper, or a plain base's (the wrapper's options then take their defaults)."
+    sd = dict(state_dict)
+    extra = None if self.state_key is None else sd.pop(self.state_key, None)
+    if extra is not None: self.set_extra_state(extra)
+    self.base.load_state_dict(sd)
+    for g in self.param_groups:
+        self.check_group(g)
+        for k, v in self.own_defaults.items(): g.setdefault(k, v)
+
+@patch
+def __getstate__(self:Wrapper) -> dict:   # for copy and pickle: the base (holding groups and state) and the wrapper's settings
+    return {k: v for k, v in self.__dict__.items() if not k.startswith('_optimizer_')}   # torch's hooks are not pickled
+
 # %% ../nbs/05_optim.ipynb #25e370b6
-class Replicated(FitHooks, torch.optim.Optimizer):
+class Replicated(Wrapper):
     "Robust-ensemble training: a base optimizer on stacked replicas plus a pull of strength γ toward their barycentre."
+    state_key, groups = 'replicated', 1                     # `groups` is its own (set below), not the base's
     def __init__(self, params, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic',
                  groups:int=1, **base_kw):
-        params = list(params.parameters() if isinstance(params, nn.Module) else params)
         self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
-        self.base = base(params, **prepare_base(base, params, base_kw))
-        super().__init__(self.base.param_groups, self.base.defaults)
-        self.param_groups, self.state = self.base.param_groups, self.base.state   # one set of groups, one state
-        for g in self.param_groups:
-            if not isinstance(g['lr'], Tensor): check_float('lr', g['lr'], lo=0.)
+        super().__init__(params, base, **base_kw)
         self.y = replica_axis([p for g in self.param_groups for p in g['params']], name='params')
         self.groups = check_groups(self.y, groups)
         self.active = torch.ones(self.y, dtype=torch.bool)   # replicas in the ensemble (see `drop_replicas`)
@@ -212,31 +334,35 @@ class Replicated(FitHooks, torch.optim.Optimizer):
         "γ used in each epoch so far (the last entry is the current value)."
         return self.schedule.history
 
-    def epoch_end(self) -> float:
-        "Advance the scoping schedule by one epoch; returns the new γ."
-        return self.schedule.step()
+# %% ../nbs/05_optim.ipynb #39f00800
+@patch
+def epoch_end(self:Replicated) -> float:
+    "Advance the scoping schedule by one epoch (and the base's schedules, if it has any); returns the new γ."
+    Wrapper.epoch_end(self)
+    return self.schedule.step()
 
-    def hyperparameters(self) -> dict:
-        "Class, coupling, groups, replicas, the γ schedule (`gamma.*`) and the base optimizer's settings (`base.*`)."
-        return {'class': type(self).__name__, 'coupling': self.coupling, 'groups': self.groups, 'y': self.y,
-                **prefixed('gamma.', self.schedule.hyperparameters()), **prefixed('base.', fit_hooks(self.base).hyperparameters())}
+@patch
+def drop_replicas(self:Replicated, mask):
+    "Take the replicas flagged in the bool `mask` [y] out of their ensemble for good: no pull, no share of the barycentre."
+    mask = torch.as_tensor(mask).detach().cpu()
+    if mask.dtype != torch.bool or tuple(mask.shape) != (self.y,):
+        raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
+    self.active = self.active & ~mask
+    Wrapper.drop_replicas(self, mask)
 
-    def add_param_group(self, param_group:dict):
-        "Add a group to the base optimizer (the one shared list), after checking that its parameters carry the replica axis."
-        if not hasattr(self, 'y'): return super().add_param_group(param_group)   # from torch.optim.Optimizer.__init__
-        ps = param_group.get('params', [])
-        ps = [ps] if isinstance(ps, Tensor) else list(ps)
-        try: replica_axis(ps, self.y, name='param_group params')
+# %% ../nbs/05_optim.ipynb #e950c375
+@patch
+def settings(self:Replicated) -> dict:
+    "Coupling, groups, replicas and the γ schedule (`gamma.*`); `hyperparameters()` adds the base's (`base.*`)."
+    return {'coupling': self.coupling, 'groups': self.groups, 'y': self.y, **prefixed('gamma.', self.schedule.hyperparameters())}
+
+@patch
+def check_group(self:Replicated, group:dict):
+    "The base's options and, once the replica count is known, the replica axis of the group's parameters."
+    if 'y' in self.__dict__:
+        try: replica_axis(group['params'], self.y, name='param_group params')
         except ValueError as e: raise ValueError(f"add_param_group: {e}") from None
-        _check_base_kw(param_group)
-        self.base.add_param_group(param_group)
-
-    def drop_replicas(self, mask):
-        "Take the replicas flagged in the bool `mask` [y] out of their ensemble for good: no pull, no share of the barycentre."
-        mask = torch.as_tensor(mask).detach().cpu()
-        if mask.dtype != torch.bool or tuple(mask.shape) != (self.y,):
-            raise ValueError(f"mask must be a bool tensor of shape [{self.y}], got {mask.dtype} of shape {list(mask.shape)}")
-        self.active = self.active & ~mask
+    Wrapper.check_group(self, group)
 
 # %% ../nbs/05_optim.ipynb #5dc37314
 @torch.no_grad()
@@ -295,25 +421,17 @@ def step(self:Replicated, closure=None):
     return loss
 
 @patch
-def state_dict(self:Replicated) -> dict:
-    sd = self.base.state_dict()
-    sd['replicated'] = dict(coupling=self.coupling, y=self.y, groups=self.groups, schedule=self.schedule.state_dict(),
-                            active=self.active.tolist())
-    return sd
+def get_extra_state(self:Replicated) -> dict:
+    "Coupling, replicas and groups (checked on loading), the schedule's counter and history, and the active replicas."
+    return dict(coupling=self.coupling, y=self.y, groups=self.groups, schedule=self.schedule.state_dict(), active=self.active.tolist())
 
 @patch
-def load_state_dict(self:Replicated, state_dict:dict):
-    sd = dict(state_dict)
-    extra = sd.pop('replicated', None)
-    if extra is not None:
-        for k in ('y', 'coupling', 'groups'):
-            if extra.get(k, getattr(self, k)) != getattr(self, k):
-                raise ValueError(f"state_dict: saved with {k}={extra[k]!r}, this optimizer has {k}={getattr(self, k)!r}")
-    self.base.load_state_dict(sd)
-    self.param_groups, self.state = self.base.param_groups, self.base.state
-    if extra is not None:
-        self.schedule.load_state_dict(extra['schedule'])
-        self.active = torch.tensor(extra.get('active', [True]*self.y), dtype=torch.bool)
+def set_extra_state(self:Replicated, extra:dict):
+    for k in ('y', 'coupling', 'groups'):
+        if extra.get(k, getattr(self, k)) != getattr(self, k):
+            raise ValueError(f"state_dict: saved with {k}={extra[k]!r}, this optimizer has {k}={getattr(self, k)!r}")
+    self.schedule.load_state_dict(extra['schedule'])
+    self.active = torch.tensor(extra.get('active', [True]*self.y), dtype=torch.bool)
 
 @patch
 def __repr__(self:Replicated):
@@ -330,7 +448,8 @@ class LoopReplicated:
         every = [p for m in self.models for p in m.parameters()]
         self.opts = [base(list(m.parameters()), **prepare_base(base, every, base_kw)) for m in self.models]
 
-    gamma, gamma_history, epoch_end = Replicated.gamma, Replicated.gamma_history, Replicated.epoch_end
+    gamma, gamma_history = Replicated.gamma, Replicated.gamma_history
+    def epoch_end(self) -> float: return self.schedule.step()
     @property
     def y(self) -> int: return len(self.models)
 
@@ -362,6 +481,7 @@ class LoopReplicated:
 class EntropySGD(FitHooks, torch.optim.Optimizer):
     "Entropy-SGD: an SGLD estimate ⟨w'⟩ of the local Gibbs mean around w, then an outer step along γ(w − ⟨w'⟩)."
     fresh_batches = True   # every closure call wants a new minibatch (one per Langevin step); `train.fit` obliges
+    needs_closure = True   # its step runs the closure L times: no wrapper can step it on a gradient in .grad
     def __init__(self, params, lr:float=0.1, gamma:float|Scoping=0.03, L:int=5, inner_lr:float=0.1,
                  noise:float=1e-4, alpha:float=0.75, momentum:float=0., nesterov:bool=False,
                  weight_decay:float=0., scope:str='step', seed:int|None=None):

@@ -4,13 +4,15 @@
 
 # %% ../nbs/06_sam.ipynb #172580da
 from __future__ import annotations
+import warnings
 from contextlib import contextmanager
 from typing import Callable
 import torch
+from fastcore.basics import patch
 from torch import nn
 from .core import check_float
 from .replicas import per_replica, replica_axis
-from .optim import FitHooks, fit_hooks, prepare_base, prefixed
+from .optim import Wrapper
 
 # %% auto #0
 __all__ = ['SAM', 'asam_param_groups', 'frozen_running_stats', 'stats_once']
@@ -47,157 +49,119 @@ def _scale(tensors:list, s:torch.Tensor, inplace:bool=False) -> list:
     return list(torch._foreach_mul(tensors, factors))
 
 # %% ../nbs/06_sam.ipynb #60f0124f
-class SAM(FitHooks, torch.optim.Optimizer):
-    "Sharpness-aware minimisation (ASAM with `adaptive=True`) wrapped around the optimizer `base(params, **base_kwargs)`."
+class SAM(Wrapper):
+    "Sharpness-aware minimisation (ASAM with `adaptive=True`) wrapped around the optimizer `base(params, **base_kw)`."
+    needs_closure = True      # its step evaluates the loss twice, at w and at w + ε̂: no wrapper can step it
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
-                 per_replica:bool=False, **base_kwargs):
+                 per_replica:bool=False, **base_kw):
         rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)   # the base's options: `prepare_base`
         _check_bool('adaptive', adaptive)
         self.per_replica, self.y = _check_bool('per_replica', per_replica), None
-        if isinstance(base, torch.optim.Optimizer):
-            raise TypeError("base must be an optimizer class or a callable params -> optimizer, not an optimizer instance "
-                            "(an instance already owns its own param_groups)")
-        if isinstance(base, type) and not issubclass(base, torch.optim.Optimizer):
-            raise TypeError(f"base must be a torch.optim.Optimizer subclass or a callable returning one, got class {base.__name__}")
-        if not callable(base): raise TypeError(f"base must be an optimizer class or a callable params -> optimizer, got {base!r}")
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, eta=eta))
-        opt = base(self.param_groups, **prepare_base(base, self.param_groups, base_kwargs))
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"base must build a torch.optim.Optimizer, but base(params) returned {type(opt).__name__}")
-        if isinstance(opt, SAM): raise TypeError("base must not itself build a SAM optimizer")
-        mine = sorted(id(p) for g in self.param_groups for p in g['params'])
-        if sorted(id(p) for g in opt.param_groups for p in g['params']) != mine:
-            raise ValueError("base must build its optimizer on the parameters it is given, but it manages different ones")
-        for g in opt.param_groups:
-            for k, v in self.defaults.items(): g.setdefault(k, v)
-        self.defaults = {**opt.defaults, **self.defaults}   # schedulers read momentum/betas here (OneCycleLR)
-        self.base_optimizer = opt
-        del self.__dict__['_groups']   # from now on `param_groups` is the base optimizer's list
-        self._perturbed = None   # (params, saved weights) between first_step and second_step/restore
+        self._perturbed, self._saved = None, {}   # (params, saved weights) between the two passes; the buffers
+        super().__init__(params, base, dict(rho=rho, adaptive=adaptive, eta=eta), **base_kw)
 
     @property
-    def param_groups(self) -> list:
-        "The base optimizer's parameter groups (the same list), so the two can never drift apart, even if the base optimizer is reloaded."
-        base = self.__dict__.get('base_optimizer')
-        return self.__dict__['_groups'] if base is None else base.param_groups
+    def base_optimizer(self) -> torch.optim.Optimizer:
+        "Deprecated: davda54/sam's name for `base`."
+        warnings.warn("SAM.base_optimizer is deprecated, use SAM.base", DeprecationWarning, stacklevel=2)
+        return self.base
 
-    @param_groups.setter
-    def param_groups(self, groups:list):
-        base = self.__dict__.get('base_optimizer')
-        if base is None: self.__dict__['_groups'] = groups   # while torch.optim.Optimizer.__init__ builds them
-        else: base.param_groups = groups
+# %% ../nbs/06_sam.ipynb #9b9df1c6
+@patch
+def settings(self:SAM) -> dict: return {'per_replica': self.per_replica}
 
-    # the training-loop protocol (`optim.FitHooks`) is the wrapped optimizer's: SAM adds no schedule and no replicas
-    @property
-    def gamma(self): return fit_hooks(self.base_optimizer).gamma
-    def epoch_end(self): return fit_hooks(self.base_optimizer).epoch_end()
-    def drop_replicas(self, mask): return fit_hooks(self.base_optimizer).drop_replicas(mask)
-    @property
-    def groups(self): return fit_hooks(self.base_optimizer).groups
-    def hyperparameters(self) -> dict:
-        "`per_replica` and the base optimizer's settings (`base.*`), whose groups hold `rho`, `adaptive` and `eta`."
-        return {'class': type(self).__name__, 'per_replica': self.per_replica, **prefixed('base.', fit_hooks(self.base_optimizer).hyperparameters())}
-
-    def add_param_group(self, param_group:dict):
-        "Add a group to SAM and its base optimizer at once, validating its SAM options."
-        _check_group_options(param_group)
-        if not hasattr(self, 'base_optimizer'): super().add_param_group(param_group)   # called from __init__
-        else:
-            for k, v in self.defaults.items(): param_group.setdefault(k, v)
-            self.base_optimizer.add_param_group(param_group)   # appends to the shared list
-        if self.per_replica: self._check_replica_axis(self.param_groups[-1]['params'])
-
-    def _check_replica_axis(self, params):
-        try: self.y = replica_axis(params, self.y, name='per_replica=True: params')
+@patch
+def check_group(self:SAM, group:dict):
+    "SAM's options (`rho`, `eta` ≥ 0, `adaptive` a bool), the base's, and with `per_replica` one shared replica axis."
+    _check_group_options(group)
+    Wrapper.check_group(self, group)
+    if self.per_replica:
+        try: self.y = replica_axis(group['params'], self.y, name='per_replica=True: params')
         except ValueError as e: raise ValueError(f"{e} (every parameter needs one shared leading replica axis)") from None
 
-    def __getstate__(self):   # torch's Optimizer pickles only defaults/state/param_groups; keep the rest for copy/pickle
-        state = {k: v for k, v in super().__getstate__().items() if k != 'param_groups'}   # they live in the base optimizer
-        return {**state, 'base_optimizer': self.base_optimizer, 'per_replica': self.per_replica, 'y': self.y, '_perturbed': self._perturbed}
+# %% ../nbs/06_sam.ipynb #46958585
+@patch
+def _ascent(self:SAM, groups:list) -> tuple[torch.Tensor, list]:
+    "‖g‖ (‖Tg‖ for ASAM) and ε̂ for every parameter of `groups`, a list of (group, its parameters with a gradient)."
+    dirs, metrics = [], []   # per group: T g, and T (None for plain SAM, where T = 1)
+    for g, ps in groups:
+        grads = [p.grad for p in ps]
+        if g['adaptive']:
+            T = torch._foreach_abs(ps); torch._foreach_add_(T, g['eta'])
+            dirs.append(torch._foreach_mul(grads, T)); metrics.append(T)
+        else: dirs.append(grads); metrics.append(None)
+    norm = _norm([d for ds in dirs for d in ds], self.per_replica)
+    inv, eps = norm.clamp_min(_EPS).reciprocal(), []
+    for (g, ps), d, T in zip(groups, dirs, metrics):
+        s = inv * g['rho']
+        if T is None: eps += _scale(d, s)                                # ρ g / ‖g‖
+        else: torch._foreach_mul_(T, d); eps += _scale(T, s, True)       # ρ T² g / ‖T g‖
+    return norm, eps
 
-    def state_dict(self) -> dict:
-        "The base optimizer's state dict; SAM's options travel in its `param_groups`."
-        return self.base_optimizer.state_dict()
+# %% ../nbs/06_sam.ipynb #87afbdc9
+@patch
+@torch.no_grad()
+def first_step(self:SAM, zero_grad:bool=False) -> torch.Tensor:
+    "Move each parameter that has a gradient from w to w + ε̂, saving w. Returns ‖g‖ (‖Tg‖ for ASAM), one per replica if `per_replica`."
+    if self._perturbed is not None:
+        raise RuntimeError("first_step called twice: call second_step() or restore() before the next first_step()")
+    groups = []
+    for g in self.param_groups:
+        ps = [p for p in g['params'] if p.grad is not None]
+        if any(p.grad.is_sparse for p in ps): raise RuntimeError("SAM does not support sparse gradients")
+        if ps: groups.append((g, ps))
+    if not groups:
+        self._perturbed = ([], [])
+        return torch.zeros(self.y if self.per_replica else (), device=self.param_groups[0]['params'][0].device)
+    norm, eps = self._ascent(groups)
+    params = [p for _, ps in groups for p in ps]
+    for p in params:
+        if p not in self._saved: self._saved[p] = torch.empty_like(p)
+    saved = [self._saved[p] for p in params]
+    torch._foreach_copy_(saved, params)
+    torch._foreach_add_(params, eps)
+    self._perturbed = (params, saved)
+    if zero_grad: self.zero_grad()
+    return norm
 
-    def load_state_dict(self, state_dict:dict):
-        "Load a state dict saved by `SAM` or by a plain base optimizer (SAM's defaults fill in missing options); groups stay shared."
-        self.base_optimizer.load_state_dict(state_dict)
-        for g in self.param_groups:
-            _check_group_options(g)
-            for k, v in self.defaults.items(): g.setdefault(k, v)
+# %% ../nbs/06_sam.ipynb #a7d2433d
+@patch
+@torch.no_grad()
+def restore(self:SAM):
+    "Undo `first_step`: put the saved weights w back without stepping (e.g. to abandon a step whose gradient overflowed)."
+    if self._perturbed is None: raise RuntimeError("nothing to restore: call first_step() first")
+    params, saved = self._perturbed
+    if params: torch._foreach_copy_(params, saved)
+    self._perturbed = None
 
-    @torch.no_grad()
-    def first_step(self, zero_grad:bool=False) -> torch.Tensor:
-        "Move each parameter that has a gradient from w to w + ε̂, saving w. Returns ‖g‖ (‖Tg‖ for ASAM), one per replica if `per_replica`."
-        if self._perturbed is not None:
-            raise RuntimeError("first_step called twice: call second_step() or restore() before the next first_step()")
-        groups = []
-        for g in self.param_groups:
-            ps = [p for p in g['params'] if p.grad is not None]
-            if any(p.grad.is_sparse for p in ps): raise RuntimeError("SAM does not support sparse gradients")
-            if ps: groups.append((g, ps))
-        if not groups:
-            self._perturbed = ([], [])
-            p0 = self.param_groups[0]['params'][0]
-            return torch.zeros(self.y if self.per_replica else (), device=p0.device)
-        dirs, metrics = [], []   # per group: T g, and T (None for plain SAM, where T = 1)
-        for g, ps in groups:
-            grads = [p.grad for p in ps]
-            if g['adaptive']:
-                T = torch._foreach_abs(ps); torch._foreach_add_(T, g['eta'])
-                dirs.append(torch._foreach_mul(grads, T)); metrics.append(T)
-            else: dirs.append(grads); metrics.append(None)
-        norm = _norm([d for ds in dirs for d in ds], self.per_replica)
-        inv = norm.clamp_min(_EPS).reciprocal()
-        params, saved, eps = [], [], []
-        for (g, ps), d, T in zip(groups, dirs, metrics):
-            s = inv * g['rho']
-            if T is None: eps += _scale(d, s)                                # ρ g / ‖g‖
-            else: torch._foreach_mul_(T, d); eps += _scale(T, s, True)       # ρ T² g / ‖T g‖
-            for p in ps:
-                st = self.state[p]
-                if 'w' not in st: st['w'] = torch.empty_like(p)
-                saved.append(st['w'])
-            params += ps
-        torch._foreach_copy_(saved, params)
-        torch._foreach_add_(params, eps)
-        self._perturbed = (params, saved)
-        if zero_grad: self.zero_grad()
-        return norm
+@patch
+@torch.no_grad()
+def second_step(self:SAM, zero_grad:bool=False, scaler=None):
+    "Restore w, then step the base optimizer with the gradient now in `.grad` (taken at w + ε̂), through `scaler.step` if given."
+    if self._perturbed is None: raise RuntimeError("second_step called without first_step")
+    self.restore()
+    if scaler is None: self.base.step()
+    else: scaler.step(self.base)
+    self._opt_called = True   # LR schedulers watch `step` to check the call order; the two-step API counts as a step
+    if zero_grad: self.zero_grad()
 
-    @torch.no_grad()
-    def restore(self):
-        "Undo `first_step`: put the saved weights w back without stepping (e.g. to abandon a step whose gradient overflowed)."
-        if self._perturbed is None: raise RuntimeError("nothing to restore: call first_step() first")
-        params, saved = self._perturbed
-        if params: torch._foreach_copy_(params, saved)
-        self._perturbed = None
-
-    @torch.no_grad()
-    def second_step(self, zero_grad:bool=False, scaler=None):
-        "Restore w, then step the base optimizer with the gradient now in `.grad` (taken at w + ε̂), through `scaler.step` if given."
-        if self._perturbed is None: raise RuntimeError("second_step called without first_step")
-        self.restore()
-        if scaler is None: self.base_optimizer.step()
-        else: scaler.step(self.base_optimizer)
-        self._opt_called = True   # LR schedulers watch `step` to check the call order; the two-step API counts as a step
-        if zero_grad: self.zero_grad()
-
-    @torch.no_grad()
-    def step(self, closure:Callable|None=None):
-        "A full SAM step; `closure` must recompute the loss and call `backward()`. Returns the loss at w (before the step)."
-        if closure is None:
-            raise TypeError("closure is required: SAM.step(closure) evaluates the loss twice, so pass a function that recomputes "
-                            "the loss and calls backward() (or use first_step() / second_step() yourself)")
-        if not callable(closure): raise TypeError(f"closure must be callable, got {closure!r}")
-        closure = torch.enable_grad()(closure)
-        self.zero_grad()
-        loss = closure()
-        self.first_step(zero_grad=True)
-        try: closure()
-        except BaseException: self.restore(); raise
-        self.second_step()
-        return loss
+# %% ../nbs/06_sam.ipynb #4764230a
+@patch
+@torch.no_grad()
+def step(self:SAM, closure:Callable|None=None):
+    "A full SAM step; `closure` must recompute the loss and call `backward()`. Returns the loss at w (before the step)."
+    if closure is None:
+        raise TypeError("closure is required: SAM.step(closure) evaluates the loss twice, so pass a function that recomputes "
+                        "the loss and calls backward() (or use first_step() / second_step() yourself)")
+    if not callable(closure): raise TypeError(f"closure must be callable, got {closure!r}")
+    closure = torch.enable_grad()(closure)
+    self.zero_grad()
+    loss = closure()
+    self.first_step(zero_grad=True)
+    try: closure()
+    except BaseException: self.restore(); raise
+    self.second_step()
+    return loss
 
 # %% ../nbs/06_sam.ipynb #a918726e
 def asam_param_groups(model:nn.Module) -> list[dict]:

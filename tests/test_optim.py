@@ -345,8 +345,8 @@ def test_library_adam_is_fused_unless_told_otherwise():
     ps = [nn.Parameter(torch.randn(3, 4))]
     assert adam(ps).defaults['fused'] is True
     assert Replicated(ps, gamma=0.1).base.defaults['fused'] is True
-    assert SAM(ps, base=torch.optim.Adam, lr=1e-3).base_optimizer.defaults['fused'] is True
-    assert SAM(ps, base=partial(torch.optim.AdamW, lr=1e-3)).base_optimizer.defaults['fused'] is True
+    assert SAM(ps, base=torch.optim.Adam, lr=1e-3).base.defaults['fused'] is True
+    assert SAM(ps, base=partial(torch.optim.AdamW, lr=1e-3)).base.defaults['fused'] is True
     r = fit(shallow_ae(6, 2, y=2), random_features(N=6, D=2, P=8, seed=0), epochs=1, bs=4, metrics=[], progress=False)
     assert r.optimizer.defaults['fused'] is True
     # the caller's choice of kernel stands, and parameters the fused kernel cannot take keep torch's default
@@ -355,3 +355,94 @@ def test_library_adam_is_fused_unless_told_otherwise():
     assert 'fused' not in prepare_base(torch.optim.Adam, [nn.Parameter(torch.randn(2, device='meta'))], {})
     assert 'fused' not in prepare_base(torch.optim.SGD, ps, {'lr': 0.1})
     with pytest.raises(ValueError, match='lr'): adam(ps, lr=-1.)
+
+# ------------------------------------------------------------------ the wrapper protocol (optim.Wrapper), same checks for every wrapper
+from entropic_ae import optim as O
+from entropic_ae.compare import TracedReplicated
+from entropic_ae.optim import FitHooks, fit_hooks
+
+class Toy(FitHooks, torch.optim.SGD):
+    "A base speaking the protocol, recording what reaches it."
+    def __init__(self, params, **kw):
+        super().__init__(params, **kw)
+        self.calls, self.fresh_batches = [], False
+    gamma = property(lambda self: 0.25)
+    groups = property(lambda self: 2)
+    def epoch_end(self): self.calls.append('epoch_end')
+    def drop_replicas(self, mask): self.calls.append(('drop', mask.tolist()))
+    def hyperparameters(self): return {**super().hyperparameters(), 'toy': 1}
+
+WRAPPERS = {   # name -> build(params, base): one wrapper of each kind, with SGD-with-momentum options (so the state is not empty)
+    'replicated': lambda ps, base: Replicated(ps, base=base, gamma=Exponential(0.1, 0.5), lr=0.05, momentum=0.9),
+    'sam': lambda ps, base: SAM(ps, base=base, rho=0.05, per_replica=True, lr=0.05, momentum=0.9),
+    'asam': lambda ps, base: SAM(ps, base=base, rho=0.5, adaptive=True, lr=0.05, momentum=0.9),
+    'traced': lambda ps, base: TracedReplicated(ps, base=base, gamma=Exponential(0.1, 0.5), lr=0.05, momentum=0.9),
+    'sam(replicated)': lambda ps, base: SAM(ps, base=partial(Replicated, base=base, gamma=Exponential(0.1, 0.5)), rho=0.05,
+                                            per_replica=True, lr=0.05, momentum=0.9)}
+
+def _innermost(w):
+    while isinstance(w, O.Wrapper): w = w.base
+    return w
+
+def _stacked_ps(y=4): return [nn.Parameter(torch.randn(y, 3, 2, dtype=DT)), nn.Parameter(torch.randn(y, 2, dtype=DT))]
+
+@pytest.mark.parametrize('name', list(WRAPPERS))
+def test_wrapper_shares_groups_state_and_defaults(name):
+    ps = _stacked_ps()
+    w = WRAPPERS[name](ps, torch.optim.SGD)
+    assert isinstance(w, O.Wrapper) and isinstance(w, torch.optim.Optimizer)
+    assert w.param_groups is w.base.param_groups and w.state is w.base.state
+    assert w.defaults['momentum'] == 0.9                  # schedulers (OneCycleLR) read the base's options here
+    def closure():                                       # a gradient of ones, at whatever weights the wrapper asks
+        for p in ps: p.grad = torch.ones_like(p)
+        return torch.zeros(())
+    w.step(closure)
+    sd = w.state_dict()
+    assert len(sd['state']) == len(ps)                   # the momentum buffers, and nothing of the wrapper's scratch
+    w2 = WRAPPERS[name]([nn.Parameter(p.detach().clone()) for p in ps], torch.optim.SGD)
+    w2.load_state_dict(sd)
+    assert w2.param_groups is w2.base.param_groups and w2.state is w2.base.state   # still one list, one dict after a load
+    w2.param_groups[0]['lr'] = 0.125                     # lr set on the wrapper reaches the base
+    assert _innermost(w2).param_groups[0]['lr'] == 0.125
+    torch.testing.assert_close(list(w2.state.values())[0]['momentum_buffer'], list(w.state.values())[0]['momentum_buffer'], rtol=0, atol=0)
+
+@pytest.mark.parametrize('name', list(WRAPPERS))
+def test_wrapper_forwards_the_fit_protocol(name):
+    w = WRAPPERS[name](_stacked_ps(), Toy)
+    toy = _innermost(w)
+    toy.fresh_batches = True
+    assert fit_hooks(w).fresh_batches is True
+    mask = torch.tensor([False, True, False, False])
+    w.drop_replicas(mask); w.epoch_end()
+    assert toy.calls == [('drop', mask.tolist()), 'epoch_end']
+    rep = w if isinstance(w, Replicated) else w.base if isinstance(w.base, Replicated) else None
+    assert (w.gamma, w.groups) == ((0.25, 2) if rep is None else (rep.schedule.value, rep.groups))
+    hp = w.hyperparameters()
+    assert hp['class'] == type(w).__name__ and [k for k in hp if k.endswith('.toy')] == ['base.' * (2 if rep is not None and rep is not w else 1) + 'toy']
+
+@pytest.mark.parametrize('name', list(WRAPPERS))
+def test_wrapper_resumes_bitwise_under_fit(name, tmp_path):
+    "Stopped after 2 of 4 epochs with a cosine schedule and resumed: the same weights, bit for bit, as the uninterrupted run."
+    from entropic_ae.train import fit, cosine, Callback, CancelFit
+    from entropic_ae.data import random_features
+    class Stop(Callback):
+        order = 25                                       # after the checkpoint is written
+        def after_epoch(self, L):
+            if L.epoch + 1 == 2: raise CancelFit()
+    d = random_features(N=8, D=3, P=32, P_test=16, seed=0)
+    model = lambda: shallow_ae(8, 3, y=4, seeds=[0, 1, 2, 3], dtype=DT)
+    kw = dict(epochs=4, bs=8, opt_func=lambda ps: WRAPPERS[name](ps, torch.optim.SGD), progress=False)
+    whole = fit(model(), d, cbs=[cosine(4)], **kw)
+    fit(model(), d, cbs=[cosine(4), Stop()], ckpt_path=tmp_path / 'ck.pt', **kw)
+    back = fit(model(), d, cbs=[cosine(4)], ckpt_path=tmp_path / 'ck.pt', resume=True, **kw)
+    for a, b in zip(whole.model.parameters(), back.model.parameters()): assert torch.equal(a, b)
+    assert whole.df.equals(back.df)
+    if isinstance(whole.optimizer, TracedReplicated):
+        assert all(torch.equal(a, b) for a, b in zip(whole.optimizer.dist_log, back.optimizer.dist_log)) and len(back.optimizer.dist_log) == 4
+
+@pytest.mark.parametrize('name', list(WRAPPERS))
+def test_wrapper_refuses_a_base_that_needs_its_closure(name):
+    "A wrapper steps its base on the gradient in .grad: a base whose step evaluates the loss itself is refused at construction."
+    lbfgs = lambda ps, lr=1., **kw: torch.optim.LBFGS(ps, lr=lr)             # it takes no momentum
+    for base in (partial(EntropySGD, L=2), partial(SAM, base=torch.optim.SGD), lbfgs):
+        with pytest.raises(TypeError, match='needs_closure'): WRAPPERS[name](_stacked_ps(), base)

@@ -95,9 +95,12 @@ def random_features(N:int, D:int, P:int, P_test:int|None=None, f:Callable|None=N
 def split_data(data) -> tuple:
     "`(x_train, x_test, t_train, t_test)` from a tensor, an `(x_train, x_test)` pair or an object with those fields; missing ones are None."
     if isinstance(data, torch.Tensor): return data, None, None, None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(v, torch.Tensor) for v in data): return data[0], data[1], None, None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        for i, v in enumerate(data):
+            if not (isinstance(v, torch.Tensor) or (i == 1 and v is None)): raise TypeError(f"data[{i}] must be a tensor, got {type(v).__name__}")
+        return data[0], data[1], None, None
     if not hasattr(data, 'x_train'):
-        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair of tensors; got {type(data).__name__}")
+        raise TypeError(f"data must have x_train (and x_test, t_train, t_test), or be a tensor or an (x_train, x_test) pair; got {type(data).__name__}")
     x_train, x_test = data.x_train, getattr(data, 'x_test', None)
     for name, v in (('x_train', x_train), ('x_test', x_test)):
         if v is not None and not isinstance(v, torch.Tensor): raise TypeError(f"data.{name} must be a tensor, got {type(v).__name__}")

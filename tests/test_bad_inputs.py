@@ -177,6 +177,8 @@ case(DA.RandomFeatureData, match='c_test', **RFD(c_test=torch.rand(2, 3)))
 case(DA.split_data, 3, match='data')
 case(DA.split_data, (1, 2, 3), match='data')
 case(DA.split_data, [X], match='data')
+case(DA.split_data, (torch.zeros(2, 2), 'abc'), match='data[1]')
+case(DA.split_data, ([[1.]], None), match='data[0]')
 class _D:
     def __init__(self, **kw): self.__dict__.update(kw)
 case(DA.split_data, Lazy(lambda: _D(x_train=torch.rand(3, 2), t_train=torch.zeros(2))), match='t_train')

@@ -84,8 +84,8 @@ def _check_columns(columns) -> dict:
     return columns
 
 def _relabel(rows, trial_of, replica_of, **extra):
-    "`fit`'s rows with the trial and the replica inside the trial made explicit, and `extra` fields attached."
-    return [dict(r, trial=trial_of(r), replica=replica_of(r), **extra) for r in rows]
+    "`fit`'s rows with the trial (a barycentre's group) and the replica inside the trial made explicit, and `extra` fields attached."
+    return [{**{k: v for k, v in r.items() if k != 'group'}, 'trial': trial_of(r), 'replica': replica_of(r), **extra} for r in rows]
 
 def _build(build, seeds):
     m = build(seeds)
@@ -127,9 +127,8 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     opt = partial(TracedReplicated, gamma=Exponential(gamma0, gamma1), groups=trials, lr=lr)
     m = _build(build, seeds)
     if from_one_point: same_start(m, groups=trials)
-    r = fit(m, data, seeds=seeds, opt_func=opt, run='replicated', groups=trials,
-            eval_on=('barycentre', 'replicas'), **kw)
-    of_trial = lambda q: q['replica'] // y if q['eval_on'] == 'replicas' else max(q['replica'], 0) if q['eval_on'] == 'barycentre' else -1
+    r = fit(m, data, seeds=seeds, opt_func=opt, run='replicated', eval_on=('barycentre', 'replicas'), **kw)
+    of_trial = lambda q: q['replica'] // y if q['eval_on'] == 'replicas' else q['group'] if q['eval_on'] == 'barycentre' else -1
     in_trial = lambda q: q['replica'] % y if q['eval_on'] == 'replicas' else -1
     rows += [q for t in range(trials) for q in _relabel([q for q in r.rows if q['eval_on'] == 'optimizer'], lambda q: t, in_trial, arm='replicated', **columns)]
     rows += _relabel([q for q in r.rows if q['eval_on'] != 'optimizer'], of_trial, in_trial, arm='replicated', **columns)

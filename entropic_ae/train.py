@@ -69,14 +69,15 @@ def check_eval_on(eval_on) -> tuple[str, ...]:
 
 # %% ../nbs/09_train.ipynb #417a6ef0
 def _view(model, on, groups, active, x_bn=None):
-    "The model seen `on` one of `EVAL_ON`, and the replica label of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."
-    if on == 'replicas': return model, [r if ok else None for r, ok in enumerate(active.tolist())]
+    "The model seen `on` one of `EVAL_ON`, and the labels of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."
+    if on == 'replicas': return model, [dict(replica=r) if ok else None for r, ok in enumerate(active.tolist())]
     some = active.view(groups, -1).any(1).tolist()                   # groups with at least one active replica
-    who = [(-1 if groups == 1 else g) if ok else None for g, ok in enumerate(some)]
+    who = [dict(replica=-1, group=g) if ok else None for g, ok in enumerate(some)]
     if on == 'ensemble': return EnsembleOutput(model, groups, active), who
     bary = barycentre(model, groups, active)
     return (bary if x_bn is None else recompute_bn(bary, x_bn).eval()), who
 
+# %% ../nbs/09_train.ipynb #6692d188
 def _check_active(active, y) -> Tensor:
     if not isinstance(active, Tensor) or active.dtype != torch.bool:
         raise TypeError(f"active must be a bool tensor of shape [{y}] (one flag per replica), got {type(active).__name__} {getattr(active, 'dtype', '')}")
@@ -89,6 +90,7 @@ def _call(metric, m, x, t, loss_fn, opts, batch_size, seed):
     extra = {k: v for k, v in (('batch_size', batch_size), ('seed', seed)) if k in takes and k not in opts}
     return metric.fn(m, x, t, loss_fn, **opts, **extra)
 
+# %% ../nbs/09_train.ipynb #97dcd26e
 def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callable=recon_error, groups:int=1,
              active:Tensor|None=None, batch_size:int|None=None, seed:int|Sequence[int]=0, run='run', epoch:int=0,
              recompute_bn:bool=True) -> list[dict]:
@@ -110,10 +112,10 @@ def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callab
                 if x is None or (ev == 'ensemble' and met.weights): continue
                 v = _call(met, m, x, t, loss_fn, opts, batch_size, s).detach().cpu()
                 cols = [None] if met.axis is None else list(opts[met.axis])
-                for r, vals in zip(who, v.view(len(who), -1).tolist()):
-                    if r is None: continue
-                    rows += [tidy(run, r, epoch, name, val, eval_on=ev, **({} if c is None else {met.column: c}))
-                             for c, val in zip(cols, vals)]
+                for lab, vals in zip(who, v.view(len(who), -1).tolist()):
+                    if lab is None: continue
+                    rows += [tidy(run, lab['replica'], epoch, name, val, eval_on=ev, **({} if c is None else {met.column: c}),
+                                  **{k: g for k, g in lab.items() if k != 'replica'}) for c, val in zip(cols, vals)]
     finally: model.train(was)
     return rows
 
@@ -397,7 +399,7 @@ def _check_seeds(seeds, model, y) -> list[int]:
 # %% ../nbs/09_train.ipynb #31520740
 def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,
         seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, metrics=('train_loss', 'test_loss'),
-        eval_on=('replicas',), record_every:int=1, groups:int=1, eval_bs:int|None=None, histograms:bool=False,
+        eval_on=('replicas',), record_every:int=1, groups:int|None=None, eval_bs:int|None=None, histograms:bool=False,
         ckpt_path=None, ckpt_every:int=1, resume:bool=False, progress:bool=True, run='run', device=None, cbs=()) -> FitResult:
     "Train all stacked replicas of `model` on `data` for `epochs` epochs with `opt_func(params)`, recording tidy rows."
     epochs, bs, record_every = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1), check_int('record_every', record_every, lo=1)
@@ -409,7 +411,8 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
     cbs = _check_cbs(cbs)
     if ckpt_path is not None: ckpt_path = _check_ckpt_path(ckpt_path)
-    y = n_replicas(model); groups = check_groups(y, groups)
+    y = n_replicas(model)
+    if groups is not None: groups = check_groups(y, groups)
     seeds = _check_seeds(seeds, model, y)
     model.to(default_device(device))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -417,8 +420,9 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
     opt = opt_func(params)
     coupled = fit_hooks(opt).groups                                  # (fit_hooks refuses anything that is not an optimizer)
-    if coupled is not None and coupled != groups:
-        raise ValueError(f"groups={groups}, but the optimizer couples its replicas in {coupled} groups: pass groups={coupled} to fit")
+    if groups is None: groups = 1 if coupled is None else coupled    # one source: the optimizer's groups
+    elif coupled is not None and coupled != groups:
+        raise ValueError(f"groups={groups}, but the optimizer couples its replicas in {coupled} groups: leave groups out, or pass groups={coupled}")
     data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
     cbs = [Guard(), Scoping(), Recorder(data, metrics, eval_on, record_every, groups, eval_bs, histograms), *cbs]
     if ckpt_path is not None: cbs.append(Checkpoint(ckpt_path, ckpt_every, resume))

@@ -333,3 +333,28 @@ def test_lr_schedule_rows_and_scaled_keys(data):
     with pytest.raises(ValueError, match='milestones'): step_lr([0, 2])
     with pytest.raises(ValueError, match='eta_min'): cosine(3, eta_min=-1.)
     with pytest.raises(TypeError, match='make'): LRSchedule(None)
+
+# ------------------------------------------------------------------ groups: one source (the optimizer's), a `group` column
+def test_fit_takes_groups_from_the_optimizer(data):
+    "Replicated(groups=2) trains two ensembles; fit, not told, evaluates their two barycentres (it refused, or averaged both, before)."
+    seeds = [1, 2, 3, 4]
+    opt = partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.2, 0.5), lr=0.05, groups=2)
+    r = fit(ae(4, seeds), data, epochs=2, opt_func=opt, seeds=seeds, eval_on=('barycentre', 'ensemble'), **LOSSES)
+    for ev in ('barycentre', 'ensemble'):
+        rows = r.df[r.df.eval_on == ev]
+        assert sorted(rows.group.unique()) == [0, 1] and set(rows.replica) == {-1}
+    want = recon_error(barycentre(r.model, 2)(data.x_train), data.x_train)      # [2]: each group's barycentre
+    for g in range(2):
+        got = r.df[(r.df.eval_on == 'barycentre') & (r.df.group == g) & (r.df.metric == 'train_loss') & (r.df.epoch == 2)].value.item()
+        assert got == pytest.approx(want[g].item(), rel=1e-12)
+    with pytest.raises(ValueError, match='groups=1'): fit(ae(4, seeds), data, epochs=1, opt_func=opt, seeds=seeds, groups=1, **LOSSES)
+
+def test_barycentre_rows_carry_the_group_not_the_replica(data):
+    "One group: replica -1 and group 0; independent trials evaluated in groups (an optimizer without groups) take fit's."
+    r = fit(ae(), data, epochs=1, seeds=SEEDS, eval_on=('replicas', 'barycentre'), **LOSSES)
+    b = r.df[r.df.eval_on == 'barycentre']
+    assert set(b.replica) == {-1} and set(b.group) == {0}
+    assert r.df[r.df.eval_on == 'replicas'].group.isna().all()        # a replica's row has no group
+    seeds = [1, 2, 3, 4]
+    r = fit(ae(4, seeds), data, epochs=1, seeds=seeds, groups=2, eval_on='ensemble', **LOSSES)
+    assert sorted(r.df[r.df.eval_on == 'ensemble'].group.unique()) == [0, 1]

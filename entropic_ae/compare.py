@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, check_sigmas, tidy
 from .models import deep_ae, shallow_ae, recon_error
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
-from .optim import adam, Replicated, Exponential
+from .optim import adam, Replicated, Exponential, Scoping
 from .sam import SAM
 from .flatness import register_metric
 from .train import fit, evaluate
@@ -51,8 +51,8 @@ def autoencoder_builder(arch:str, N:int, B:int, *, bottleneck_relu:bool=True, de
 # %% ../nbs/10_compare.ipynb #1d0322d0
 class TracedReplicated(Replicated):
     "`Replicated` that logs every replica's squared distance to the barycentre at each `epoch_end()`, in `dist_log` ([y] tensors on the CPU)."
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
+    def __init__(self, params, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic', groups:int=1, **base_kw):
+        super().__init__(params, base, gamma, coupling, groups, **base_kw)
         self.dist_log = []
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ from . import sharpness  # registers the flatness toolbox's measures (08_sharpne
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',
-           'Scoping', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
+           'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
 @dataclass
@@ -223,13 +223,14 @@ class Guard(Callback):
         if not bool(L.active.any()): raise CancelFit()
 
 # %% ../nbs/09_train.ipynb #52973ee8
-class Scoping(Callback):
+class Schedules(Callback):
     "Record the γ of each epoch, and advance the optimizer's schedules at each epoch's end."
     def before_epoch(self, L):
         g = L.hooks.gamma
         if g is not None: L.rows.append(tidy(L.run, -1, L.epoch + 1, 'gamma', float(g), eval_on='optimizer'))
     def after_epoch(self, L): L.hooks.epoch_end()
 
+# %% ../nbs/09_train.ipynb #efde2ae7
 class Recorder(Callback):
     "Tidy rows from `evaluate` at epoch 0, every `every` epochs and at the last; weight/gradient histograms if asked."
     order = 10
@@ -249,6 +250,7 @@ class Recorder(Callback):
     def after_fit(self, L):   # stopped early (every replica diverged): record where it stopped
         if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
 
+# %% ../nbs/09_train.ipynb #37151a64
 class Progress(Callback):
     "A progress bar over the steps of all epochs (host-side counting only), showing the epoch and, at its end, the mean training loss of the active replicas."
     order = 30
@@ -424,7 +426,7 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     elif coupled is not None and coupled != groups:
         raise ValueError(f"groups={groups}, but the optimizer couples its replicas in {coupled} groups: leave groups out, or pass groups={coupled}")
     data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
-    cbs = [Guard(), Scoping(), Recorder(data, metrics, eval_on, record_every, groups, eval_bs, histograms), *cbs]
+    cbs = [Guard(), Schedules(), Recorder(data, metrics, eval_on, record_every, groups, eval_bs, histograms), *cbs]
     if ckpt_path is not None: cbs.append(Checkpoint(ckpt_path, ckpt_every, resume))
     if progress: cbs.append(Progress())
     L = Loop(model.train(), opt, x, t, seeds, bs, epochs, loss_fn, run, cbs)

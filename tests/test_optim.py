@@ -446,3 +446,10 @@ def test_wrapper_refuses_a_base_that_needs_its_closure(name):
     lbfgs = lambda ps, lr=1., **kw: torch.optim.LBFGS(ps, lr=lr)             # it takes no momentum
     for base in (partial(EntropySGD, L=2), partial(SAM, base=torch.optim.SGD), lbfgs):
         with pytest.raises(TypeError, match='needs_closure'): WRAPPERS[name](_stacked_ps(), base)
+
+def test_base_options_have_one_name():
+    "Every optimizer that builds a base takes the base's options as **base_kw (SAM said base_kwargs)."
+    import inspect
+    for cls in (Replicated, SAM, TracedReplicated, LoopReplicated):
+        ps = inspect.signature(cls).parameters
+        assert 'base_kw' in ps and ps['base_kw'].kind is inspect.Parameter.VAR_KEYWORD, cls

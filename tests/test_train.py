@@ -358,3 +358,10 @@ def test_barycentre_rows_carry_the_group_not_the_replica(data):
     seeds = [1, 2, 3, 4]
     r = fit(ae(4, seeds), data, epochs=1, seeds=seeds, groups=2, eval_on='ensemble', **LOSSES)
     assert sorted(r.df[r.df.eval_on == 'ensemble'].group.unique()) == [0, 1]
+
+def test_one_name_per_idea():
+    "The callback that logs γ and advances the schedules is `Schedules`; `Scoping` is only the γ schedule (optim)."
+    from entropic_ae import train, optim
+    from entropic_ae.train import Schedules
+    assert 'Scoping' not in train.__all__ and not hasattr(train, 'Scoping') and issubclass(optim.Exponential, optim.Scoping)
+    assert issubclass(Schedules, train.Callback)

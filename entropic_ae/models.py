@@ -8,11 +8,11 @@ import math
 from typing import Sequence
 import torch
 from torch import nn, Tensor
-from .core import check_int, default_device, make_generator
+from .core import check_choice, check_int, default_device, make_generator
 from .data import check_float_dtype
 
 # %% auto #0
-__all__ = ['StackedLinear', 'AutoEncoder', 'shallow_ae', 'deep_ae', 'recon_error', 'cross_entropy', 'error_rate', 'MLP']
+__all__ = ['INITS', 'StackedLinear', 'AutoEncoder', 'shallow_ae', 'deep_ae', 'recon_error', 'cross_entropy', 'error_rate', 'MLP']
 
 # %% ../nbs/03_models.ipynb #d270b809
 def _check_seeds(seeds, y:int) -> list[int]:
@@ -23,12 +23,25 @@ def _check_seeds(seeds, y:int) -> list[int]:
     if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
     return [check_int(f'seeds[{i}]', s, lo=0) for i,s in enumerate(seeds)]
 
+# %% ../nbs/03_models.ipynb #ec0d78d4
+INITS = ('default', 'kaiming_normal', 'kaiming_uniform')
+
+def _init_replica(w:Tensor, b:Tensor, init:str, g:torch.Generator):
+    "Fill one replica's weight `w` [n_out, n_in] then bias `b` by the scheme `init` (see `INITS`), drawing from `g`."
+    bound = 1/math.sqrt(w.shape[1])
+    if init == 'kaiming_normal': nn.init.kaiming_normal_(w, nonlinearity='relu', generator=g)
+    elif init == 'kaiming_uniform': nn.init.kaiming_uniform_(w, nonlinearity='relu', generator=g)
+    else: nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)      # nn.Linear's weight init
+    if init == 'kaiming_normal': nn.init.zeros_(b)
+    else: nn.init.uniform_(b, -bound, bound, generator=g)                # nn.Linear's bias init
+
 # %% ../nbs/03_models.ipynb #147cd967
 class StackedLinear(nn.Module):
     "`y` independent affine maps $x_r \\mapsto x_r W_r + b_r$, with `weight` [y, n_in, n_out] and `bias` [y, 1, n_out]."
     def __init__(self, n_in:int, n_out:int, y:int=1, seeds:Sequence[int]|None=None, device=None,
-                 dtype=torch.float32, generators:Sequence[torch.Generator]|None=None):
+                 dtype=torch.float32, generators:Sequence[torch.Generator]|None=None, init:str='default'):
         super().__init__()
+        self.init = check_choice('init', init, INITS)
         self.n_in, self.n_out = check_int('n_in', n_in, lo=1), check_int('n_out', n_out, lo=1)
         self.y = check_int('y', y, lo=1)
         check_float_dtype('dtype', dtype)
@@ -38,11 +51,8 @@ class StackedLinear(nn.Module):
         elif not all(isinstance(g, torch.Generator) for g in generators): raise TypeError(f"generators must be torch.Generators, got {generators!r}")
         w = torch.empty(self.y, n_out, n_in, dtype=dtype)
         b = torch.empty(self.y, 1, n_out, dtype=dtype)
-        bound = 1/math.sqrt(n_in)
         with torch.no_grad():
-            for r,g in enumerate(generators):
-                nn.init.kaiming_uniform_(w[r], a=math.sqrt(5), generator=g)   # nn.Linear's weight init
-                nn.init.uniform_(b[r], -bound, bound, generator=g)           # nn.Linear's bias init
+            for r,g in enumerate(generators): _init_replica(w[r], b[r], init, g)
         dev = default_device(device)
         self.weight = nn.Parameter(w.transpose(1, 2).contiguous().to(dev))
         self.bias = nn.Parameter(b.to(dev))
@@ -56,19 +66,19 @@ class StackedLinear(nn.Module):
             raise ValueError(f"x must have shape [b, {self.n_in}] or [{self.y}, b, {self.n_in}], got {tuple(x.shape)}")
         return torch.baddbmm(self.bias, x, self.weight)
 
-    def extra_repr(self): return f'n_in={self.n_in}, n_out={self.n_out}, y={self.y}'
+    def extra_repr(self): return f'n_in={self.n_in}, n_out={self.n_out}, y={self.y}' + ('' if self.init == 'default' else f', init={self.init!r}')
 
 # %% ../nbs/03_models.ipynb #43e2a061
-def _stacked_layers(sizes:Sequence[int], y:int, seeds:Sequence[int], device, dtype) -> nn.ModuleList:
+def _stacked_layers(sizes:Sequence[int], y:int, seeds:Sequence[int], device, dtype, init:str='default') -> nn.ModuleList:
     "`StackedLinear` maps between consecutive `sizes`; replica r is initialised from one stream seeded by `seeds[r]`."
     gens = [make_generator(s, 'cpu') for s in seeds]   # one stream per replica, through all layers
-    return nn.ModuleList(StackedLinear(a, b, y=y, device=device, dtype=dtype, generators=gens)
+    return nn.ModuleList(StackedLinear(a, b, y=y, device=device, dtype=dtype, generators=gens, init=init)
                          for a,b in zip(sizes[:-1], sizes[1:]))
 
 class AutoEncoder(nn.Module):
-    "A stack of `y` MLP autoencoders with widths `sizes`: ReLU hidden layers, optional ReLU code, sigmoid output."
+    "A stack of `y` MLP autoencoders with widths `sizes`: ReLU hidden layers, optional ReLU code, sigmoid (or linear) output."
     def __init__(self, sizes:Sequence[int], bottleneck_relu:bool=False, y:int=1, seeds:Sequence[int]|None=None,
-                 device=None, dtype=torch.float32):
+                 device=None, dtype=torch.float32, output:str|None='sigmoid', init:str='default'):
         super().__init__()
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 3:
             raise ValueError(f"sizes must be a list of at least 3 widths [N, ..., B, ..., N], got {sizes!r}")
@@ -79,10 +89,11 @@ class AutoEncoder(nn.Module):
         self.seeds = _check_seeds(seeds, self.y)
         if not isinstance(bottleneck_relu, bool): raise TypeError(f"bottleneck_relu must be True or False, got {bottleneck_relu!r}")
         self.bottleneck_relu, _ = bottleneck_relu, check_float_dtype('dtype', dtype)
+        self.output, self.init = check_choice('output', output, ('sigmoid', None)), check_choice('init', init, INITS)
         inner = self.sizes[1:-1]
         self.bottleneck = 1 + inner.index(min(inner))   # index of the bottleneck width in sizes
         self.N, self.B = self.sizes[0], self.sizes[self.bottleneck]
-        self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype)
+        self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype, init)
 
     def encode(self, x:Tensor) -> Tensor:
         "Bottleneck codes [y, b, B] of `x` ([b, N] or [y, b, N])."
@@ -92,16 +103,19 @@ class AutoEncoder(nn.Module):
         return x
 
     def decode(self, z:Tensor) -> Tensor:
-        "Reconstructions [y, b, N] in (0, 1) from codes `z` [y, b, B] (or [b, B])."
+        "Reconstructions [y, b, N] (in (0, 1) with the sigmoid output) from codes `z` [y, b, B] (or [b, B])."
         dec = self.layers[self.bottleneck:]
         for l in dec[:-1]: z = torch.relu(l(z))
-        return torch.sigmoid(dec[-1](z))
+        z = dec[-1](z)
+        return z if self.output is None else torch.sigmoid(z)
 
     def forward(self, x:Tensor) -> Tensor:
         "Reconstruct `x`: [b, N] (one batch shared by all replicas) or [y, b, N] -> [y, b, N]."
         return self.decode(self.encode(x))
 
-    def extra_repr(self): return f'sizes={self.sizes}, y={self.y}, bottleneck_relu={self.bottleneck_relu}'
+    def extra_repr(self):
+        extra = ('' if self.output == 'sigmoid' else f', output={self.output}') + ('' if self.init == 'default' else f', init={self.init!r}')
+        return f'sizes={self.sizes}, y={self.y}, bottleneck_relu={self.bottleneck_relu}' + extra
 
 # %% ../nbs/03_models.ipynb #48b2275b
 def shallow_ae(N:int, B:int, **kw) -> AutoEncoder:
@@ -147,14 +161,14 @@ def error_rate(logits:Tensor, labels:Tensor) -> Tensor:
 # %% ../nbs/03_models.ipynb #5c1e2a73
 class MLP(nn.Module):
     "A stack of `y` multilayer perceptrons with widths `sizes` [N, ..., C]: ReLU hidden layers, linear output (logits)."
-    def __init__(self, sizes:Sequence[int], y:int=1, seeds:Sequence[int]|None=None, device=None, dtype=torch.float32):
+    def __init__(self, sizes:Sequence[int], y:int=1, seeds:Sequence[int]|None=None, device=None, dtype=torch.float32, init:str='default'):
         super().__init__()
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
             raise ValueError(f"sizes must be a list of at least 2 widths [N, ..., C], got {sizes!r}")
         self.sizes = [check_int(f'sizes[{i}]', s, lo=1) for i,s in enumerate(sizes)]
         self.y = check_int('y', y, lo=1)
         self.seeds = _check_seeds(seeds, self.y)
-        self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype)
+        self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype, check_choice('init', init, INITS))
 
     def forward(self, x:Tensor) -> Tensor:
         "Logits [y, b, C] of `x` ([b, N] or [y, b, N])."

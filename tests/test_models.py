@@ -103,3 +103,27 @@ def test_one_adam_on_stacked_equals_separate_adams(fused):
 def test_float32_and_devices_follow_arguments():
     ae = shallow_ae(6, 2, dtype=torch.float64, device='cpu')
     assert all(p.dtype == torch.float64 and p.device.type == 'cpu' for p in ae.parameters())
+
+@pytest.mark.parametrize('init', ['kaiming_normal', 'kaiming_uniform'])
+def test_kaiming_inits_have_relu_gain_per_replica(init):
+    "Weight std sqrt(2/fan_in) within sampling error, each replica from its own stream, zero biases for the normal scheme."
+    ae = deep_ae(300, 10, H=200, y=4, seeds=[5, 6, 7, 8], init=init, dtype=torch.float64)
+    for l in ae.layers:
+        w, target = l.weight, (2 / l.n_in)**0.5
+        se = target / (2 * w.numel())**0.5 * (3 if init == 'kaiming_uniform' else 1)   # std error of the sample std (kurtosis aside)
+        assert abs(w.std().item() - target) < 6 * se + 1e-12
+        assert not torch.equal(w[0], w[1])
+        assert bool((l.bias == 0).all()) == (init == 'kaiming_normal')
+    single = deep_ae(300, 10, H=200, seeds=[7], init=init, dtype=torch.float64)    # replica 2 = its seed alone
+    assert all(torch.equal(a.weight[2:3], b.weight) for a, b in zip(ae.layers, single.layers))
+
+def test_linear_output_option():
+    ae = shallow_ae(12, 3, y=2, output=None, init='kaiming_normal')
+    x = torch.randn(7, 12) * 3
+    with torch.no_grad():
+        out = ae(x)
+        assert torch.equal(out, ae.layers[-1](ae.encode(x)))
+        assert (out < 0).any() and (out > 1).any()          # a sigmoid output could do neither
+        assert ((shallow_ae(12, 3)(x) > 0)).all()           # the default keeps the sigmoid
+    with pytest.raises(ValueError, match='output'): shallow_ae(12, 3, output='relu')
+    with pytest.raises(ValueError, match='init'): shallow_ae(12, 3, init='orthogonal')

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'default_device', 'make_generator', 'tidy',
-           'atomic_path', 'format_float', 'write_csv']
+__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'check_path', 'default_device',
+           'make_generator', 'tidy', 'atomic_path', 'format_float', 'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -49,11 +49,22 @@ def check_choice(name:str, value, choices):
     if value not in choices: raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
 
+# %% ../nbs/00_core.ipynb #3de98320
+def check_path(name:str, value) -> Path:
+    "`value` as a `Path`, raising a `TypeError` naming `name` unless it is a `str` or path-like."
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {value!r} ({type(value).__name__})")
+    return Path(value)
+
 # %% ../nbs/00_core.ipynb #2998efd2
 def default_device(device=None) -> torch.device:
-    "`device` as a `torch.device`; `None` picks CUDA when available, else CPU."
+    "`device` as a `torch.device`; `None` picks CUDA when available, else CPU. A bad device is a `ValueError` naming `device`."
     if device is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(device)
+    if isinstance(device, torch.device): return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"device must be a str, int or torch.device, got {device!r} ({type(device).__name__})")
+    try: return torch.device(device)
+    except RuntimeError as e: raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r} ({e})") from None
 
 # %% ../nbs/00_core.ipynb #9e1cd2e8
 def make_generator(seed:int, device=None) -> torch.Generator:
@@ -74,7 +85,7 @@ def _umask() -> int:
 @contextmanager
 def atomic_path(path):
     "Yield a temporary file next to `path` to write; it replaces `path` on success and is removed on error."
-    path = Path(path)
+    path = check_path('path', path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix or '.tmp')
     os.close(fd)
@@ -100,7 +111,7 @@ def _csv_value(v, digits):
 
 def write_csv(rows:list[dict], path, digits:int=CSV_DIGITS) -> Path:
     "Write `rows` (dicts, possibly with different keys) to `path` atomically, floats at `digits` significant digits; returns the path."
-    digits = check_int('digits', digits, lo=1, hi=17)
+    path, digits = check_path('path', path), check_int('digits', digits, lo=1, hi=17)
     rows = list(rows)
     for i, r in enumerate(rows):
         if not isinstance(r, dict): raise TypeError(f"rows[{i}] must be a dict, got {type(r).__name__}")
@@ -108,4 +119,4 @@ def write_csv(rows:list[dict], path, digits:int=CSV_DIGITS) -> Path:
     with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
         w = csv.DictWriter(f, fieldnames=fields, restval='')
         w.writeheader(); w.writerows({k: _csv_value(v, digits) for k, v in r.items()} for r in rows)
-    return Path(path)
+    return path

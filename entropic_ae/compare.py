@@ -83,6 +83,7 @@ def _check_columns(columns) -> dict:
     if clash: raise ValueError(f"columns must not redefine the row fields {clash}")
     return columns
 
+# %% ../nbs/10_compare.ipynb #919dc3ce
 def _relabel(rows, trial_of, replica_of, **extra):
     "`fit`'s rows with the trial (a barycentre's group) and the replica inside the trial made explicit, and `extra` fields attached."
     return [{**{k: v for k, v in r.items() if k != 'group'}, 'trial': trial_of(r), 'replica': replica_of(r), **extra} for r in rows]
@@ -94,6 +95,7 @@ def _build(build, seeds):
         raise ValueError(f"build(seeds) must return a model with one replica per seed ({len(seeds)}), got {n_replicas(m)}")
     return m
 
+# %% ../nbs/10_compare.ipynb #53f1dedb
 def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float, gamma0:float, gamma1:float,
                rho:float=0.05, bs:int=64, seed:int=0, record_every:int=1, arms:Sequence[str]=ARMS,
                loss_fn:Callable=recon_error, columns:dict|None=None, device=None, from_one_point:bool=False) -> tuple[dict, list[dict]]:
@@ -190,6 +192,7 @@ def per_trial(df:pd.DataFrame, metric:str, *, rise:bool=False, **where) -> np.nd
     e0 = sel[sel.metric == 'train_loss']    # E(0) is the training loss
     return (pos - e0.set_index('trial').value.sort_index()).to_numpy()
 
+# %% ../nbs/10_compare.ipynb #a408c34f
 def _trials(name, a) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     if a.ndim != 1 or len(a) < 2: raise ValueError(f"{name} must be a 1-D array of at least 2 trials, got shape {a.shape}")
@@ -209,6 +212,7 @@ def paired_diff(a, b) -> tuple[float, float, float]:
     z = m / se if se > 0 else (math.inf if m > 0 else -math.inf if m < 0 else math.nan)
     return m, se, z
 
+# %% ../nbs/10_compare.ipynb #0604cabf
 def verdict_status(z:float, threshold:float=2.0) -> str:
     "'holds' if z ≥ threshold, 'contradicted' if z ≤ −threshold, else 'not resolved' (also for NaN)."
     threshold = check_float('threshold', threshold, lo=0.)

@@ -420,6 +420,7 @@ def step(self:Replicated, closure=None):
             if w > 0: self._grouped(p).lerp_(c, w if m is None else w * self._grouped(per_replica(m, p)))
     return loss
 
+# %% ../nbs/05_optim.ipynb #1872434f
 @patch
 def get_extra_state(self:Replicated) -> dict:
     "Coupling, replicas and groups (checked on loading), the schedule's counter and history, and the active replicas."
@@ -504,68 +505,76 @@ class EntropySGD(FitHooks, torch.optim.Optimizer):
         "End of an epoch: advances γ when `scope='epoch'` (with `scope='step'` γ already advances every step)."
         return self.schedule.step() if self.scope == 'epoch' else self.gamma
 
-    def hyperparameters(self) -> dict:
-        "The groups' options (lr, inner_lr, noise, alpha, momentum, ...), L, scope and the γ schedule (`gamma.*`); not the seed, which the state restores."
-        return {**super().hyperparameters(), 'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
+# %% ../nbs/05_optim.ipynb #1bad6191
+@patch
+def hyperparameters(self:EntropySGD) -> dict:
+    "The groups' options (lr, inner_lr, noise, alpha, momentum, ...), L, scope and the γ schedule (`gamma.*`); not the seed, which the state restores."
+    return {**FitHooks.hyperparameters(self), 'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
 
-    def _noise(self, p:Tensor) -> Tensor:
-        key = str(p.device)
-        if key not in self._gens:
-            self._gens[key] = torch.Generator(device=p.device); self._gens[key].manual_seed(self.seed)
-        return torch.randn(p.shape, generator=self._gens[key], device=p.device, dtype=p.dtype)
+@patch
+def _noise(self:EntropySGD, p:Tensor) -> Tensor:
+    key = str(p.device)
+    if key not in self._gens:
+        self._gens[key] = torch.Generator(device=p.device); self._gens[key].manual_seed(self.seed)
+    return torch.randn(p.shape, generator=self._gens[key], device=p.device, dtype=p.dtype)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        "One outer step: L Langevin steps (one `closure` call each), then move the anchor. Returns the loss at the anchor."
-        if closure is None:
-            raise ValueError("closure: EntropySGD.step needs a closure that zeroes the gradients, recomputes the "
-                             "loss and calls backward()")
-        gamma = self.gamma
-        with torch.enable_grad(): loss = closure()
-        groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
-        anchor = {p: p.clone() for _, ps in groups for p in ps}
-        mean = {p: p.clone() for _, ps in groups for p in ps}
-        for l in range(self.L):
-            if l > 0:
-                with torch.enable_grad(): closure()
-            for g, ps in groups:
-                eta, sd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise']
-                for p in ps:
-                    d = p.grad.add(p - anchor[p], alpha=gamma)
-                    if g['weight_decay']: d.add_(p, alpha=g['weight_decay'])
-                    p.add_(d, alpha=-eta)
-                    if sd > 0: p.add_(self._noise(p), alpha=sd)
-                    mean[p].lerp_(p, 1 - g['alpha'])
+# %% ../nbs/05_optim.ipynb #d247d2c5
+@patch
+@torch.no_grad()
+def step(self:EntropySGD, closure=None):
+    "One outer step: L Langevin steps (one `closure` call each), then move the anchor. Returns the loss at the anchor."
+    if closure is None:
+        raise ValueError("closure: EntropySGD.step needs a closure that zeroes the gradients, recomputes the "
+                         "loss and calls backward()")
+    gamma = self.gamma
+    with torch.enable_grad(): loss = closure()
+    groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
+    anchor = {p: p.clone() for _, ps in groups for p in ps}
+    mean = {p: p.clone() for _, ps in groups for p in ps}
+    for l in range(self.L):
+        if l > 0:
+            with torch.enable_grad(): closure()
         for g, ps in groups:
+            eta, sd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise']
             for p in ps:
-                x = anchor[p]
-                d = (x - mean[p]).mul_(gamma)               # ∇Φ at the anchor
-                p.copy_(x); p.grad.copy_(d)
-                if g['weight_decay']: d.add_(x, alpha=g['weight_decay'])
-                if g['momentum']:
-                    st = self.state[p]
-                    if 'momentum_buffer' not in st: st['momentum_buffer'] = d.clone()
-                    else: st['momentum_buffer'].mul_(g['momentum']).add_(d)
-                    buf = st['momentum_buffer']
-                    d = d.add(buf, alpha=g['momentum']) if g['nesterov'] else buf
-                p.add_(d, alpha=-g['lr'])
-        self.t += 1
-        if self.scope == 'step': self.schedule.step()
-        return loss
+                d = p.grad.add(p - anchor[p], alpha=gamma)
+                if g['weight_decay']: d.add_(p, alpha=g['weight_decay'])
+                p.add_(d, alpha=-eta)
+                if sd > 0: p.add_(self._noise(p), alpha=sd)
+                mean[p].lerp_(p, 1 - g['alpha'])
+    for g, ps in groups:
+        for p in ps:
+            x = anchor[p]
+            d = (x - mean[p]).mul_(gamma)               # ∇Φ at the anchor
+            p.copy_(x); p.grad.copy_(d)
+            if g['weight_decay']: d.add_(x, alpha=g['weight_decay'])
+            if g['momentum']:
+                st = self.state[p]
+                if 'momentum_buffer' not in st: st['momentum_buffer'] = d.clone()
+                else: st['momentum_buffer'].mul_(g['momentum']).add_(d)
+                buf = st['momentum_buffer']
+                d = d.add(buf, alpha=g['momentum']) if g['nesterov'] else buf
+            p.add_(d, alpha=-g['lr'])
+    self.t += 1
+    if self.scope == 'step': self.schedule.step()
+    return loss
 
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd['entropy_sgd'] = dict(t=self.t, L=self.L, scope=self.scope, seed=self.seed, schedule=self.schedule.state_dict(),
-                                 rng={k: g.get_state() for k, g in self._gens.items()})
-        return sd
+# %% ../nbs/05_optim.ipynb #f46e21b3
+@patch
+def state_dict(self:EntropySGD) -> dict:
+    sd = torch.optim.Optimizer.state_dict(self)
+    sd['entropy_sgd'] = dict(t=self.t, L=self.L, scope=self.scope, seed=self.seed, schedule=self.schedule.state_dict(),
+                             rng={k: g.get_state() for k, g in self._gens.items()})
+    return sd
 
-    def load_state_dict(self, state_dict:dict):
-        sd = dict(state_dict)
-        extra = sd.pop('entropy_sgd', None)
-        super().load_state_dict(sd)
-        if extra is None: return
-        self.t, self.L, self.scope, self.seed = int(extra['t']), int(extra['L']), extra['scope'], int(extra['seed'])
-        self.schedule.load_state_dict(extra['schedule'])
-        self._gens = {}
-        for k, s in extra['rng'].items():
-            self._gens[k] = torch.Generator(device=torch.device(k)); self._gens[k].set_state(s)
+@patch
+def load_state_dict(self:EntropySGD, state_dict:dict):
+    sd = dict(state_dict)
+    extra = sd.pop('entropy_sgd', None)
+    torch.optim.Optimizer.load_state_dict(self, sd)
+    if extra is None: return
+    self.t, self.L, self.scope, self.seed = int(extra['t']), int(extra['L']), extra['scope'], int(extra['seed'])
+    self.schedule.load_state_dict(extra['schedule'])
+    self._gens = {}
+    for k, s in extra['rng'].items():
+        self._gens[k] = torch.Generator(device=torch.device(k)); self._gens[k].set_state(s)

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 from .core import check_int, check_float, check_choice, default_device, tidy, write_csv, atomic_path
@@ -157,45 +158,53 @@ class Loop:
     def __call__(self, event:str):
         for cb in self.cbs: getattr(cb, event)(self)
 
-    def batch(self, idx:Tensor) -> tuple[Tensor, Tensor]:
-        "Rows `idx` [y, b] of the training inputs and their targets."
-        xb = self.x[idx]
-        return xb, (xb if self.t is None else self.t[idx])
+# %% ../nbs/09_train.ipynb #5ef614e2
+@patch
+def batch(self:Loop, idx:Tensor) -> tuple[Tensor, Tensor]:
+    "Rows `idx` [y, b] of the training inputs and their targets."
+    xb = self.x[idx]
+    return xb, (xb if self.t is None else self.t[idx])
 
-    def minibatches(self):
-        "This epoch's minibatch indices [y, b]: each replica its own permutation of the rows."
-        P = self.x.shape[0]
-        perms = torch.stack([torch.randperm(P, generator=g) for g in self.gens]).to(self.dev)
-        return perms.split(self.bs, dim=1)
+@patch
+def minibatches(self:Loop):
+    "This epoch's minibatch indices [y, b]: each replica its own permutation of the rows."
+    P = self.x.shape[0]
+    perms = torch.stack([torch.randperm(P, generator=g) for g in self.gens]).to(self.dev)
+    return perms.split(self.bs, dim=1)
 
-    def closure(self, idx:Tensor) -> Callable:
-        "The closure `opt.step` calls: loss of the active replicas on minibatch `idx` (or a fresh one, if asked), backpropagated."
-        calls = 0
-        def closure():
-            nonlocal calls
-            self.opt.zero_grad()
-            fresh = calls > 0 and self.hooks.fresh_batches
-            xb, tb = self.batch(torch.stack([torch.randint(self.x.shape[0], (idx.shape[1],), generator=g)
-                                             for g in self.gens]).to(self.dev) if fresh else idx)
-            loss = self.loss_fn(self.model(xb), tb)
-            if calls == 0: self.loss = loss.detach(); self('after_loss')
-            calls += 1
-            torch.where(self.active & torch.isfinite(loss.detach()), loss, 0.).sum().backward()
-            return loss.detach()
-        return closure
+# %% ../nbs/09_train.ipynb #ee917ccd
+@patch
+def closure(self:Loop, idx:Tensor) -> Callable:
+    "The closure `opt.step` calls: loss of the active replicas on minibatch `idx` (or a fresh one, if asked), backpropagated."
+    calls = 0
+    def closure():
+        nonlocal calls
+        self.opt.zero_grad()
+        fresh = calls > 0 and self.hooks.fresh_batches
+        xb, tb = self.batch(torch.stack([torch.randint(self.x.shape[0], (idx.shape[1],), generator=g)
+                                         for g in self.gens]).to(self.dev) if fresh else idx)
+        loss = self.loss_fn(self.model(xb), tb)
+        if calls == 0: self.loss = loss.detach(); self('after_loss')
+        calls += 1
+        torch.where(self.active & torch.isfinite(loss.detach()), loss, 0.).sum().backward()
+        return loss.detach()
+    return closure
 
-    def fit(self):
-        try:
-            self('before_fit')
-            for self.epoch in range(self.start, self.epochs):
-                self('before_epoch')
-                for idx in self.minibatches():
-                    self.opt.step(stats_once(self.model, self.closure(idx)))
-                    self.step += 1
-                    self('after_step')
-                self('after_epoch')
-        except CancelFit: pass
-        self('after_fit')
+# %% ../nbs/09_train.ipynb #7a9ae879
+@patch
+def fit(self:Loop):
+    "Run the epochs' steps between the callbacks' events; a callback ends the run early by raising `CancelFit`."
+    try:
+        self('before_fit')
+        for self.epoch in range(self.start, self.epochs):
+            self('before_epoch')
+            for idx in self.minibatches():
+                self.opt.step(stats_once(self.model, self.closure(idx)))
+                self.step += 1
+                self('after_step')
+            self('after_epoch')
+    except CancelFit: pass
+    self('after_fit')
 
 # %% ../nbs/09_train.ipynb #32b5c554
 class Guard(Callback):
@@ -315,6 +324,7 @@ def _changed(saved:dict, now:dict) -> list[str]:
     return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
             for k in dict.fromkeys([*saved, *now]) if saved.get(k, gone) != now.get(k, gone)]
 
+# %% ../nbs/09_train.ipynb #1efff99e
 class Checkpoint(Callback):
     "Save the run every `every` epochs (and at the end) to `path`; with `resume`, continue from it when it exists."
     order = 20
@@ -336,29 +346,38 @@ class Checkpoint(Callback):
         if not bool(L.active.all()):                    # frozen replicas stay frozen at their saved weights
             guard = next(c for c in L.cbs if isinstance(c, Guard))
             guard.frozen = [p.detach().clone() for p in L.params]
-    def check(self, saved, L):
-        "Refuse a resume whose run differs from the checkpoint's, naming what changed; more epochs extend the run."
-        if not isinstance(saved.get('optimizer'), dict):
-            raise ValueError(f"resume: checkpoint {self.path} records no optimizer settings (written by an older version); start afresh")
-        if L.epochs < saved['epochs']:
-            raise ValueError(f"resume: checkpoint {self.path} was made for epochs={saved['epochs']}; this run asks for "
-                             f"epochs={L.epochs} (a resume may extend a run, not shorten it)")
-        for k in ('data', 'y', 'bs'):
-            if saved.get(k) != self.made_for[k]:
-                raise ValueError(f"resume: checkpoint {self.path} was written with {k}={saved.get(k)!r}, this run has {k}={self.made_for[k]!r}")
-        diff = _changed(saved['optimizer'], self.made_for['optimizer'])
-        if diff: raise ValueError(f"resume: the optimizer differs from the one checkpoint {self.path} was made with; "
-                                  + '; '.join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ''))
 
-    def save(self, L, epoch):
-        state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
-                     rows=L.rows, active=L.active.cpu(), gens=[g.get_state() for g in L.gens], seeds=L.seeds,
-                     torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-        with atomic_path(self.path) as tmp: torch.save(state, tmp)
-    def after_epoch(self, L):
-        if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.save(L, L.epoch + 1)
-    def after_fit(self, L):
-        if not bool(L.active.any()): self.save(L, L.epoch + 1)
+# %% ../nbs/09_train.ipynb #f306e1d2
+@patch
+def check(self:Checkpoint, saved, L):
+    "Refuse a resume whose run differs from the checkpoint's, naming what changed; more epochs extend the run."
+    if not isinstance(saved.get('optimizer'), dict):
+        raise ValueError(f"resume: checkpoint {self.path} records no optimizer settings (written by an older version); start afresh")
+    if L.epochs < saved['epochs']:
+        raise ValueError(f"resume: checkpoint {self.path} was made for epochs={saved['epochs']}; this run asks for "
+                         f"epochs={L.epochs} (a resume may extend a run, not shorten it)")
+    for k in ('data', 'y', 'bs'):
+        if saved.get(k) != self.made_for[k]:
+            raise ValueError(f"resume: checkpoint {self.path} was written with {k}={saved.get(k)!r}, this run has {k}={self.made_for[k]!r}")
+    diff = _changed(saved['optimizer'], self.made_for['optimizer'])
+    if diff: raise ValueError(f"resume: the optimizer differs from the one checkpoint {self.path} was made with; "
+                              + '; '.join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ''))
+
+# %% ../nbs/09_train.ipynb #99e986b0
+@patch
+def save(self:Checkpoint, L, epoch):
+    state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
+                 rows=L.rows, active=L.active.cpu(), gens=[g.get_state() for g in L.gens], seeds=L.seeds,
+                 torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    with atomic_path(self.path) as tmp: torch.save(state, tmp)
+
+@patch
+def after_epoch(self:Checkpoint, L):
+    if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.save(L, L.epoch + 1)
+
+@patch
+def after_fit(self:Checkpoint, L):
+    if not bool(L.active.any()): self.save(L, L.epoch + 1)
 
 # %% ../nbs/09_train.ipynb #522514d0
 def _check_data(data, dev, dt):

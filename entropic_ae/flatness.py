@@ -15,7 +15,7 @@ from .models import recon_error
 from .replicas import n_replicas, stack
 
 # %% auto #0
-__all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'local_energy', 'denoising', 'log_bins',
+__all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'local_energy', 'denoising', 'avg_diff', 'log_bins',
            'param_histograms', 'Metric', 'register_metric']
 
 # %% ../nbs/07_flatness.ipynb #e4f658e3
@@ -84,16 +84,23 @@ def _default_draws_per_pass(device, n_draws, y, rows, width, budget=2**28):
     if torch.device(device).type != 'cuda': return 1
     return max(1, min(n_draws, budget // max(1, y * rows * width)))
 
+def _perturbed(model:nn.Module, params:str) -> set[int]:
+    "Indices (in `model.parameters()` order) of the parameters to perturb: all, or the weight matrices and kernels only."
+    ps = list(model.named_parameters())
+    if params == 'all': return set(range(len(ps)))
+    # a weight: named `weight`, with at least two axes per replica (so not a bias, nor a norm layer's 1-d scale)
+    return {i for i, (n, p) in enumerate(ps) if n.rsplit('.', 1)[-1] == 'weight' and p.dim() >= 3}
+
 class _Scratch:
-    "A scratch model holding `k` tiled copies of `model`'s replicas (`k * y` replicas), reused across draws and σ."
-    def __init__(self, model, k):
+    "A scratch model holding `k` tiled copies of `model`'s replicas (`k * y` replicas), reused across draws and σ; `params`/`base` are the perturbed ones (`sel`)."
+    def __init__(self, model, k, sel=None):
         self.k = k
         self.model = copy.deepcopy(model) if k == 1 else stack([model] * k)
-        self.params = list(self.model.parameters())
-        for p in self.params: p.grad = None
-        src = list(model.parameters())
+        for p in self.model.parameters(): p.grad = None
+        keep = lambda ps: [p for i, p in enumerate(ps) if sel is None or i in sel]   # the perturbed ones only
+        self.params = keep(self.model.parameters())
         # unperturbed tiled weights: the model's own tensors when k == 1, a frozen copy otherwise
-        self.base = [p.detach() for p in src] if k == 1 else [p.detach().clone() for p in self.params]
+        self.base = [p.detach() for p in keep(model.parameters())] if k == 1 else [p.detach().clone() for p in self.params]
 
 class _Profile:
     "What both noise profiles share: checked arguments, the noise streams, the σ = 0 columns (the unperturbed loss), the sums over draws."
@@ -115,18 +122,20 @@ class _Profile:
 # %% ../nbs/07_flatness.ipynb #d162bbed
 @torch.no_grad()
 def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
-                 batch_size:int|None=None, target:Tensor|None=None, draws_per_pass:int|None=None) -> Tensor:
-    "Mean training loss `[y, S]` after the multiplicative perturbation `w -> w(1 + σz)` of every parameter, per replica and σ."
+                 batch_size:int|None=None, target:Tensor|None=None, draws_per_pass:int|None=None,
+                 params:str='all') -> Tensor:
+    "Mean training loss `[y, S]` after the multiplicative perturbation `w -> w(1 + σz)` of every parameter (or only the weights), per replica and σ."
     if draws_per_pass is not None: draws_per_pass = check_int('draws_per_pass', draws_per_pass, lo=1)
+    sel = _perturbed(model, check_choice('params', params, ('all', 'weights')))
     pr = _Profile(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target)
-    if not pr.pos: return pr.result()
-    params = list(model.parameters())
+    if not pr.pos or not sel: return pr.result()
+    params = [p for i, p in enumerate(model.parameters()) if i in sel]
     offs = [0] + torch.tensor([p[0].numel() for p in params]).cumsum(0).tolist()
     d = min(draws_per_pass or _default_draws_per_pass(pr.dev, pr.n_draws, pr.y, pr.batch_size or pr.x.shape[0], pr.x[0].numel()), pr.n_draws)
     scratches = {}
     for j0 in range(0, pr.n_draws, d):
         k = min(d, pr.n_draws - j0)
-        if k not in scratches: scratches[k] = _Scratch(model, k)
+        if k not in scratches: scratches[k] = _Scratch(model, k, sel)
         sc = scratches[k]
         z = torch.empty(k, pr.y, offs[-1], dtype=params[0].dtype, device=pr.dev)
         for j in range(k): pr.noise.draw(z[j])
@@ -142,8 +151,9 @@ def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss
 # %% ../nbs/07_flatness.ipynb #d166d76e
 @torch.no_grad()
 def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
-              batch_size:int|None=None, target:Tensor|None=None) -> Tensor:
-    "Error `[y, S]` between `model(x + σξ)` and the clean `x` (or `target`), ξ ~ N(0, 1) iid, averaged over `n_draws` corruptions."
+              batch_size:int|None=None, target:Tensor|None=None, noise:str='additive') -> Tensor:
+    "Error `[y, S]` between `model(x + σξ)` (or `model(x(1 + σξ))`) and the clean `x` (or `target`), ξ ~ N(0, 1) iid, averaged over `n_draws` corruptions."
+    mult = check_choice('noise', noise, ('additive', 'multiplicative')) == 'multiplicative'
     pr = _Profile(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target)
     if not pr.pos: return pr.result()
     x = pr.x; target = x if pr.target is None else pr.target
@@ -154,10 +164,19 @@ def denoising(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn
             xb, tb = x[a:b], target[a:b]
             xi = pr.noise.draw(torch.empty(1 if shared else pr.y, *xb.shape, dtype=x.dtype, device=pr.dev))
             if shared: xi = xi[0]
+            if mult: xi = xi * xb                                   # x(1 + σξ) = x + σ (x ⊙ ξ)
             w = 1. if len(parts) == 1 else (b - a) / n
             for i, q in enumerate(pr.pos):
                 pr.acc[i] += loss_fn(model(xb + pr.sigmas[q] * xi), tb) * w
     return pr.result()
+
+# %% ../nbs/07_flatness.ipynb #22aec05d
+def avg_diff(profile:Tensor, base:Tensor|None=None) -> Tensor:
+    "Per-replica mean over σ of `profile` [y, S] minus the unperturbed loss `base` [y] (default: column 0, σ = 0)."
+    if not isinstance(profile, Tensor) or profile.dim() != 2: raise ValueError(f"profile must be a [y, S] tensor, got {getattr(profile, 'shape', profile)!r}")
+    base = profile[:, 0] if base is None else base
+    if not isinstance(base, Tensor) or base.shape != profile.shape[:1]: raise ValueError(f"base must be a tensor of shape [{profile.shape[0]}], got {getattr(base, 'shape', base)!r}")
+    return (profile - base[:, None]).mean(1)
 
 # %% ../nbs/07_flatness.ipynb #eea92c88
 def log_bins(lo:float=1e-9, hi:float=10., per_decade:int=3) -> Tensor:
@@ -226,7 +245,7 @@ def register_metric(name:str, fn:Callable, axis:str|None=None, column:str|None=N
 def _loss(model, x, target, loss_fn, batch_size=None): return dataset_loss(model, x, loss_fn, batch_size, target)
 register_metric('train_loss', _loss)
 register_metric('test_loss', _loss, split='test')
-register_metric('local_energy', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None:
-                local_energy(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target), 'sigmas', 'sigma', weights=True)
-register_metric('denoising', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None:
-                denoising(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target), 'sigmas', 'sigma')
+register_metric('local_energy', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, params='all':
+                local_energy(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target, params=params), 'sigmas', 'sigma', weights=True)
+register_metric('denoising', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, noise='additive':
+                denoising(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target, noise=noise), 'sigmas', 'sigma')

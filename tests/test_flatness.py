@@ -102,3 +102,65 @@ def test_bad_input(trained, data):
     with pytest.raises(ValueError, match='seed'): local_energy(trained, x, [0.1], seed=-1)
     with pytest.raises(ValueError, match='draws_per_pass'): local_energy(trained, x, [0.1], draws_per_pass=0)
     with pytest.raises(ValueError, match='bins'): param_histograms(trained, bins=[1., 0.5])
+
+def _naive_weights_only(model, x, sigmas, n_draws, seeds):
+    "Perturb-evaluate-restore, weights only, one flat draw per replica over its weight tensors in parameter order."
+    from entropic_ae.core import make_generator
+    ws = [p for n, p in model.named_parameters() if n.endswith('weight')]
+    gens = [make_generator(s, 'cpu') for s in seeds]
+    out = torch.zeros(len(seeds), len(sigmas), dtype=torch.float64)
+    for _ in range(n_draws):
+        zs = [torch.randn(sum(w[r].numel() for w in ws), generator=g, dtype=torch.float64).split([w[r].numel() for w in ws])
+              for r, g in enumerate(gens)]
+        for j, s in enumerate(sigmas):
+            saved = [p.detach().clone() for p in model.parameters()]
+            with torch.no_grad():
+                for r in range(len(seeds)):
+                    for w, z in zip(ws, zs[r]): w[r] *= 1 + s * z.view(w[r].shape)
+                out[:, j] += recon_error(model(x), x) / n_draws
+                for p, p0 in zip(model.parameters(), saved): p.copy_(p0)
+    return out
+
+def test_local_energy_weights_only_matches_naive_loop(data):
+    m = deep_ae(16, 4, H=12, y=3, seeds=[3, 4, 5], dtype=torch.float64, output=None, init='kaiming_normal')
+    with torch.no_grad():
+        for l in m.layers: l.bias.normal_(generator=torch.Generator().manual_seed(1))   # biases that matter
+    x = data.x_train.double()
+    sig = [0., 0.05, 0.15]
+    got = local_energy(m, x, sig, n_draws=3, seed=[7, 8, 9], params='weights')
+    torch.testing.assert_close(got, _naive_weights_only(m, x, sig, 3, [7, 8, 9]), rtol=1e-12, atol=1e-14)
+    with torch.no_grad(): assert torch.equal(got[:, 0], recon_error(m(x), x))
+    torch.testing.assert_close(local_energy(m, x, sig, n_draws=3, seed=[7, 8, 9], params='weights', draws_per_pass=2), got,
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match='params'): local_energy(m, x, sig, params='bias')
+
+def test_weights_only_skips_biases_and_norm_scales():
+    "On a replicated conv net with batch norm only the conv and linear kernels move: zeroing them makes σ irrelevant."
+    from torch import nn
+    from entropic_ae.replicas import replicate
+    from entropic_ae.flatness import _perturbed
+    net = replicate(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 4)), 2)
+    names = [n for n, _ in net.named_parameters()]
+    assert sorted(names[i] for i in _perturbed(net, 'weights')) == ['module.0.weight', 'module.3.weight']
+
+def test_multiplicative_denoising_matches_naive_loop(data):
+    from entropic_ae.core import make_generator
+    m = shallow_ae(16, 4, y=2, seeds=[0, 1], dtype=torch.float64, output=None)
+    x = data.x_train.double() * 2 - 1
+    sig = [0., 0.4, 1.]
+    gens = [make_generator(s, 'cpu') for s in (5, 6)]
+    ref = torch.zeros(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        for _ in range(3):
+            xi = torch.stack([torch.randn(x.shape, generator=g, dtype=torch.float64) for g in gens])
+            for j, s in enumerate(sig): ref[:, j] += recon_error(m(x * (1 + s * xi)), x) / 3
+    got = denoising(m, x, sig, n_draws=3, seed=[5, 6], noise='multiplicative')
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match='noise'): denoising(m, x, sig, noise='dropout')
+
+def test_avg_diff():
+    from entropic_ae.flatness import avg_diff
+    p = torch.tensor([[2., 3., 5.]])
+    assert torch.equal(avg_diff(p), torch.tensor([(0. + 1. + 3.) / 3]))
+    assert torch.equal(avg_diff(p, torch.tensor([1.])), torch.tensor([(1. + 2. + 4.) / 3]))
+    with pytest.raises(ValueError, match='base'): avg_diff(p, torch.tensor([1., 2.]))

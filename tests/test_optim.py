@@ -396,7 +396,7 @@ def test_wrapper_shares_groups_state_and_defaults(name):
     def closure():                                       # a gradient of ones, at whatever weights the wrapper asks
         for p in ps: p.grad = torch.ones_like(p)
         return torch.zeros(())
-    w.step(closure)
+    for _ in range(2): w.step(closure)                   # two calls: also a step of a wrapper that steps every second call
     sd = w.state_dict()
     assert len(sd['state']) == len(ps)                   # the momentum buffers, and nothing of the wrapper's scratch
     w2 = WRAPPERS[name]([nn.Parameter(p.detach().clone()) for p in ps], torch.optim.SGD)

@@ -16,7 +16,7 @@ from .core import check_int, check_float, check_choice, default_device
 from .models import error_rate
 from .data import check_data, check_float_dtype
 from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn, check_groups
-from .optim import FitHooks, fit_hooks, adam, Replicated, EntropySGD, Exponential
+from .optim import Wrapper, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss, local_energy, register_metric
 from .train import cosine, step_lr
@@ -612,20 +612,13 @@ def grad_evals(name:str, epochs:int, steps_per_epoch:int, y:int=1, L:int=5) -> i
     return check_int('epochs', epochs, lo=0) * check_int('steps_per_epoch', steps_per_epoch, lo=1) * per
 
 # %% ../nbs/11_vision.ipynb #eeae1172
-class Accumulate(FitHooks, torch.optim.Optimizer):
-    "Gradient accumulation: the first-order optimizer `base(params, **kw)` steps once every `every` calls, on the mean of their gradients."
-    def __init__(self, params, base=torch.optim.SGD, every:int=2, **kw):
+class Accumulate(Wrapper):
+    "Gradient accumulation: the first-order optimizer `base(params, **base_kw)` steps once every `every` calls, on the mean of their gradients."
+    def __init__(self, params, base=torch.optim.SGD, every:int=2, **base_kw):
         self.every, self.calls = check_int('every', every, lo=1), 0
-        if not callable(base): raise TypeError(f"base must be an optimizer class (or a function building one), got {base!r}")
-        self.base = base(list(params.parameters() if isinstance(params, nn.Module) else params), **kw)
-        if isinstance(self.base, SAM) or fit_hooks(self.base).fresh_batches:
-            raise TypeError(f"base must be a first-order optimizer (SGD, Adam, Replicated); {type(self.base).__name__} takes "
-                            "gradients at several weights per step, which accumulation cannot reproduce")
-        super().__init__(self.base.param_groups, self.base.defaults)
-        self.param_groups, self.state = self.base.param_groups, self.base.state
+        super().__init__(params, base, **base_kw)
 
-    gamma = property(lambda self: fit_hooks(self.base).gamma)
-    def drop_replicas(self, mask): return fit_hooks(self.base).drop_replicas(mask)
+    def settings(self) -> dict: return {'every': self.every}   # a resume with another `every` is refused
 
     def zero_grad(self, set_to_none:bool=True):
         if self.calls == 0: self.base.zero_grad(set_to_none)
@@ -651,4 +644,4 @@ class Accumulate(FitHooks, torch.optim.Optimizer):
     def epoch_end(self):
         "Step with a partial cycle, then advance the base optimizer's schedules."
         self._apply(); self.base.zero_grad()
-        return fit_hooks(self.base).epoch_end()
+        return super().epoch_end()

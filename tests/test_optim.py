@@ -4,6 +4,7 @@ from functools import partial
 import pytest
 import torch
 from entropic_ae.sam import SAM
+from entropic_ae.vision import Accumulate
 from torch import nn
 from entropic_ae.optim import (Replicated, LoopReplicated, EntropySGD, Scoping, Constant, Exponential, Linear, Cosine,
                                scoping, as_scoping)
@@ -378,7 +379,8 @@ WRAPPERS = {   # name -> build(params, base): one wrapper of each kind, with SGD
     'asam': lambda ps, base: SAM(ps, base=base, rho=0.5, adaptive=True, lr=0.05, momentum=0.9),
     'traced': lambda ps, base: TracedReplicated(ps, base=base, gamma=Exponential(0.1, 0.5), lr=0.05, momentum=0.9),
     'sam(replicated)': lambda ps, base: SAM(ps, base=partial(Replicated, base=base, gamma=Exponential(0.1, 0.5)), rho=0.05,
-                                            per_replica=True, lr=0.05, momentum=0.9)}
+                                            per_replica=True, lr=0.05, momentum=0.9),
+    'accumulate': lambda ps, base: Accumulate(ps, base=base, every=2, lr=0.05, momentum=0.9)}
 
 def _innermost(w):
     while isinstance(w, O.Wrapper): w = w.base

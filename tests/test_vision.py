@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from entropic_ae import vision as V
 from entropic_ae.models import cross_entropy
-from entropic_ae.optim import Replicated, EntropySGD
+from entropic_ae.optim import Replicated, EntropySGD, Wrapper
 from entropic_ae.sam import SAM
 from entropic_ae.train import fit, Callback, CancelFit
 
@@ -175,7 +175,7 @@ WRAPPERS = {'replicated': lambda: Replicated(_groups(), base=torch.optim.SGD, lr
 @pytest.mark.parametrize('sched', ['cosine', 'step'])
 def test_lr_scheduler_steps_every_group_through_wrapper(kind, sched):
     opt = WRAPPERS[kind]()
-    base = getattr(opt, 'base_optimizer', None) or getattr(opt, 'base', None) or opt
+    base = opt.base if isinstance(opt, Wrapper) else opt
     s = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4) if sched == 'cosine'
          else torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
     ps = [p for g in opt.param_groups for p in g['params']]
@@ -231,3 +231,14 @@ def test_accumulation_equals_the_big_batch_step():
     with pytest.raises(TypeError, match='first-order'): V.Accumulate([Wb], base=partial(EntropySGD, lr=0.1))
     with pytest.raises(TypeError, match='first-order'): V.Accumulate([Wb], base=partial(SAM, base=torch.optim.SGD, lr=0.1))
     with pytest.raises(ValueError, match='every'): V.Accumulate([Wb], every=0)
+
+def test_accumulate_resume_refuses_another_every(tmp_path):
+    "`every` is one of the run's settings (`hyperparameters()`), so a checkpoint written with every=2 does not resume every=3."
+    data = V.fake_images(8, 4, shape=(3, 8, 8), classes=3, seed=2)
+    def run(every, resume=False):
+        m = V.image_classifier('small_convnet', 1, shape=(3, 8, 8), classes=3, width=4)
+        return fit(m, data, epochs=1 + resume, bs=4, loss_fn=cross_entropy, ckpt_path=tmp_path/'c.pt', resume=resume, progress=False,
+                   opt_func=partial(V.Accumulate, base=torch.optim.SGD, every=every, lr=0.05, momentum=0.9))
+    assert run(2).optimizer.hyperparameters()['every'] == 2
+    with pytest.raises(ValueError, match='resume: .*every'): run(3, resume=True)
+    assert run(2, resume=True).optimizer.base.state                   # the same every resumes

@@ -82,13 +82,13 @@ def test_grouped_fit_equals_separate_ensembles(ae_data):
     seeds = [1, 2, 3, 4, 5, 6]
     opt = lambda groups: partial(Replicated, gamma=Exponential(0.2, 0.5), lr=1e-2, groups=groups)
     build = lambda ss: replicate(mlp, len(ss), seeds=ss).double()
-    both = fit(build(seeds), ae_data, epochs=3, opt_func=opt(2), groups=2, eval_on=('replicas', 'barycentre'), **KW)
+    both = fit(build(seeds), ae_data, epochs=3, opt_func=opt(2), eval_on=('replicas', 'barycentre'), **KW)
     for g in range(2):
         ss = seeds[3*g:3*g+3]
         one = fit(build(ss), ae_data, epochs=3, opt_func=opt(1), eval_on=('replicas', 'barycentre'), **KW)
         for a, b in zip(both.model.parameters(), one.model.parameters()):
             torch.testing.assert_close(a[3*g:3*g+3], b, rtol=1e-9, atol=1e-11)
-        mine = both.df[(both.df.eval_on == 'barycentre') & (both.df.replica == g)].value.to_numpy()
+        mine = both.df[(both.df.eval_on == 'barycentre') & (both.df.group == g)].value.to_numpy()
         theirs = one.df[one.df.eval_on == 'barycentre'].value.to_numpy()
         assert len(mine) == len(theirs) > 0 and mine == pytest.approx(theirs, rel=1e-9)
 
@@ -112,7 +112,7 @@ def test_protocol_is_forwarded_and_plain_optimizers_get_defaults():
     w = nn.Parameter(torch.zeros(3, 2))
     rep = SAM([w], base=partial(Replicated, gamma=0.5), lr=0.1, per_replica=True)
     fit_hooks(rep).drop_replicas(torch.tensor([False, True, False]))
-    assert rep.base_optimizer.active.tolist() == [True, False, True]
+    assert rep.base.active.tolist() == [True, False, True]
     plain = fit_hooks(torch.optim.SGD([w], lr=0.1))
     assert (plain.gamma, plain.fresh_batches) == (None, False)
     with pytest.raises(TypeError, match='torch.optim.Optimizer'): fit_hooks(object())

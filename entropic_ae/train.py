@@ -20,12 +20,12 @@ from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
 from .optim import fit_hooks, adam, finite_replicas
 from .sam import stats_once
-from .flatness import METRICS, param_histograms
+from .flatness import METRICS, dataset_loss, param_histograms
 from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',
-           'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
+           'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
 @dataclass
@@ -218,10 +218,11 @@ class Guard(Callback):
             with torch.no_grad():
                 for p, f in zip(L.params, self.frozen): p[dead] = f[dead]
         self.drop(L, ~finite_replicas(L.params, L.y, among=L.active).to(L.dev), L.step)
-    def drop(self, L, bad, step):
+    def drop(self, L, bad, step, status='diverged'):
+        "Take the replicas `bad` out of the active set, with a `status` row each, and freeze them where they are."
         if not bool(bad.any()): return
         for r in bad.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', step, eval_on='replicas', status='diverged'))
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', step, eval_on='replicas', status=status))
         L.active = L.active & ~bad
         L.hooks.drop_replicas(bad.cpu())
         with torch.no_grad():
@@ -230,6 +231,28 @@ class Guard(Callback):
                 for s, f in zip(snap, self.frozen): s[~L.active & ~bad] = f[~L.active & ~bad]
             self.frozen = snap
         if not bool(L.active.any()): raise CancelFit()
+
+# %% ../nbs/09_train.ipynb #a2f6c0a4
+class StopAtLoss(Callback):
+    "Freeze each replica (`on='replicas'`) or group read at its barycentre (`on='barycentre'`) once its full training-set loss is below `target`."
+    order = 15                                          # after the Recorder has seen the epoch, before Checkpoint
+    def __init__(self, target:float, on:str='replicas', every:int=1, batch_size:int|None=None):
+        self.target, self.on = check_float('target', target, lo=0.), check_choice('on', on, ('replicas', 'barycentre'))
+        self.every = check_int('every', every, lo=1)
+        self.batch_size = None if batch_size is None else check_int('batch_size', batch_size, lo=1)
+    def before_fit(self, L):
+        self.guard = next((c for c in L.cbs if isinstance(c, Guard)), None)
+        if self.guard is None: raise ValueError("StopAtLoss needs fit's Guard (it freezes replicas through the Guard's active set)")
+        self.groups = (L.hooks.groups or 1) if self.on == 'barycentre' else L.y
+    def after_epoch(self, L):
+        if ((L.epoch + 1) % self.every and L.epoch + 1 < L.epochs) or not bool(L.active.any()): return
+        m = L.model if self.on == 'replicas' else barycentre(L.model, self.groups, L.active)
+        loss = dataset_loss(m, L.x, L.loss_fn, self.batch_size, L.t).to(L.dev)   # [y] or [groups]
+        hit = (loss < self.target).repeat_interleave(L.y // self.groups) & L.active
+        self.guard.drop(L, hit, L.step, status='reached')
+    def after_fit(self, L):
+        for r in L.active.nonzero().flatten().tolist():
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached'))
 
 # %% ../nbs/09_train.ipynb #52973ee8
 class Schedules(Callback):

@@ -365,3 +365,33 @@ def test_one_name_per_idea():
     from entropic_ae.train import Schedules
     assert 'Scoping' not in train.__all__ and not hasattr(train, 'Scoping') and issubclass(optim.Exponential, optim.Scoping)
     assert issubclass(Schedules, train.Callback)
+
+def test_stop_at_loss_freezes_each_replica_where_it_reached_the_target():
+    "Issue 18/19: each replica stops at the first epoch its full training loss is below the target (the same epoch as in a run without the rule), keeps that loss; the others are reported 'not reached'."
+    from entropic_ae.train import StopAtLoss
+    from entropic_ae.flatness import dataset_loss
+    d = random_features(N=16, D=3, P=64, P_test=16, seed=4)
+    data = (d.x_train.double(), d.x_test.double())
+    mk = lambda: shallow_ae(16, 4, y=4, seeds=[0, 1, 2, 3], dtype=torch.float64)
+    ref = fit(mk(), data, 10, bs=16, metrics=('train_loss',), progress=False)
+    curve = ref.df[ref.df.metric == 'train_loss'].pivot(index='epoch', columns='replica', values='value')
+    target = float(curve.loc[10].sort_values().iloc[1:3].mean())          # two replicas below, two above at the end
+    res = fit(mk(), data, 10, bs=16, metrics=('train_loss',), progress=False, cbs=[StopAtLoss(target)])
+    st = res.df[res.df.metric == 'status'].set_index('replica')
+    assert sorted(st.index) == [0, 1, 2, 3] and sorted(st.status) == ['not reached'] * 2 + ['reached'] * 2
+    loss = dataset_loss(res.model, data[0])
+    for r in range(4):
+        below = curve.index[(curve[r] < target) & (curve.index > 0)]
+        if st.status[r] == 'reached':
+            assert st.epoch[r] == below[0]
+            assert abs(loss[r].item() - curve.loc[below[0], r]) < 1e-12
+        else: assert len(below) == 0 and st.epoch[r] == 10
+    assert res.active.tolist() == [st.status[r] == 'not reached' for r in range(4)]
+
+def test_stop_at_loss_ends_the_run_and_refuses_bad_options():
+    from entropic_ae.train import StopAtLoss
+    d = random_features(N=16, D=3, P=64, P_test=16, seed=4)
+    res = fit(shallow_ae(16, 4, y=2, seeds=[0, 1]), d, 5, progress=False, cbs=[StopAtLoss(1e9)])
+    assert res.epochs == 1 and not res.active.any()
+    for kw, name in ((dict(target=-0.1), 'target'), (dict(target=0.1, on='ensemble'), 'on'), (dict(target=0.1, every=0), 'every')):
+        with pytest.raises((TypeError, ValueError), match=name): StopAtLoss(**kw)

@@ -1,0 +1,60 @@
+"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM vs AdamW at matched training loss):
+tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the stopping rule's two outcomes
+(reached / not reached) in the tables, a clean skip without the data, and a bad override refused before any work."""
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+from entropic_ae import vision as V
+
+EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
+NB = 'mnist_autoencoders'
+TINY = dict(sizes=[256], held_out=16, trials=2, energy_sigmas=[0.0, 0.1], energy_draws=1, denoise_sigmas=[0.0, 0.5],
+            denoise_draws=1, eval_bs=512, threads=1, device='cpu')
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    "A miniature MNIST: 280 training and 8 test images of random pixels."
+    root = tmp_path_factory.mktemp('data')
+    rng = np.random.default_rng(0)
+    f = root/'MNIST'/'raw'; f.mkdir(parents=True)
+    for split, n in (('train', 280), ('t10k', 8)):
+        V.write_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), f/f'{split}-images-idx3-ubyte.gz', gz=True)
+        V.write_idx(rng.integers(0, 10, n).astype(np.uint8), f/f'{split}-labels-idx1-ubyte.gz', gz=True)
+    return root
+
+def run(tmp_path, **params):
+    out = tmp_path/'out'; out.mkdir(exist_ok=True)
+    nb = pm.execute_notebook(str(EXP/f'{NB}.ipynb'), str(tmp_path/f'{NB}.ipynb'), kernel_name='python3', cwd=str(EXP),
+                             progress_bar=False, parameters=dict(figures_dir=str(out), profile='quick', **params))
+    text = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
+    return out, text
+
+@pytest.mark.parametrize('scale,status', [(1.0, 'not reached'), (1e6, 'reached')])
+def test_quick_runs_and_reports_every_trial(tmp_path, data_root, scale, status):
+    "Random pixels never get near the author's target in 2 epochs (not reached, stopped at the limit); a huge target is reached at once."
+    out, _ = run(tmp_path, data_root=str(data_root), max_epochs=2, target_scale=scale, **TINY)
+    df = pd.read_csv(out/f'{NB}_quick.csv')
+    st = df[df.metric == 'stop_epoch']
+    assert len(st) == 2 * 2 and set(st.status) == {status}                       # 2 arms x 2 trials, none dropped
+    assert (st.value == (2 if status == 'not reached' else 1)).all()
+    fin = df[df.metric.isin(['flatness_avg_diff', 'denoising_avg_diff', 'heldout_loss', 'train_loss'])]
+    assert len(fin) == 4 * 4 and np.isfinite(fin.value).all() and (fin.value > 0).all()
+    le = df[(df.metric == 'local_energy') & (df.sigma == 0)].set_index(['arm', 'trial']).value
+    tr = df[df.metric == 'train_loss'].set_index(['arm', 'trial']).value
+    pd.testing.assert_series_equal(le.sort_index(), tr.sort_index(), check_names=False, rtol=1e-6)   # σ = 0 is the training loss
+    vt = pd.read_csv(out/f'{NB}_quick_verdict.csv')
+    assert {'ratio', 'diff', 'diff_se', 'z', 'status', 'adamw_reached', 'sam_reached', 'trials'} <= set(vt.columns)
+    assert (vt.adamw_reached == (2 if status == 'reached' else 0)).all() and (vt.trials == 2).all()
+    assert (out/f'{NB}_quick.png').read_bytes()[:4] == b'\x89PNG'
+
+def test_without_mnist_it_says_so_and_writes_nothing(tmp_path):
+    out, text = run(tmp_path, data_root=str(tmp_path/'empty'), **TINY)
+    assert 'SKIPPED: MNIST is not available' in text and 'ENTROPIC_AE_DATA' in text
+    assert not list(out.iterdir())
+
+def test_bad_override_is_refused_before_any_work(tmp_path, data_root):
+    with pytest.raises(pm.PapermillExecutionError, match='sizes must be a non-empty list'):
+        run(tmp_path, data_root=str(data_root), **dict(TINY, sizes=[300]))
+    assert not list((tmp_path/'out').iterdir())

@@ -172,7 +172,10 @@ def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:fl
     gamma0, gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
     check_choice('backend', backend, ['numba', 'torch'])
     if budget < y*N: raise ValueError(f"budget must be at least one sweep (y*N = {y*N} moves), got {budget}")
-    keys = chain_keys(seed, B, y) if keys is None else np.asarray(keys, np.uint64)
+    if keys is None: keys = chain_keys(seed, B, y)
+    else:
+        try: keys = np.asarray(keys, np.uint64)
+        except (TypeError, ValueError, OverflowError): raise TypeError(f"keys must be an array of chain keys (non-negative integers, see chain_keys), got {keys!r}") from None
     if keys.shape != (B, y): raise ValueError(f"keys must have shape (instances, y) = {(B, y)}, got {keys.shape}")
     w = initial_weights(keys, N)
     h = stabilities(A, w).astype(np.int32); E = (h < 0).sum(-1).astype(np.int32); S = w.astype(np.int32).sum(1)

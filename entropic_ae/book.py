@@ -189,14 +189,22 @@ def _ulp(s: str) -> float:
 
 def _is_float(s): return '.' in s or 'e' in s.lower()
 
+def _check_tol(name:str, v) -> float:
+    "A tolerance: a finite number >= 0 (the book stays free of torch, so not `core.check_float`)."
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float('inf'):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
 def close_numbers(a: str, b: str, rtol=1e-3, atol=1e-6) -> bool:
     "Whether printed numbers `a` and `b` agree under the book's rule (integers exactly, floats within tolerance)."
+    rtol, atol = _check_tol('rtol', rtol), _check_tol('atol', atol)
     if not (_is_float(a) or _is_float(b)): return int(a) == int(b)
     x, y = float(a), float(b)
     return abs(x - y) <= max(rtol * max(abs(x), abs(y)), 1.0001 * max(_ulp(a), _ulp(b)), atol)
 
 def same_text(a: str, b: str, rtol=1e-3, atol=1e-6, numbers=True) -> bool:
     "Whether texts `a` and `b` agree after masking, with numbers compared by `close_numbers` (not at all unless `numbers`)."
+    _check_tol('rtol', rtol); _check_tol('atol', atol)
     a, b = mask(a), mask(b)
     if a == b: return True
     na, nb_ = _NUM.findall(a), _NUM.findall(b)
@@ -254,8 +262,15 @@ def compare_cells(old, new) -> str | None:
         elif not same_text(x, y, numbers=numbers): return f"{k} differs:\n{_diff(x, y)}"
     return None
 
+def _check_nb(name:str, nb) -> dict:
+    "`nb` if it is a notebook dict (with a list of `cells`), else a `TypeError` naming `name`."
+    if not (isinstance(nb, dict) and isinstance(nb.get('cells'), list)):
+        raise TypeError(f"{name} must be a notebook dict with a list of cells, got {type(nb).__name__}")
+    return nb
+
 def compare_nbs(old: dict, new: dict, name='notebook', flags=('notest', 'slow')) -> list[str]:
     "Messages naming every stale code cell of committed notebook `old` against freshly executed `new`."
+    _check_nb('old', old); _check_nb('new', new)
     if len(old['cells']) != len(new['cells']): return [f"{name}: cells changed while it ran"]
     if not any(c.get('outputs') for c in old['cells']) and any(c.get('outputs') for c in new['cells']):
         return [f"{name}: committed without outputs (run `eae-book execute` on it and commit it)"]
@@ -400,7 +415,7 @@ body.eae-book { margin: 0; padding: 0; display: flex; align-items: flex-start; b
 # %% ../nbs/17_book.ipynb #47504868
 def nb_title(nb: dict, default='') -> str:
     "The text of the first level-1 markdown heading of notebook dict `nb` (backticks dropped)."
-    for c in nb['cells']:
+    for c in _check_nb('nb', nb)['cells']:
         if c['cell_type'] == 'markdown':
             m = re.search(r'^#\s+(.+?)\s*$', _txt(c['source']), re.M)
             if m: return m.group(1).replace('`', '')

@@ -194,8 +194,11 @@ def per_trial(df:pd.DataFrame, metric:str, *, rise:bool=False, **where) -> np.nd
 
 # %% ../nbs/10_compare.ipynb #a408c34f
 def _trials(name, a) -> np.ndarray:
-    a = np.asarray(a, dtype=float)
+    "`a` as a float array of per-trial values: 1-D, at least 2 trials, all finite (a trial that diverged has no value to average)."
+    try: a = np.asarray(a, dtype=float)
+    except (TypeError, ValueError): raise TypeError(f"{name} must be a 1-D array of per-trial numbers, got {type(a).__name__} {a!r:.40}") from None
     if a.ndim != 1 or len(a) < 2: raise ValueError(f"{name} must be a 1-D array of at least 2 trials, got shape {a.shape}")
+    if not np.isfinite(a).all(): raise ValueError(f"{name} must be finite, got {a[~np.isfinite(a)][0]} at trial {int(np.flatnonzero(~np.isfinite(a))[0])}")
     return a
 
 def mean_se(x) -> tuple[float, float]:
@@ -222,6 +225,8 @@ def verdict_status(z:float, threshold:float=2.0) -> str:
 
 def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float=2.0) -> dict:
     "One verdict row: each arm's mean and s.e. (`{name}_mean`, `{name}_se`), then diff, diff_se, z and status of a − b."
+    if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be a pair of strings (the two arms' names), got {names!r}")
     (am, ase), (bm, bse) = mean_se(a), mean_se(b)
     m, se, z = paired_diff(a, b)
     return {f'{names[0]}_mean': am, f'{names[0]}_se': ase, f'{names[1]}_mean': bm, f'{names[1]}_se': bse,

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'check_path', 'default_device',
-           'make_generator', 'tidy', 'atomic_path', 'format_float', 'write_csv']
+__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'check_path', 'check_callable',
+           'default_device', 'make_generator', 'tidy', 'atomic_path', 'format_float', 'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -55,6 +55,12 @@ def check_path(name:str, value) -> Path:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a file path (str or os.PathLike), got {value!r} ({type(value).__name__})")
     return Path(value)
+
+# %% ../nbs/00_core.ipynb #bf724e0d
+def check_callable(name:str, value):
+    "`value` if it can be called, else a `TypeError` naming `name`."
+    if not callable(value): raise TypeError(f"{name} must be callable, got {value!r} ({type(value).__name__})")
+    return value
 
 # %% ../nbs/00_core.ipynb #2998efd2
 def default_device(device=None) -> torch.device:

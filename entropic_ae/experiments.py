@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_int, check_float, check_choice, atomic_path
+from .core import check_int, check_float, check_choice, check_path, atomic_path
 
 # %% auto #0
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure', 'elbow',
@@ -28,6 +28,7 @@ class Params(dict):
 
 def parse_value(s:str):
     "A command-line value as a Python literal when it parses as one, else the string itself."
+    if not isinstance(s, str): raise TypeError(f"s must be a string (a command-line value), got {s!r} ({type(s).__name__})")
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
 
@@ -73,6 +74,8 @@ def check_bound(name:str, value, spec):
 
 def resolve_params(profiles:dict, profile:str, bounds:dict|None=None, **given) -> Params:
     "Settings of `profile` from `profiles`, with the non-`None` values of `given` checked (types, and `bounds` intervals) and substituted."
+    if not (isinstance(profiles, dict) and all(isinstance(v, dict) for v in profiles.values())):
+        raise TypeError(f"profiles must be a dict of dicts (profile -> settings), got {profiles!r}")
     check_choice('profile', profile, list(profiles))
     defaults = profiles[profile]
     unknown = sorted(set(given) - set(defaults))
@@ -85,8 +88,10 @@ def resolve_params(profiles:dict, profile:str, bounds:dict|None=None, **given) -
 # %% ../nbs/15_experiments.ipynb #991105a7
 def save_figure(fig, path, dpi:int=150) -> Path:
     "Save matplotlib `fig` to `path` atomically (parent folders are created)."
+    if not callable(getattr(fig, 'savefig', None)): raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    path, dpi = check_path('path', path), check_int('dpi', dpi, lo=1)
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight')
-    return Path(path)
+    return path
 
 # %% ../nbs/15_experiments.ipynb #3d995ad9
 def elbow(widths, errors) -> float:
@@ -165,7 +170,9 @@ def notebook_constant(path, name:str):
     "The value of the notebook's top-level assignment to `name`, read as a literal without running anything; `None` if absent."
     import nbformat
     consts = {}
-    for cell in nbformat.read(str(path), as_version=4).cells:
+    try: cells = nbformat.read(str(path), as_version=4).cells
+    except (OSError, ValueError) as e: raise ValueError(f"cannot read notebook {path}: {e}") from None   # missing, not UTF-8, not JSON
+    for cell in cells:
         if cell.cell_type != 'code': continue
         try: body = ast.parse(cell.source).body
         except SyntaxError: continue
@@ -253,8 +260,16 @@ def check_writable(**folders):
 
 def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
+def _json_default(v):
+    if isinstance(v, Path): return str(v)
+    if isinstance(v, (np.generic, np.ndarray)): return v.tolist()
+    if isinstance(v, (set, frozenset)): return sorted(v, key=repr)
+    raise TypeError(f"obj must hold only JSON data (numbers, strings, lists, dicts, paths), got {type(v).__name__}: {v!r}")
+
 def write_json(obj, path):
-    with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
+    "Write `obj` as indented JSON to `path` atomically; data JSON cannot hold (other than paths, numpy values, sets) is refused before anything is written."
+    path, text = check_path('path', path), json.dumps(obj, indent=1, default=_json_default)
+    with atomic_path(path) as tmp: Path(tmp).write_text(text)
 
 # %% ../nbs/15_experiments.ipynb #81a7ae8b
 def _git_commit(folder) -> str|None:
@@ -353,6 +368,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     from tqdm.auto import tqdm
     profile = check_choice('profile', profile or default_profile(), ['quick', 'full'])
     retries = check_int('retries', retries, lo=0)
+    if params is not None and not isinstance(params, dict): raise TypeError(f"params must be a dict (name -> value), got {params!r}")
     nbs = [find_notebook(n, folder) for n in dict.fromkeys(only)] if only else experiment_notebooks(folder)
     checked = {nb: check_parameters(nb, profile, dict(params or {})) for nb in nbs}
     out_dir, fig_dir = Path(runs_dir).resolve()/profile, Path(figures_dir).resolve()

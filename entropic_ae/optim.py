@@ -174,6 +174,7 @@ def _base_class(base):
 def prepare_base(base, params, base_kw:dict) -> dict:
     "The keyword arguments of `base(params, **base_kw)`: numeric options checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
     if not callable(base): raise TypeError(f"base must be an optimizer class or a partial of one, got {base!r}")
+    if not isinstance(base_kw, dict): raise TypeError(f"base_kw must be a dict of the base optimizer's options, got {type(base_kw).__name__}")
     preset = getattr(base, 'keywords', {}) or {}
     _check_base_kw({**preset, **base_kw})
     left_open = not ({'fused', 'foreach', 'differentiable'} & (set(base_kw) | set(preset)))
@@ -442,7 +443,9 @@ def __repr__(self:Replicated):
 class LoopReplicated:
     "Reference implementation of `Replicated`: y separate models, one base optimizer each, loops over replicas."
     def __init__(self, models, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic', **base_kw):
-        self.models = list(models)
+        self.models = list(models) if isinstance(models, (list, tuple, nn.ModuleList)) else None
+        if self.models is None or not all(isinstance(m, nn.Module) for m in self.models):
+            raise TypeError(f"models must be a list of single-replica nn.Modules, got {type(models).__name__}")
         if not self.models: raise ValueError("models must not be empty")
         self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from torch import nn, Tensor
-from .core import check_int, check_float, check_sigmas, check_choice, make_generator, atomic_path
+from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path
 from .models import recon_error, error_rate, StackedLinear
 from .replicas import n_replicas, stack
 from .flatness import dataset_loss, local_energy, model_device, register_metric, replica_generators
@@ -27,9 +27,7 @@ __all__ = ['BN_MODES', 'bn_mode', 'curvature_operator', 'dense_hessian', 'lanczo
 BN_MODES = ('eval', 'train')
 
 @contextmanager
-def bn_mode(model:nn.Module, bn:str='eval'):
-    "Inside the block `model` has dropout off and batch norm in mode `bn`: 'eval' (running statistics) or 'train' (each batch's own, running statistics restored on exit)."
-    check_choice('bn', bn, BN_MODES)
+def _bn_mode(model:nn.Module, bn:str):
     flags = [(m, m.training) for m in model.modules()]
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
     saved = [(b, b.detach().clone()) for m in norms for b in m.buffers(recurse=False)] if bn == 'train' else []
@@ -40,6 +38,11 @@ def bn_mode(model:nn.Module, bn:str='eval'):
         with torch.no_grad():
             for b, s in saved: b.copy_(s)
         for m, t in flags: m.training = t
+
+def bn_mode(model:nn.Module, bn:str='eval'):
+    "Inside the block `model` has dropout off and batch norm in mode `bn`: 'eval' (running statistics) or 'train' (each batch's own, running statistics restored on exit)."
+    if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return _bn_mode(model, check_choice('bn', bn, BN_MODES))
 
 # %% ../nbs/08_sharpness.ipynb #98322251
 def _check_bool(name:str, value) -> bool:
@@ -126,6 +129,7 @@ def _ggn_vp(out, loss, params, vs):
 def curvature_operator(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, target:Tensor|None=None,
                        batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False):
     "`(F, matvec)`: `matvec(v)` maps per-replica vectors v [y, n] to (H_a v_a) [y, n], H_a replica a's Hessian (or Gauss–Newton matrix) of the training loss."
+    check_callable('loss_fn', loss_fn)
     F = _Flat(model)
     x, target, parts = _data(model, x, target, batch_size, subset)
     n = x.shape[0]
@@ -144,10 +148,11 @@ def dense_hessian(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, targe
     "Replica `r`'s exact Hessian [n, n] of the loss on `x` (`torch.autograd.functional.hessian`; for tests on small models)."
     from torch.func import functional_call
     from entropic_ae.replicas import replica
-    m = replica(model, r)
+    check_callable('loss_fn', loss_fn)
+    x, t, _ = _data(model, x, target, None)
+    m = replica(model, check_int('r', r, lo=0, hi=n_replicas(model) - 1))
     names, ps = zip(*[(k, p) for k, p in m.named_parameters() if p.requires_grad])
     sizes = [p.numel() for p in ps]
-    t = x if target is None else target
     def f(w):
         w = dict(zip(names, (c.view(p.shape) for c, p in zip(w.split(sizes), ps))))
         return loss_fn(functional_call(m, w, (x,)), t)[0]
@@ -156,6 +161,11 @@ def dense_hessian(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, targe
 # %% ../nbs/08_sharpness.ipynb #686c0786
 def lanczos(matvec:Callable, v0:Tensor, n_iter:int) -> tuple[Tensor, Tensor]:
     "Lanczos with full reorthogonalisation on `y` symmetric operators at once: start vectors `v0` [y, n] -> tridiagonal T [y, m, m] (float64) and basis Q [m, y, n]."
+    check_callable('matvec', matvec)
+    if not isinstance(v0, Tensor) or v0.dim() != 2 or not v0.is_floating_point():
+        raise ValueError(f"v0 must be a floating tensor [y, n], got {type(v0).__name__} {tuple(getattr(v0, 'shape', ()))}")
+    if not torch.isfinite(v0).all(): raise ValueError("v0 must be finite (it has NaN or infinite entries)")
+    if (v0.norm(dim=1) == 0).any(): raise ValueError("v0 must have a non-zero start vector for every replica")
     y, n = v0.shape
     m = check_int('n_iter', n_iter, lo=1, hi=n)
     Q = v0.new_zeros(m, y, n)
@@ -247,7 +257,13 @@ def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_f
 
 def spectral_density(nodes:Tensor, weights:Tensor, grid, sigma:float|None=None) -> Tensor:
     "Gaussian-broadened density [y, G] on `grid` from SLQ `nodes`, `weights` [y, P, m]; `sigma` defaults to 1% of the nodes' range."
-    grid = torch.as_tensor(grid, dtype=nodes.dtype, device=nodes.device).reshape(-1)
+    if not isinstance(nodes, Tensor) or nodes.dim() != 3: raise ValueError(f"nodes must be a tensor [y, P, m], got {type(nodes).__name__} {tuple(getattr(nodes, 'shape', ()))}")
+    if not torch.isfinite(nodes).all(): raise ValueError("nodes must be finite (it has NaN or infinite entries)")
+    if not isinstance(weights, Tensor) or weights.shape != nodes.shape:
+        raise ValueError(f"weights must have the shape of nodes {tuple(nodes.shape)}, got {tuple(getattr(weights, 'shape', ()))}")
+    try: grid = torch.as_tensor(grid, dtype=nodes.dtype, device=nodes.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"grid must be a sequence of numbers, got {grid!r}") from None
+    if grid.numel() == 0 or not torch.isfinite(grid).all(): raise ValueError("grid must be a non-empty sequence of finite numbers")
     if sigma is None: sigma = max(0.01 * (nodes.max() - nodes.min()).item(), 1e-12)
     sigma = check_float('sigma', sigma, lo=0.)
     if sigma == 0: raise ValueError("sigma must be > 0")
@@ -550,6 +566,8 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
 
 def barrier(ts, losses:Tensor) -> Tensor:
     "Barrier height [y]: max over t of L(t) − [(1 − t) L(0) + t L(1)], for a path sampled at `ts` (first 0, last 1)."
+    if not isinstance(losses, Tensor): raise TypeError(f"losses must be a tensor [y, T], got {type(losses).__name__}")
+    if losses.isnan().any(): raise ValueError("losses must not contain NaN")
     ts = _as_coords('ts', ts).to(losses.device, losses.dtype)
     if ts[0] != 0 or ts[-1] != 1: raise ValueError("ts must start at 0 and end at 1")
     if losses.dim() != 2 or losses.shape[1] != len(ts): raise ValueError(f"losses must have shape [y, {len(ts)}], got {tuple(losses.shape)}")
@@ -610,6 +628,7 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
         if v == 0: raise ValueError(f"{name} must be > 0")
     n_steps, C, K = check_int('n_steps', n_steps, lo=1), check_int('n_chains', n_chains, lo=1), check_int('n_lambdas', n_lambdas, lo=1)
     burn_in, seed = check_float('burn_in', burn_in, lo=0., hi=1.), check_int('seed', seed, lo=0)
+    if burn_in == 1: raise ValueError("burn_in must be < 1 (it is the fraction of each chain discarded), got 1.0")
     _check_common(bn, subset); _check_bool('richardson', richardson); _check_bool('progress', progress)
     x, target, parts = _data(model, x, target, batch_size, subset)
     gen = make_generator(seed, model_device(model))

@@ -22,6 +22,7 @@ __all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'not
 # %% ../nbs/16_sweeps.ipynb #63c7fda3
 def expand_grid(grid:dict) -> list[dict]:
     "Every combination of `grid`'s values (name -> list of values), the first name varying slowest."
+    if not isinstance(grid, dict): raise TypeError(f"grid must be a dict (name -> list of values), got {grid!r}")
     for k, vs in grid.items():
         if not isinstance(vs, (list, tuple)): raise TypeError(f"grid parameter {k!r} must be a list of values, got {vs!r}")
         if not vs: raise ValueError(f"grid parameter {k!r} has no values")
@@ -96,6 +97,7 @@ def cell_slug(params:dict, limit:int=80) -> str:
 # %% ../nbs/16_sweeps.ipynb #6a310200
 def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/grid', folder=None) -> list[Cell]:
     "The cells of a sweep (`blocks` as from `load_sweep`), each checked against its notebook before anything runs."
+    if not isinstance(blocks, (list, tuple)): raise TypeError(f"blocks must be a list of dicts (see load_sweep), got {blocks!r}")
     root, cells, digests, pkg = Path(runs_dir).resolve(), {}, {}, package_digest()
     for i, b in enumerate(blocks, 1):
         if not isinstance(b, dict) or not b.get('notebooks'): raise ValueError(f"blocks[{i}]: no notebooks named")

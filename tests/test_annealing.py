@@ -110,7 +110,7 @@ def test_perceptron_notebook_smoke(tmp_path):
 def test_bad_override_fails_before_writing(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='Ns must be odd'):
         _run('replicated_annealing', tmp_path, Ns=[20, 31])
-    with pytest.raises(pm.PapermillExecutionError, match='ds must lie in'):
+    with pytest.raises(pm.PapermillExecutionError, match=r'ds\[1\] must lie in \(0, 4\], got 5.0'):   # the notebook's BOUNDS, by item
         _run('perceptron_local_entropy', tmp_path, ds=[0.1, 5.0])
     assert not list(tmp_path.glob('*quick*'))
 

@@ -1,5 +1,6 @@
 """Smoke tests of the latent-dimension experiment notebook (Fig. 4.1): a tiny papermill run must write the
 figure, the tidy per-trial table and the elbow table; bad overrides fail before anything is written."""
+import re
 from pathlib import Path
 import pandas as pd
 import papermill as pm
@@ -34,9 +35,14 @@ def test_list_override_as_string(tmp_path):
 @pytest.mark.parametrize('bad, message', [
     (dict(profile='medium'), "profile must be one of"),
     (dict(trials='five'), "trials must be an integer"),
-    (dict(deep_D_ratios=[0.0]), "deep_D_ratios=0.0 gives D = 0"),
-    (dict(shallow_P_ratios=[-1.0]), "shallow_P_ratios=-1.0 gives P"),
-    (dict(width_ratios=[0.5, -1.0]), "width_ratios must be positive"),
+    # out of the notebook's BOUNDS: refused by resolve_params, naming the item
+    (dict(deep_D_ratios=[0.0]), re.escape("deep_D_ratios[0] must lie in (0, 1], got 0.0")),
+    (dict(shallow_P_ratios=[-1.0]), re.escape("shallow_P_ratios[0] must be > 0, got -1.0")),
+    (dict(width_ratios=[0.5, -1.0]), re.escape("width_ratios[1] must be > 0, got -1.0")),
+    # inside the bounds but useless at this N: the notebook's own checks
+    (dict(deep_D_ratios=[0.01]), "deep_D_ratios=0.01 gives D = 0"),
+    (dict(shallow_P_ratios=[0.01]), "shallow_P_ratios=0.01 gives P = 0"),
+    (dict(width_ratios=[]), "width_ratios must be positive"),
 ])
 def test_bad_override_fails_before_writing(tmp_path, bad, message):
     keep = tmp_path/'latent_dimension_quick.png'

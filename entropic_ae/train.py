@@ -14,12 +14,12 @@ import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import check_int, check_float, check_choice, default_device, tidy, write_csv, atomic_path
+from .core import check_int, check_float, check_choice, check_path, default_device, tidy, write_csv, atomic_path
 from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
 from .optim import fit_hooks, adam, finite_replicas
-from .sam import stats_once
+from .sam import stats_once, _check_bool
 from .flatness import METRICS, dataset_loss, param_histograms
 from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
@@ -85,6 +85,24 @@ def _check_active(active, y) -> Tensor:
     if tuple(active.shape) != (y,): raise ValueError(f"active must have shape [{y}] (one flag per replica), got {list(active.shape)}")
     return active.detach().cpu()
 
+def _check_data(data, dev, dt):
+    "Inputs and targets on the device (floating tensors in the model's dtype), checked for shape and finiteness."
+    parts = [None if v is None else (v.to(dev, dt) if v.is_floating_point() else v.to(dev)) for v in split_data(data)]
+    for name, v in zip(('x_train', 'x_test'), parts):
+        if v is not None and not v.is_floating_point():
+            raise TypeError(f"data.{name} must hold floating-point inputs, got {v.dtype} (convert with .float())")
+    for name, v in zip(('x_train', 'x_test', 't_train', 't_test'), parts):
+        if v is not None and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"data.{name} contains nan or inf values")
+    if parts[0].shape[0] < 1: raise ValueError("data.x_train must have at least one row")
+    return parts
+
+def _check_seed(seed, y) -> int|list[int]:
+    "`seed` as one int (shared by every replica) or a sequence of one int per replica."
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence): return check_int('seed', seed, lo=0)
+    if len(seed) != y: raise ValueError(f"seed must be one int or one per replica ({y}), got {len(seed)}")
+    return [check_int(f'seed[{i}]', s, lo=0) for i, s in enumerate(seed)]
+
 def _call(metric, m, x, t, loss_fn, opts, batch_size, seed):
     "Run a measure, adding `batch_size` and `seed` when it takes them and the caller did not set them."
     takes = inspect.signature(metric.fn).parameters
@@ -97,10 +115,13 @@ def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callab
              recompute_bn:bool=True) -> list[dict]:
     "Tidy rows of the registered `metrics` of `model`'s active replicas, barycentres and/or ensembles (`on`)."
     metrics, on = check_metrics(metrics), check_eval_on(on)
-    y = n_replicas(model); groups = check_groups(y, groups)
-    dev = next(model.parameters()).device
+    if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    if batch_size is not None: batch_size = check_int('batch_size', batch_size, lo=1)
+    epoch, recompute_bn = check_int('epoch', epoch, lo=0), _check_bool('recompute_bn', recompute_bn)
+    y = n_replicas(model); groups, seed = check_groups(y, groups), _check_seed(seed, y)
+    p = next(model.parameters())
     active = torch.ones(y, dtype=torch.bool) if active is None else _check_active(active, y)
-    x_tr, x_te, t_tr, t_te = [None if v is None else v.to(dev) for v in split_data(data)]
+    x_tr, x_te, t_tr, t_te = _check_data(data, p.device, p.dtype)
     was, rows = model.training, []
     model.eval()
     try:
@@ -133,6 +154,12 @@ class Callback:
     def after_epoch(self, L): pass
     def after_fit(self, L): pass
 
+def _check_cbs(cbs) -> list:
+    if isinstance(cbs, Callback) or not isinstance(cbs, Sequence): raise TypeError(f"cbs must be a list of train.Callback, got {cbs!r}")
+    for i, c in enumerate(cbs):
+        if not isinstance(c, Callback): raise TypeError(f"cbs[{i}] must be a train.Callback, got {c!r}")
+    return list(cbs)
+
 # %% ../nbs/09_train.ipynb #a7548f0a
 @dataclass
 class Loop:
@@ -148,6 +175,10 @@ class Loop:
     run: object = 'run'
     cbs: list = field(default_factory=list)
     def __post_init__(self):
+        self.bs, self.epochs = check_int('bs', self.bs, lo=1), check_int('epochs', self.epochs, lo=1)
+        if not isinstance(self.x, Tensor): raise TypeError(f"x must be a tensor of training inputs, got {type(self.x).__name__}")
+        if not callable(self.loss_fn): raise TypeError(f"loss_fn must be callable, got {self.loss_fn!r}")
+        self.seeds, self.cbs = [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(self.seeds)], _check_cbs(self.cbs)
         self.y, self.dev = len(self.seeds), self.x.device
         self.hooks, self.params = fit_hooks(self.opt), [p for p in self.model.parameters() if p.requires_grad]
         self.gens = [torch.Generator().manual_seed(s) for s in self.seeds]   # minibatch order, one stream per replica
@@ -267,8 +298,11 @@ class Recorder(Callback):
     "Tidy rows from `evaluate` at epoch 0, every `every` epochs and at the last; weight/gradient histograms if asked."
     order = 10
     def __init__(self, data, metrics, eval_on, every=1, groups=1, batch_size=None, histograms=False):
-        self.data, self.metrics, self.eval_on, self.every = data, metrics, eval_on, every
-        self.kw, self.histograms = dict(groups=groups, batch_size=batch_size), histograms
+        split_data(data)                                      # refuses what is not a data set, naming data
+        self.data, self.metrics, self.eval_on = data, check_metrics(metrics), check_eval_on(eval_on)
+        self.every, self.histograms = check_int('every', every, lo=1), _check_bool('histograms', histograms)
+        if batch_size is not None: batch_size = check_int('batch_size', batch_size, lo=1)
+        self.kw = dict(groups=check_int('groups', groups, lo=1), batch_size=batch_size)
     def record(self, L, epoch):
         L.rows += evaluate(L.model, self.data, self.metrics, self.eval_on, loss_fn=L.loss_fn, active=L.active,
                            seed=L.seeds, run=L.run, epoch=epoch, **self.kw)
@@ -302,6 +336,8 @@ class LRSchedule(Callback):
     order = 5
     def __init__(self, make:Callable, scale:Sequence[str]=('inner_lr',)):
         if not callable(make): raise TypeError(f"make must be a function opt -> lr scheduler, got {make!r}")
+        if isinstance(scale, str) or not isinstance(scale, Sequence) or not all(isinstance(k, str) for k in scale):
+            raise TypeError(f"scale must be a sequence of param-group keys (str), got {scale!r}")
         self.make, self.scale = make, tuple(scale)
     def before_fit(self, L):
         self.sched = None
@@ -331,6 +367,7 @@ def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise TypeError(f"milestones must be a sequence of epochs, got {milestones!r}")
     ms = [check_int(f'milestones[{i}]', m, lo=1) for i, m in enumerate(milestones)]
+    if any(b <= a for a, b in zip(ms, ms[1:])): raise ValueError(f"milestones must be strictly increasing, got {ms}")
     return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=ms, gamma=check_float('gamma', gamma, lo=0.)))
 
 # %% ../nbs/09_train.ipynb #e2f9bab8
@@ -351,7 +388,9 @@ def _changed(saved:dict, now:dict) -> list[str]:
 class Checkpoint(Callback):
     "Save the run every `every` epochs (and at the end) to `path`; with `resume`, continue from it when it exists."
     order = 20
-    def __init__(self, path, every=1, resume=False): self.path, self.every, self.resume = Path(path), every, resume
+    def __init__(self, path, every=1, resume=False):
+        self.path, self.every = check_path('path', path), check_int('every', every, lo=1)
+        self.resume = _check_bool('resume', resume)
     def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=L.hooks.hyperparameters(), y=L.y, bs=L.bs)
     def before_fit(self, L):
         self.made_for = self.meta(L)                    # the fresh optimizer's settings; the data hashed once, not at every save
@@ -403,18 +442,6 @@ def after_fit(self:Checkpoint, L):
     if not bool(L.active.any()): self.save(L, L.epoch + 1)
 
 # %% ../nbs/09_train.ipynb #522514d0
-def _check_data(data, dev, dt):
-    "Inputs and targets on the device (floating tensors in the model's dtype), checked for shape and finiteness."
-    parts = [None if v is None else (v.to(dev, dt) if v.is_floating_point() else v.to(dev)) for v in split_data(data)]
-    for name, v in zip(('x_train', 'x_test'), parts):
-        if v is not None and not v.is_floating_point():
-            raise TypeError(f"data.{name} must hold floating-point inputs, got {v.dtype} (convert with .float())")
-    for name, v in zip(('x_train', 'x_test', 't_train', 't_test'), parts):
-        if v is not None and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise ValueError(f"data.{name} contains nan or inf values")
-    if parts[0].shape[0] < 1: raise ValueError("data.x_train must have at least one row")
-    return parts
-
 def _check_ckpt_path(path) -> Path:
     "`path` as a `Path` in a folder that exists (made if need be) and takes a new file: tried by writing one, before any work."
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"ckpt_path must be a path, got {path!r}")
@@ -425,12 +452,6 @@ def _check_ckpt_path(path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.stem}.'): pass
     except OSError as e: raise ValueError(f"ckpt_path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
     return path
-
-def _check_cbs(cbs) -> list:
-    if isinstance(cbs, Callback) or not isinstance(cbs, Sequence): raise TypeError(f"cbs must be a list of train.Callback, got {cbs!r}")
-    for i, c in enumerate(cbs):
-        if not isinstance(c, Callback): raise TypeError(f"cbs[{i}] must be a train.Callback, got {c!r}")
-    return list(cbs)
 
 def _check_seeds(seeds, model, y) -> list[int]:
     if seeds is None: seeds = getattr(model, 'seeds', None) or list(range(y))
@@ -452,6 +473,7 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     metrics, eval_on = check_metrics(metrics), check_eval_on(eval_on)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    histograms, progress, resume = [_check_bool(k, v) for k, v in (('histograms', histograms), ('progress', progress), ('resume', resume))]
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
     cbs = _check_cbs(cbs)
     if ckpt_path is not None: ckpt_path = _check_ckpt_path(ckpt_path)

@@ -860,7 +860,7 @@ case(CO.per_trial, DF, 'nope', match='metric')
 case(CO.per_trial, 3, 'm', match='df')
 case(CO.mean_se, [], match='x'); case(CO.mean_se, [1., NAN], match='x'); case(CO.mean_se, 'ab', match='x')
 case(CO.paired_diff, [1., 2.], [1.], match='b'); case(CO.paired_diff, [1., NAN], [1., 2.], match='a')
-case(CO.verdict_status, NAN, match='z'); case(CO.verdict_status, 'a', match='z'); case(CO.verdict_status, 1., match='threshold', threshold=-1.)
+case(CO.verdict_status, 'a', match='z')   # z = nan is valid: identical arms give 0/0, 'not resolved' (chapter 10); case(CO.verdict_status, 1., match='threshold', threshold=-1.)
 case(CO.paired_verdict, [1., 2.], [1., 2.], match='names', names=('a',))
 case(CO.paired_verdict, [1., 2.], [1., 2.], match='threshold', threshold=NAN)
 
@@ -989,7 +989,6 @@ case(cli, BK.main, 'nosuchcommand', match='nosuchcommand')
 
 # Cases that fail today, by id: what is wrong, and which chapter owns the fix. Strict: a fixed case fails until its line goes.
 XFAIL = {k: f'owned by {v}' for k, v in {
-    'compare.verdict_status[z](nan)': "compare: by design, not a defect: paired_diff's z is NaN for identical arms (0/0), documented and tested as 'not resolved'; this case should go",
 }.items()}
 
 TEST_PARAMS = list(_params())

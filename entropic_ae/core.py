@@ -5,13 +5,15 @@
 # %% ../nbs/00_core.ipynb #04bb7332
 from __future__ import annotations
 import math, numbers, os, tempfile, csv
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['CSV_DIGITS', 'check_int', 'check_float', 'check_sigmas', 'check_choice', 'check_path', 'check_callable',
-           'default_device', 'make_generator', 'tidy', 'atomic_path', 'format_float', 'write_csv']
+__all__ = ['CSV_DIGITS', 'check_int', 'check_seeds', 'check_float', 'check_sigmas', 'check_choice', 'check_path',
+           'check_callable', 'check_bool', 'default_device', 'make_generator', 'tidy', 'atomic_path', 'format_float',
+           'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -22,6 +24,18 @@ def check_int(name:str, value, lo=None, hi=None) -> int:
     if lo is not None and value < lo: raise ValueError(f"{name} must be >= {lo}, got {value}")
     if hi is not None and value > hi: raise ValueError(f"{name} must be <= {hi}, got {value}")
     return value
+
+# %% ../nbs/00_core.ipynb #c5e1a0b2
+def check_seeds(seeds, y:int) -> list[int]:
+    "`seeds` as a list of `y` distinct non-negative integers (one per replica); `None` gives `range(y)`."
+    y = check_int('y', y, lo=1)
+    if seeds is None: return list(range(y))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds must be a list of {y} integers, got {seeds!r}")
+    if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
+    seeds = [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(seeds)]
+    if len(set(seeds)) < y: raise ValueError(f"seeds must be distinct (equal seeds make identical replicas), got {seeds}")
+    return seeds
 
 # %% ../nbs/00_core.ipynb #80d02483
 def check_float(name:str, value, lo=None, hi=None) -> float:
@@ -60,6 +74,12 @@ def check_path(name:str, value) -> Path:
 def check_callable(name:str, value):
     "`value` if it can be called, else a `TypeError` naming `name`."
     if not callable(value): raise TypeError(f"{name} must be callable, got {value!r} ({type(value).__name__})")
+    return value
+
+# %% ../nbs/00_core.ipynb #c5e1a0b5
+def check_bool(name:str, value) -> bool:
+    "`value` if it is `True` or `False`, else a `TypeError` naming `name`."
+    if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
     return value
 
 # %% ../nbs/00_core.ipynb #2998efd2

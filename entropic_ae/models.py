@@ -8,20 +8,11 @@ import math
 from typing import Sequence
 import torch
 from torch import nn, Tensor
-from .core import check_choice, check_int, default_device, make_generator
+from .core import check_choice, check_int, check_seeds, default_device, make_generator
 from .data import check_float_dtype
 
 # %% auto #0
 __all__ = ['INITS', 'StackedLinear', 'AutoEncoder', 'shallow_ae', 'deep_ae', 'recon_error', 'cross_entropy', 'error_rate', 'MLP']
-
-# %% ../nbs/03_models.ipynb #d270b809
-def _check_seeds(seeds, y:int) -> list[int]:
-    "Default `range(y)`; otherwise `y` non-negative integers."
-    if seeds is None: return list(range(y))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
-        raise TypeError(f"seeds must be a list of {y} integers, got {seeds!r}")
-    if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
-    return [check_int(f'seeds[{i}]', s, lo=0) for i,s in enumerate(seeds)]
 
 # %% ../nbs/03_models.ipynb #ec0d78d4
 INITS = ('default', 'kaiming_normal', 'kaiming_uniform')
@@ -45,7 +36,7 @@ class StackedLinear(nn.Module):
         self.n_in, self.n_out = check_int('n_in', n_in, lo=1), check_int('n_out', n_out, lo=1)
         self.y = check_int('y', y, lo=1)
         check_float_dtype('dtype', dtype)
-        if generators is None: generators = [make_generator(s, 'cpu') for s in _check_seeds(seeds, self.y)]
+        if generators is None: generators = [make_generator(s, 'cpu') for s in check_seeds(seeds, self.y)]
         elif len(generators) != self.y:
             raise ValueError(f"generators must have one entry per replica (y={self.y}), got {len(generators)}")
         elif not all(isinstance(g, torch.Generator) for g in generators): raise TypeError(f"generators must be torch.Generators, got {generators!r}")
@@ -86,7 +77,7 @@ class AutoEncoder(nn.Module):
         if self.sizes[0] != self.sizes[-1]:
             raise ValueError(f"sizes must start and end with the same width N, got {self.sizes[0]} and {self.sizes[-1]}")
         self.y = check_int('y', y, lo=1)
-        self.seeds = _check_seeds(seeds, self.y)
+        self.seeds = check_seeds(seeds, self.y)
         if not isinstance(bottleneck_relu, bool): raise TypeError(f"bottleneck_relu must be True or False, got {bottleneck_relu!r}")
         self.bottleneck_relu, _ = bottleneck_relu, check_float_dtype('dtype', dtype)
         self.output, self.init = check_choice('output', output, ('sigmoid', None)), check_choice('init', init, INITS)
@@ -167,7 +158,7 @@ class MLP(nn.Module):
             raise ValueError(f"sizes must be a list of at least 2 widths [N, ..., C], got {sizes!r}")
         self.sizes = [check_int(f'sizes[{i}]', s, lo=1) for i,s in enumerate(sizes)]
         self.y = check_int('y', y, lo=1)
-        self.seeds = _check_seeds(seeds, self.y)
+        self.seeds = check_seeds(seeds, self.y)
         self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype, check_choice('init', init, INITS))
 
     def forward(self, x:Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn, Tensor
 from torch.func import functional_call, vmap
-from .core import check_int, check_choice, default_device
+from .core import check_int, check_choice, check_seeds, default_device
 from .data import check_data
 
 # %% auto #0
@@ -94,7 +94,7 @@ class Stacked(nn.Module):
         shapes = lambda c: [(n, t.shape) for n, t in [*c.named_parameters(), *c.named_buffers()]]
         for j, c in enumerate(copies[1:], 1):
             if shapes(c) != shapes(copies[0]): raise ValueError(f"copies[{j}] has different parameters or buffers (names or shapes) from copies[0]")
-        if seeds is not None and len(seeds) != len(copies): raise ValueError(f"seeds must have one entry per copy ({len(copies)}), got {len(seeds)}")
+        seeds = None if seeds is None else check_seeds(seeds, len(copies))
         self.y, self.backend = len(copies), check_choice('backend', backend, BACKENDS)
         self.sample_dims = sample_dims_of(copies[0]) if sample_dims is None else check_int('sample_dims', sample_dims, lo=0)
         if self.sample_dims is None: raise ValueError("sample_dims: cannot tell how many dimensions one input sample has; pass sample_dims")
@@ -131,10 +131,7 @@ def replicate(module, y:int, seeds:Sequence[int]|None=None, backend:str|None=Non
               device=None) -> Stacked:
     "Stack `y` replicas of `module` (an `nn.Module`, or a factory building one), replica r initialised from `seeds[r]`."
     y = check_int('y', y, lo=1)
-    if seeds is not None and (isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence)): raise TypeError(f"seeds must be a list of {y} integers, got {seeds!r}")
-    seeds = list(range(y)) if seeds is None else [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(seeds)]
-    if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
-    if len(set(seeds)) < y: raise ValueError(f"seeds must be distinct (equal seeds make identical replicas), got {seeds}")
+    seeds = check_seeds(seeds, y)
     if not (isinstance(module, nn.Module) or callable(module)):
         raise TypeError(f"module must be an nn.Module or a factory returning one, got {module!r}")
     dev = default_device(device)
@@ -142,8 +139,12 @@ def replicate(module, y:int, seeds:Sequence[int]|None=None, backend:str|None=Non
     return Stacked(_seeded_copies(module, seeds), backend or default_backend(dev), sample_dims, seeds).to(dev)
 
 # %% ../nbs/04_replicas.ipynb #892e2c10
+def _counts_replicas(mod:nn.Module, root:nn.Module) -> bool:
+    "Whether `mod.y` is a replica count: on the model itself (what `n_replicas` reads) or on one of this library's modules."
+    return mod is root or any(k.__module__.partition('.')[0] == 'entropic_ae' for k in type(mod).__mro__)
+
 def _rebuild(model:nn.Module, y:int, fn:Callable, grad_fn:Callable|None, seeds_fn:Callable) -> nn.Module:
-    "Deep copy of `model` whose parameters and buffers are `fn(name, t)`, grads `grad_fn(name, g)`, and `y` set everywhere."
+    "Deep copy of `model` whose parameters and buffers are `fn(name, t)`, grads `grad_fn(name, g)`, and replica counts `y`."
     old = dict([*model.named_parameters(), *model.named_buffers()])
     m = copy.deepcopy(model)
     with torch.no_grad():
@@ -152,7 +153,7 @@ def _rebuild(model:nn.Module, y:int, fn:Callable, grad_fn:Callable|None, seeds_f
             p.grad = None if grad_fn is None or old[n].grad is None else grad_fn(n, old[n].grad)
         for n, b in m.named_buffers(): b.data = fn(n, old[n])
     for mod in m.modules():
-        if hasattr(mod, 'y'):
+        if hasattr(mod, 'y') and _counts_replicas(mod, m):
             if isinstance(getattr(mod, 'seeds', None), list): mod.seeds = seeds_fn(mod.seeds)
             mod.y = y
     return m
@@ -192,7 +193,8 @@ def stack(models:Sequence[nn.Module]) -> nn.Module:
     grads = (lambda n, _: torch.cat([ps[n].grad for ps in params])) if has_grad else None
     def seeds(_):
         ss = [getattr(m, 'seeds', None) for m in models]
-        return sum(ss, []) if all(isinstance(s, list) for s in ss) else None
+        s = sum(ss, []) if all(isinstance(s, list) for s in ss) else None
+        return s if s is not None and len(set(s)) == len(s) else None   # kept only while a valid seed list (`check_seeds`)
     return _rebuild(models[0], sum(ys), cat, grads, seeds)
 
 # %% ../nbs/04_replicas.ipynb #55220ab9

@@ -453,13 +453,11 @@ def _check_ckpt_path(path) -> Path:
     except OSError as e: raise ValueError(f"ckpt_path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
     return path
 
+from .core import check_seeds
+
 def _check_seeds(seeds, model, y) -> list[int]:
-    if seeds is None: seeds = getattr(model, 'seeds', None) or list(range(y))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence): raise TypeError(f"seeds must be a sequence of {y} ints, got {seeds!r}")
-    if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica ({y}), got {len(seeds)}")
-    seeds = [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(seeds)]
-    if len(set(seeds)) < y: raise ValueError(f"seeds must be distinct (equal seeds give replicas the same minibatches), got {seeds}")
-    return seeds
+    "`seeds` by the one rule `core.check_seeds`; `None` takes the seeds the model was built with, else `range(y)`."
+    return check_seeds((getattr(model, 'seeds', None) or None) if seeds is None else seeds, y)
 
 # %% ../nbs/09_train.ipynb #31520740
 def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,

@@ -16,14 +16,14 @@ def test_replica_is_the_single_model_with_that_seed():
     assert same_params(ae, deep_ae(10, 3, H=7, y=3, seeds=[5, 6, 7]))   # the original is untouched
 
 def test_stack_round_trip_and_forward():
-    ae = shallow_ae(9, 4, y=4, seeds=[3, 1, 4, 1])
+    ae = shallow_ae(9, 4, y=4, seeds=[3, 1, 4, 5])
     back = stack(replica(ae, i) for i in range(4))
-    assert back.y == 4 and all(l.y == 4 for l in back.layers) and back.seeds == [3, 1, 4, 1]
+    assert back.y == 4 and all(l.y == 4 for l in back.layers) and back.seeds == [3, 1, 4, 5]
     assert same_params(back, ae)
     x = torch.rand(6, 9)
     with torch.no_grad(): assert torch.equal(back(x), ae(x))
     mixed = stack([ae, replica(ae, 0)])
-    assert n_replicas(mixed) == 5
+    assert n_replicas(mixed) == 5 and mixed.seeds is None   # [3, 1, 4, 5, 3]: not a valid seed list
     for p in mixed.parameters(): assert p.requires_grad and p.is_leaf
 
 def test_grads_follow_replicas():

@@ -207,3 +207,21 @@ def test_every_part_of_the_library_accepts_a_replicated_module(img_data):
     rows = pd.DataFrame(evaluate(m, img_data, {'train_loss': {}, 'local_energy': dict(sigmas=[0.1], n_draws=2)},
                                  on=('barycentre', 'ensemble'), loss_fn=cross_entropy, groups=2))
     assert set(zip(rows.eval_on, rows.metric)) == {('barycentre', 'train_loss'), ('barycentre', 'local_energy'), ('ensemble', 'train_loss')}
+
+class _WithY(nn.Module):
+    "A user's module that happens to own an attribute named `y` (a buffer or a float): not the replica count."
+    def __init__(self, buffer:bool):
+        super().__init__(); self.lin = nn.Linear(3, 2)
+        if buffer: self.register_buffer('y', torch.tensor(10.))
+        else: self.y = 10.0
+    def forward(self, x): return self.lin(x) * self.y
+
+@pytest.mark.parametrize('buffer', [True, False])
+def test_rebuild_leaves_a_users_y_alone(buffer):
+    "Issue 20: `replica`/`barycentre`/`stack` rewrote every submodule's `y`; a buffer `y` raised, a float became 1."
+    m = replicate(_WithY(buffer), 3, seeds=[0, 1, 2])
+    x = torch.randn(4, 3)
+    for r in (replica(m, 1), barycentre(m), stack([replica(m, 0), replica(m, 2)])):
+        inner = r.module
+        assert (inner.y.shape == (n_replicas(r),) and torch.all(inner.y == 10.)) if buffer else inner.y == 10.0
+    torch.testing.assert_close(replica(m, 1)(x)[0], m(x)[1])

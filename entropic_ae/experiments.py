@@ -398,14 +398,7 @@ def _parser():
                     help='override a notebook parameter (repeatable)')
     ap.add_argument('--experiments-dir', default=None, help='folder of experiment notebooks (default: nbs/experiments)')
     ap.add_argument('--list', action='store_true', help='list the experiment notebooks and exit')
-    sw = ap.add_argument_group('sweeps (see the sweeps chapter)')
-    sw.add_argument('--sweep', metavar='FILE.toml', help='run the parameter grid described in a TOML file')
-    sw.add_argument('-g', '--grid', nargs='+', action='append', default=[], metavar=('NAME', 'VALUE'),
-                    help='cross NAME over the given values (repeatable; several -g make a product)')
-    sw.add_argument('--scheduler', metavar='tcp://HOST:PORT', help='use a running Dask scheduler instead of a local cluster')
-    sw.add_argument('--workers', type=int, default=None, help='local Dask workers (default: one per GPU, else one per core)')
-    sw.add_argument('--retries', type=int, default=None, help='extra attempts after a retryable failure (default 2)')
-    sw.add_argument('--force', action='store_true', help='rerun sweep cells that already completed')
+    ap.add_argument('--retries', type=int, default=None, help='extra attempts after a retryable failure (default 2)')
     return ap
 
 # %% ../nbs/15_experiments.ipynb #66309d98
@@ -419,20 +412,22 @@ def _runner_options(args) -> tuple[str|None, str]:
     args.parameter = [(k, v) for k, v in args.parameter if k not in RUNNER_OWNED]
     return given['profile'], given['figures_dir']
 
-def main(argv=None) -> int:
-    "Entry point of `eae-run`: returns the process exit code."
-    args = _parser().parse_args(argv)
+def _run_plain(args, profile:str|None, figures_dir:str|None) -> int:
+    "The plain `eae-run`: `run_experiments` on the parsed `args`; the exit code."
+    run_experiments(profile, only=args.only, runs_dir=args.runs_dir, figures_dir=figures_dir or 'figures',
+                    folder=args.experiments_dir, params={k: parse_value(v) for k, v in args.parameter},
+                    retries=2 if args.retries is None else args.retries)
+    return 0
+
+# %% ../nbs/15_experiments.ipynb #25eb9acd
+def main(argv=None, parser=_parser, run=_run_plain) -> int:
+    "`eae-run`: parse `argv` with `parser()`, then `run(args, profile, figures_dir)`; the process exit code."
+    args = parser().parse_args(argv)
     try:
         if args.list:
             for p in experiment_notebooks(args.experiments_dir): print(p.stem)
             return 0
-        profile, figures_dir = _runner_options(args)
-        if args.sweep or args.grid or args.scheduler or args.workers is not None:
-            from entropic_ae.sweeps import sweep_main
-            return sweep_main(args, profile, figures_dir)
-        run_experiments(profile, only=args.only, runs_dir=args.runs_dir, figures_dir=figures_dir or 'figures',
-                        folder=args.experiments_dir, params={k: parse_value(v) for k, v in args.parameter},
-                        retries=2 if args.retries is None else args.retries)
+        return run(args, *_runner_options(args))
     except ExperimentFailed as e:
         for n, err in e.failed.items(): print(f'eae-run: FAILED: {n}\n  {err}', file=sys.stderr)
         return 1
@@ -442,7 +437,6 @@ def main(argv=None) -> int:
         print('eae-run: interrupted; finished notebooks and cells are kept, unfinished ones left nothing behind '
               '(run the same command again to finish)', file=sys.stderr)
         return 130
-    return 0
 
 # %% ../nbs/15_experiments.ipynb #56b6cb3c
 #| eval: false

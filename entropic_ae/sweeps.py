@@ -12,12 +12,13 @@ from pathlib import Path
 from .core import check_int, atomic_path, format_float
 from .experiments import (parse_value, find_notebook, experiment_notebooks, default_profile, check_parameters,
     check_writable, execute_atomic, use_tuned_allocator, output_paths, write_json, utc_now)
+from . import experiments
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest', 'package_digest', 'cell_id',
            'cell_slug', 'plan_cells', 'plain_cells', 'is_done', 'available_cpus', 'visible_gpus', 'local_cluster',
            'execute_cell', 'heartbeat', 'run_cells', 'cell_record', 'gather_results', 'check_scheduler', 'run_sweep',
-           'write_tables', 'print_summary', 'sweep_main']
+           'write_tables', 'print_summary', 'sweep_main', 'main']
 
 # %% ../nbs/16_sweeps.ipynb #63c7fda3
 def expand_grid(grid:dict) -> list[dict]:
@@ -319,7 +320,7 @@ def print_summary(summary:dict, file=None):
 
 # %% ../nbs/16_sweeps.ipynb #f09c71a7
 def sweep_main(args, profile:str|None, figures_dir:str|None) -> int:
-    "`eae-run` with `--sweep`, `-g`, `--workers` or `--scheduler` (parsed `args` from `experiments._parser`); the exit code."
+    "`eae-run` with `--sweep`, `-g`, `--workers` or `--scheduler` (parsed `args` from `_parser` below); the exit code."
     import sys
     if args.scheduler: check_scheduler(args.scheduler)
     params, grid = {k: parse_value(v) for k, v in args.parameter}, {}
@@ -346,3 +347,30 @@ def sweep_main(args, profile:str|None, figures_dir:str|None) -> int:
     summary = run_sweep(cells, out, scheduler=args.scheduler, workers=args.workers, retries=retries, force=force)
     print_summary(summary, file=sys.stderr)
     return 1 if summary['failed'] else 0
+
+# %% ../nbs/16_sweeps.ipynb #2dca659c
+def _parser():
+    ap = experiments._parser()
+    sw = ap.add_argument_group('sweeps (see the sweeps chapter)')
+    sw.add_argument('--sweep', metavar='FILE.toml', help='run the parameter grid described in a TOML file')
+    sw.add_argument('-g', '--grid', nargs='+', action='append', default=[], metavar=('NAME', 'VALUE'),
+                    help='cross NAME over the given values (repeatable; several -g make a product)')
+    sw.add_argument('--scheduler', metavar='tcp://HOST:PORT', help='use a running Dask scheduler instead of a local cluster')
+    sw.add_argument('--workers', type=int, default=None, help='local Dask workers (default: one per GPU, else one per core)')
+    sw.add_argument('--force', action='store_true', help='rerun sweep cells that already completed')
+    return ap
+
+# %% ../nbs/16_sweeps.ipynb #3c52c193
+def _run(args, profile:str|None, figures_dir:str|None) -> int:
+    "A sweep when `args` asks for one (`--sweep`, `-g`, `--scheduler` or `--workers`), else the plain runner."
+    sweep = args.sweep or args.grid or args.scheduler or args.workers is not None
+    return (sweep_main if sweep else experiments._run_plain)(args, profile, figures_dir)
+
+def main(argv=None) -> int:
+    "Entry point of `eae-run`: `experiments.main` with the sweep options; returns the process exit code."
+    return experiments.main(argv, parser=_parser, run=_run)
+
+# %% ../nbs/16_sweeps.ipynb #1f5ab838
+#| eval: false
+if __name__ == '__main__':
+    import sys; sys.exit(main())

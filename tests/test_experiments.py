@@ -189,7 +189,8 @@ def test_cli_refuses_bad_flags_in_one_line_before_any_work(toy, capsys, case):
     make_nb(exp, 'a_toy', TOY.replace('p = resolve_params(PROFILES, profile,', 'BOUNDS = {"n": ">= 1"}\np = resolve_params(PROFILES, profile, BOUNDS,'))
     (root/'runs').mkdir()
     argv, message = _cli_cases(root, exp)[case]
-    assert main(['--profile', 'quick', *argv] if '--profile' not in argv and '-p' not in argv else argv) == 2
+    from entropic_ae.sweeps import main as eae_run                # the installed command: plain and sweep options
+    assert eae_run(['--profile', 'quick', *argv] if '--profile' not in argv and '-p' not in argv else argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count('\n') == 1 and 'Traceback' not in err, err
     assert not list((root/'runs').iterdir()) and not (root/'figs').exists()
@@ -272,3 +273,50 @@ def test_repository_experiment_refuses_counts_below_bound_before_any_kernel_star
     for k, lo in counts.items():
         with pytest.raises(ValueError, match=re.escape(f'{nb}: {k} must be >= {lo}, got {lo - 1}')):
             check_parameters(path, 'quick', {k: lo - 1})
+
+def _package_imports() -> dict:
+    "Each module of `entropic_ae` -> the package modules it imports anywhere in its source (top level or inside a function)."
+    import ast
+    pkg = Path(__file__).resolve().parents[1]/'entropic_ae'
+    mods = {p.stem for p in pkg.glob('*.py')}
+    def deps(path):
+        out = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1: names = [n.module] if n.module else [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and (n.module or '').split('.')[0] == 'entropic_ae':
+                names = [n.module.split('.', 1)[1]] if '.' in n.module else [a.name for a in n.names]
+            elif isinstance(n, ast.Import): names = [a.name.split('.', 1)[1] for a in n.names if a.name.startswith('entropic_ae.')]
+            else: continue
+            out |= {m.split('.')[0] for m in names if m and m.split('.')[0] in mods}
+        return out - {path.stem}
+    return {p.stem: deps(p) for p in pkg.glob('*.py')}
+
+def _cycle(graph:dict):
+    "One import cycle of `graph` as a list of modules, or None."
+    state, stack = {}, []
+    def visit(m):
+        state[m] = 'open'; stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 'open': return stack[stack.index(d):] + [d]
+            if d not in state and (c := visit(d)): return c
+        state[m] = 'done'; stack.pop()
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)): return c
+
+def test_cycle_finder_sees_a_cycle():
+    assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert _cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
+
+def test_no_import_cycle_among_package_modules():
+    "The modules form layers: no module imports (even lazily, inside a function) one that imports it back."
+    g = _package_imports()
+    assert 'sweeps' in g and 'experiments' in g['sweeps']          # the graph sees relative imports
+    assert (c := _cycle(g)) is None, ' -> '.join(c)
+
+def test_eae_run_is_the_command_with_sweep_options():
+    "The console script `eae-run` is `sweeps.main` (plain runs and sweeps); `experiments.main` alone knows no sweep options."
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(Path(__file__).resolve().parents[1]/'settings.ini')
+    scripts = dict(s.split('=', 1) for s in cfg['DEFAULT']['console_scripts'].split())
+    assert scripts['eae-run'] == 'entropic_ae.sweeps:main', scripts['eae-run']
+    with pytest.raises(SystemExit): main(['--workers', '2'])

@@ -3,8 +3,7 @@ gathered table; bad sweeps refused before any work; the per-GPU worker environme
 import json, os, signal, threading, time
 from pathlib import Path
 import nbformat, pandas as pd, pytest
-from entropic_ae.experiments import main
-from entropic_ae.sweeps import plan_cells, run_sweep, local_cluster, output_paths
+from entropic_ae.sweeps import main, plan_cells, run_sweep, local_cluster, output_paths
 
 BODY = '''
 import csv, os, time

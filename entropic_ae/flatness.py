@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_flatness.ipynb #d6044de8
 from __future__ import annotations
-import copy, math, numbers
+import copy, importlib, math, numbers
 from collections.abc import Callable, Sequence
 import torch
 from torch import nn, Tensor
@@ -217,17 +217,32 @@ def param_histograms(model:nn.Module, bins:Tensor|None=None, run='run', epoch:in
                          for b in range(len(lo))]
     return rows
 
+# %% ../nbs/07_flatness.ipynb #5a1e0c73
+class _Lazy:
+    "The function named by `ref` = 'module:function', imported on first use (a call, or `inspect.signature`)."
+    def __init__(self, ref:str):
+        mod, sep, name = ref.partition(':')
+        if not (mod and sep and name): raise ValueError(f"fn must be a callable or a 'module:function' string, got {ref!r}")
+        self.ref, self._fn = ref, None
+    @property
+    def __wrapped__(self):
+        if self._fn is None: mod, name = self.ref.split(':'); self._fn = getattr(importlib.import_module(mod), name)
+        return self._fn
+    def __call__(self, *args, **kwargs): return self.__wrapped__(*args, **kwargs)
+    def __repr__(self): return f"_Lazy({self.ref!r})"
+
 # %% ../nbs/07_flatness.ipynb #3f4c672b
 @dataclass(frozen=True)
 class Metric:
     "A registered measure: `fn(model, x, target, loss_fn, **options)` -> [y], or [y, S] along the option `axis` (tidy column `column`)."
-    fn: Callable
+    fn: Callable|str
     axis: str|None = None
     column: str|None = None
     split: str = 'train'
     weights: bool = False
     def __post_init__(self):
-        if not callable(self.fn): raise TypeError(f"fn must be callable, got {self.fn!r}")
+        if isinstance(self.fn, str): object.__setattr__(self, 'fn', _Lazy(self.fn))
+        if not callable(self.fn): raise TypeError(f"fn must be callable or a 'module:function' string, got {self.fn!r}")
         if (self.axis is None) != (self.column is None): raise ValueError("axis and column go together: a profile needs both, a scalar neither")
         for k in ('axis', 'column'):
             if getattr(self, k) is not None and not isinstance(getattr(self, k), str): raise TypeError(f"{k} must be a string, got {getattr(self, k)!r}")
@@ -235,8 +250,8 @@ class Metric:
 
 METRICS: dict[str, Metric] = {}
 
-def register_metric(name:str, fn:Callable, axis:str|None=None, column:str|None=None, split:str='train', weights:bool=False) -> Metric:
-    "File `fn` under `name` in `METRICS` (see `Metric`); returns the entry."
+def register_metric(name:str, fn:Callable|str, axis:str|None=None, column:str|None=None, split:str='train', weights:bool=False) -> Metric:
+    "File `fn` (a callable, or 'module:function' imported on first use) under `name` in `METRICS` (see `Metric`); returns the entry."
     if not isinstance(name, str): raise TypeError(f"name must be a string, got {name!r}")
     METRICS[name] = Metric(fn, axis, column, split, bool(weights))
     return METRICS[name]
@@ -249,3 +264,21 @@ register_metric('local_energy', lambda model, x, target, loss_fn, sigmas, n_draw
                 local_energy(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target, params=params), 'sigmas', 'sigma', weights=True)
 register_metric('denoising', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, noise='additive':
                 denoising(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target, noise=noise), 'sigmas', 'sigma')
+
+# %% ../nbs/07_flatness.ipynb #7c4b9e21
+# the measures defined in later chapters, by name: their modules are imported when a measure is first used
+register_metric('train_error', 'entropic_ae.vision:_error')
+register_metric('test_error', 'entropic_ae.vision:_error', split='test')
+register_metric('delta_error', 'entropic_ae.vision:_m_delta_error', 'sigmas', 'sigma', weights=True)
+register_metric('grad_sharpness', 'entropic_ae.vision:_m_grad_sharpness')
+register_metric('hessian_max', 'entropic_ae.sharpness:_m_max', weights=True)
+register_metric('hessian_top', 'entropic_ae.sharpness:_m_top', 'ranks', 'rank', weights=True)
+register_metric('hessian_trace', 'entropic_ae.sharpness:_m_trace', weights=True)
+register_metric('hessian_density', 'entropic_ae.sharpness:_m_density', 'grid', 'eigenvalue', weights=True)
+register_metric('rho_sharpness', 'entropic_ae.sharpness:_m_rho_sharpness', 'rhos', 'rho', weights=True)
+register_metric('asam_sharpness', 'entropic_ae.sharpness:_m_asam_sharpness', 'rhos', 'rho', weights=True)
+register_metric('keskar_sharpness', 'entropic_ae.sharpness:_m_keskar', 'epsilons', 'epsilon', weights=True)
+register_metric('delta_loss', 'entropic_ae.sharpness:_m_delta', 'sigmas', 'sigma', weights=True)
+register_metric('loss_slice', 'entropic_ae.sharpness:_m_slice', 'alphas', 'alpha', weights=True)
+register_metric('local_entropy', 'entropic_ae.sharpness:_m_entropy', 'gammas', 'gamma', weights=True)
+register_metric('dead_bottleneck_units', 'entropic_ae.compare:dead_bottleneck_units');

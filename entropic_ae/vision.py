@@ -18,7 +18,7 @@ from .data import check_data, check_float_dtype
 from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn, check_groups
 from .optim import Wrapper, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
-from .flatness import dataset_loss, local_energy, register_metric
+from .flatness import dataset_loss, local_energy
 from .train import cosine, step_lr
 
 # %% auto #0
@@ -550,10 +550,8 @@ def delta_error(model:nn.Module, x:Tensor, target:Tensor, sigmas, n_draws:int=20
     return e - dataset_loss(model, x, error_rate, batch_size, target)[:, None]
 
 def _error(model, x, target, loss_fn, batch_size=None): return dataset_loss(model, x, error_rate, batch_size, target)
-register_metric('train_error', _error)
-register_metric('test_error', _error, split='test')
-register_metric('delta_error', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None:
-                delta_error(model, x, target, sigmas, n_draws, seed, batch_size), 'sigmas', 'sigma', weights=True)
+def _m_delta_error(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None):
+    return delta_error(model, x, target, sigmas, n_draws, seed, batch_size)
 
 # %% ../nbs/11_vision.ipynb #e89c2482
 def grad_sharpness(model:nn.Module, x:Tensor, target:Tensor, loss_fn:Callable, rho:float=0.05, batch_size:int|None=None) -> Tensor:
@@ -574,8 +572,8 @@ def grad_sharpness(model:nn.Module, x:Tensor, target:Tensor, loss_fn:Callable, r
         finally: torch._foreach_copy_(ps, saved)
     return up - base
 
-register_metric('grad_sharpness', lambda model, x, target, loss_fn, rho=0.05, n=512, batch_size=None:
-                grad_sharpness(model, x[:n], None if target is None else target[:n], loss_fn, rho, batch_size))
+def _m_grad_sharpness(model, x, target, loss_fn, rho=0.05, n=512, batch_size=None):
+    return grad_sharpness(model, x[:n], None if target is None else target[:n], loss_fn, rho, batch_size)
 
 # %% ../nbs/11_vision.ipynb #5b7406a1
 RECIPES = ('sgd', 'adam', 'adamw', 'rsgd', 'esgd', 'sgd_sam', 'adam_sam', 'asam')

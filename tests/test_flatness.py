@@ -164,3 +164,30 @@ def test_avg_diff():
     assert torch.equal(avg_diff(p), torch.tensor([(0. + 1. + 3.) / 3]))
     assert torch.equal(avg_diff(p, torch.tensor([1.])), torch.tensor([(1. + 2. + 4.) / 3]))
     with pytest.raises(ValueError, match='base'): avg_diff(p, torch.tensor([1., 2.]))
+
+REGISTRY_FRESH = """
+import sys, inspect
+from entropic_ae.train import check_metrics
+from entropic_ae.flatness import METRICS
+assert 'entropic_ae.vision' not in sys.modules and 'entropic_ae.sharpness' not in sys.modules, 'imported eagerly'
+check_metrics({'test_error': {}, 'train_error': {}, 'delta_error': {'sigmas': [0.1]}, 'grad_sharpness': {},
+               'hessian_max': {}, 'rho_sharpness': {'rhos': [0.]}, 'local_entropy': {'gammas': [1.]}, 'dead_bottleneck_units': {}})
+assert list(inspect.signature(METRICS['hessian_top'].fn).parameters)[:5] == ['model', 'x', 'target', 'loss_fn', 'ranks']
+from entropic_ae import vision, sharpness, compare
+assert METRICS['test_error'].fn.__wrapped__ is vision._error and METRICS['asam_sharpness'].fn.__wrapped__ is sharpness._m_asam_sharpness
+assert METRICS['dead_bottleneck_units'].fn(compare.shallow_ae(4, 2, y=1), __import__('torch').zeros(3, 4), None, None).shape == (1,)
+"""
+
+def test_registry_complete_whatever_is_imported_first():
+    "Every built-in measure is known to `check_metrics` in a fresh interpreter, its module imported only on first use."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, '-c', REGISTRY_FRESH], capture_output=True, text=True, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+def test_register_metric_by_reference():
+    from entropic_ae.flatness import METRICS, register_metric
+    m = register_metric('lazy_test', 'entropic_ae.flatness:dataset_loss')
+    try: assert m.fn.__wrapped__ is dataset_loss and repr(m.fn) == "_Lazy('entropic_ae.flatness:dataset_loss')"
+    finally: del METRICS['lazy_test']
+    with pytest.raises(ValueError, match='module:function'): register_metric('bad', 'entropic_ae.flatness')
+    with pytest.raises(TypeError, match='fn must be callable'): register_metric('bad', 3)

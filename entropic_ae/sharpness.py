@@ -16,7 +16,7 @@ from torch import nn, Tensor
 from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path
 from .models import recon_error, error_rate, StackedLinear
 from .replicas import n_replicas, stack
-from .flatness import dataset_loss, local_energy, model_device, register_metric, replica_generators
+from .flatness import dataset_loss, local_energy, model_device, replica_generators
 
 # %% auto #0
 __all__ = ['BN_MODES', 'bn_mode', 'curvature_operator', 'dense_hessian', 'lanczos', 'hessian_eigs', 'hessian_trace', 'slq',
@@ -689,13 +689,4 @@ def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3,
 
 
 # %% ../nbs/08_sharpness.ipynb #b9c607cd
-register_metric('hessian_max', _m_max, weights=True)
-register_metric('hessian_top', _m_top, 'ranks', 'rank', weights=True)
-register_metric('hessian_trace', _m_trace, weights=True)
-register_metric('hessian_density', _m_density, 'grid', 'eigenvalue', weights=True)
-register_metric('rho_sharpness', _m_rho(False), 'rhos', 'rho', weights=True)
-register_metric('asam_sharpness', _m_rho(True), 'rhos', 'rho', weights=True)
-register_metric('keskar_sharpness', _m_keskar, 'epsilons', 'epsilon', weights=True)
-register_metric('delta_loss', _m_delta, 'sigmas', 'sigma', weights=True)
-register_metric('loss_slice', _m_slice, 'alphas', 'alpha', weights=True)
-register_metric('local_entropy', _m_entropy, 'gammas', 'gamma', weights=True);
+_m_rho_sharpness, _m_asam_sharpness = _m_rho(False), _m_rho(True)

@@ -21,7 +21,6 @@ from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, reco
 from .optim import fit_hooks, adam, finite_replicas
 from .sam import stats_once, _check_bool
 from .flatness import METRICS, dataset_loss, param_histograms
-from . import sharpness  # registers the flatness toolbox's measures (08_sharpness) in METRICS
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',

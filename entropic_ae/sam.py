@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from fastcore.basics import patch
 from torch import nn
-from .core import check_float
+from .core import check_float, check_bool
 from .replicas import per_replica, replica_axis
 from .optim import Wrapper
 
@@ -20,15 +20,11 @@ __all__ = ['SAM', 'asam_param_groups', 'frozen_running_stats', 'stats_once']
 # %% ../nbs/06_sam.ipynb #83607984
 _EPS = 1e-12   # floor for the gradient norm: an all-zero gradient gives a zero perturbation
 
-def _check_bool(name:str, value) -> bool:
-    if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
-    return value
-
 def _check_group_options(group:dict):
     "Validate the SAM options present in a parameter group."
     if 'rho' in group: group['rho'] = check_float('rho', group['rho'], lo=0.)
     if 'eta' in group: group['eta'] = check_float('eta', group['eta'], lo=0.)
-    if 'adaptive' in group: _check_bool('adaptive', group['adaptive'])
+    if 'adaptive' in group: check_bool('adaptive', group['adaptive'])
 
 
 def _norm(tensors:list, per_replica:bool=False) -> torch.Tensor:
@@ -55,8 +51,8 @@ class SAM(Wrapper):
     def __init__(self, params, base=torch.optim.SGD, rho:float=0.05, adaptive:bool=False, eta:float=0.01,
                  per_replica:bool=False, **base_kw):
         rho, eta = check_float('rho', rho, lo=0.), check_float('eta', eta, lo=0.)   # the base's options: `prepare_base`
-        _check_bool('adaptive', adaptive)
-        self.per_replica, self.y = _check_bool('per_replica', per_replica), None
+        check_bool('adaptive', adaptive)
+        self.per_replica, self.y = check_bool('per_replica', per_replica), None
         self._perturbed, self._saved = None, {}   # (params, saved weights) between the two passes; the buffers
         super().__init__(params, base, dict(rho=rho, adaptive=adaptive, eta=eta), **base_kw)
 

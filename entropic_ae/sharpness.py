@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from torch import nn, Tensor
-from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path
+from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path, check_bool
 from .models import recon_error, error_rate, StackedLinear
 from .replicas import n_replicas, stack
 from .flatness import dataset_loss, local_energy, model_device, replica_generators
@@ -45,13 +45,9 @@ def bn_mode(model:nn.Module, bn:str='eval'):
     return _bn_mode(model, check_choice('bn', bn, BN_MODES))
 
 # %% ../nbs/08_sharpness.ipynb #98322251
-def _check_bool(name:str, value) -> bool:
-    if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
 def _bar(total:int, desc:str, progress:bool):
     "A progress bar that appears only once the work has lasted 10 s (`progress=False`: never) and vanishes when done."
-    return tqdm(total=total, desc=desc, leave=False, disable=not _check_bool('progress', progress), delay=10)
+    return tqdm(total=total, desc=desc, leave=False, disable=not check_bool('progress', progress), delay=10)
 
 def _chunks(n:int, batch_size:int|None) -> list[tuple[int, int]]:
     step = n if batch_size is None else batch_size
@@ -211,7 +207,7 @@ def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=
     "Top-`k` eigenvalues [y, k] (descending) of each replica's Hessian of the training loss, by `n_iter` Lanczos steps (default min(n, 2k + 20)); `vectors`: also the Ritz vectors, a list of [y, k, ...] tensors."
     k = check_int('k', k, lo=1)
     if n_iter is not None: check_int('n_iter', n_iter, lo=k)
-    _check_common(bn, subset, gauss_newton); _check_bool('vectors', vectors); _check_bool('progress', progress)
+    _check_common(bn, subset, gauss_newton); check_bool('vectors', vectors); check_bool('progress', progress)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
@@ -230,7 +226,7 @@ def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Ca
                   bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "Hutchinson estimate of each replica's Hessian trace [y] and its standard error [y], from `n_probes` Rademacher probes."
     n_probes = check_int('n_probes', n_probes, lo=1)
-    _check_common(bn, subset, gauss_newton); _check_bool('progress', progress)
+    _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
     with bn_mode(model, bn), _bar(n_probes, 'Hutchinson', progress) as bar:
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         mv, draw = _counted(mv, bar), _Draws(seed, F.y, F.params[0].device)
@@ -244,7 +240,7 @@ def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_f
         bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "Stochastic Lanczos quadrature: nodes and weights [y, n_probes, m] of each replica's Hessian spectrum, one m-point Gauss rule per Gaussian probe."
     n_probes, n_iter = check_int('n_probes', n_probes, lo=1), check_int('n_iter', n_iter, lo=1)
-    _check_common(bn, subset, gauss_newton); _check_bool('progress', progress)
+    _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         bar = _bar(n_probes * min(n_iter, F.n), 'SLQ', progress)
@@ -356,7 +352,7 @@ def _tr_max(g:Tensor, B:Tensor, rho:float) -> Tensor:
 def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress):
     rhos, n_steps = check_sigmas('rhos', rhos), check_int('n_steps', n_steps, lo=1)
     eta, n_krylov = check_float('eta', eta, lo=0.), check_int('n_krylov', n_krylov, lo=0)
-    _check_bool('adaptive', adaptive); _check_bool('progress', progress); _check_common(bn, subset)
+    check_bool('adaptive', adaptive); check_bool('progress', progress); _check_common(bn, subset)
     F = _Flat(model)
     k = min(n_krylov, F.n)
     def prepare(model, w0, x, target, parts, bar):                          # the quadratic model at w, in δ
@@ -404,7 +400,7 @@ def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, seed=0
                      progress:bool=True) -> Tensor:
     "Keskar et al.'s ε-sharpness [y, S] in percent, 100 (max L(w + z) − L(w)) / (1 + L(w)) over the box |z_i| ≤ ε(|w_i| + 1), by `n_steps` steps of clipped sign-gradient ascent from a random corner of the box (from `seed`)."
     epsilons, n_steps = check_sigmas('epsilons', epsilons), check_int('n_steps', n_steps, lo=1)
-    _check_common(bn, subset); _check_bool('progress', progress)
+    _check_common(bn, subset); check_bool('progress', progress)
     F = _Flat(model)
     corner = lambda *_: (lambda d: [d(tuple(p.shape[1:]), p.dtype, 'rademacher') for p in F.params])(_Draws(seed, F.y, F.params[0].device))
     def init(w0, e, signs):
@@ -509,7 +505,7 @@ def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=r
                                  or any(torch.as_tensor(c).dim() != 1 for c in coords)):
         raise ValueError(f"coords must be a pair (as, bs) of sequences, one per direction, got {coords!r}")
     axes = [_as_coords('coords', coords)] if len(directions) == 1 else [_as_coords(f'coords[{i}]', c) for i, c in enumerate(coords)]
-    _check_common(bn, subset); _check_bool('progress', progress)
+    _check_common(bn, subset); check_bool('progress', progress)
     if points_per_pass is not None: check_int('points_per_pass', points_per_pass, lo=1)
     F = _Flat(model)
     for i, d in enumerate(directions):
@@ -545,7 +541,7 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
                 points_per_pass:int|None=None, bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
     "`(ts, losses)`: training loss [y, T] along w(t) = (1 − t) w_a + t w_b (parameters and floating buffers) for `ts` (an int: that many points from 0 to 1)."
     ts = torch.linspace(0, 1, check_int('ts', ts, lo=2), dtype=torch.float64) if isinstance(ts, numbers.Integral) else _as_coords('ts', ts)
-    _check_common(bn, subset); _check_bool('progress', progress)
+    _check_common(bn, subset); check_bool('progress', progress)
     if points_per_pass is not None: check_int('points_per_pass', points_per_pass, lo=1)
     ya, yb = n_replicas(model_a), n_replicas(model_b)
     if yb not in (1, ya): raise ValueError(f"model_b must have 1 replica or as many as model_a ({ya}), got {yb}")
@@ -629,7 +625,7 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
     n_steps, C, K = check_int('n_steps', n_steps, lo=1), check_int('n_chains', n_chains, lo=1), check_int('n_lambdas', n_lambdas, lo=1)
     burn_in, seed = check_float('burn_in', burn_in, lo=0., hi=1.), check_int('seed', seed, lo=0)
     if burn_in == 1: raise ValueError("burn_in must be < 1 (it is the fraction of each chain discarded), got 1.0")
-    _check_common(bn, subset); _check_bool('richardson', richardson); _check_bool('progress', progress)
+    _check_common(bn, subset); check_bool('richardson', richardson); check_bool('progress', progress)
     x, target, parts = _data(model, x, target, batch_size, subset)
     gen = make_generator(seed, model_device(model))
     sem = lambda t, dim: t.std(dim) / math.sqrt(C) if C > 1 else torch.full_like(t.select(dim, 0), float('nan'))

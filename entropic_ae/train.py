@@ -14,12 +14,12 @@ import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import check_int, check_float, check_choice, check_path, default_device, tidy, write_csv, atomic_path
+from .core import check_int, check_float, check_choice, check_path, default_device, tidy, write_csv, atomic_path, check_bool, check_seeds
 from .data import split_data
 from .models import recon_error
 from .replicas import n_replicas, barycentre, EnsembleOutput, check_groups, recompute_bn
 from .optim import fit_hooks, adam, finite_replicas
-from .sam import stats_once, _check_bool
+from .sam import stats_once
 from .flatness import METRICS, dataset_loss, param_histograms
 
 # %% auto #0
@@ -116,7 +116,7 @@ def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callab
     metrics, on = check_metrics(metrics), check_eval_on(on)
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
     if batch_size is not None: batch_size = check_int('batch_size', batch_size, lo=1)
-    epoch, recompute_bn = check_int('epoch', epoch, lo=0), _check_bool('recompute_bn', recompute_bn)
+    epoch, recompute_bn = check_int('epoch', epoch, lo=0), check_bool('recompute_bn', recompute_bn)
     y = n_replicas(model); groups, seed = check_groups(y, groups), _check_seed(seed, y)
     p = next(model.parameters())
     active = torch.ones(y, dtype=torch.bool) if active is None else _check_active(active, y)
@@ -299,7 +299,7 @@ class Recorder(Callback):
     def __init__(self, data, metrics, eval_on, every=1, groups=1, batch_size=None, histograms=False):
         split_data(data)                                      # refuses what is not a data set, naming data
         self.data, self.metrics, self.eval_on = data, check_metrics(metrics), check_eval_on(eval_on)
-        self.every, self.histograms = check_int('every', every, lo=1), _check_bool('histograms', histograms)
+        self.every, self.histograms = check_int('every', every, lo=1), check_bool('histograms', histograms)
         if batch_size is not None: batch_size = check_int('batch_size', batch_size, lo=1)
         self.kw = dict(groups=check_int('groups', groups, lo=1), batch_size=batch_size)
     def record(self, L, epoch):
@@ -389,7 +389,7 @@ class Checkpoint(Callback):
     order = 20
     def __init__(self, path, every=1, resume=False):
         self.path, self.every = check_path('path', path), check_int('every', every, lo=1)
-        self.resume = _check_bool('resume', resume)
+        self.resume = check_bool('resume', resume)
     def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=L.hooks.hyperparameters(), y=L.y, bs=L.bs)
     def before_fit(self, L):
         self.made_for = self.meta(L)                    # the fresh optimizer's settings; the data hashed once, not at every save
@@ -452,8 +452,6 @@ def _check_ckpt_path(path) -> Path:
     except OSError as e: raise ValueError(f"ckpt_path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
     return path
 
-from .core import check_seeds
-
 def _check_seeds(seeds, model, y) -> list[int]:
     "`seeds` by the one rule `core.check_seeds`; `None` takes the seeds the model was built with, else `range(y)`."
     return check_seeds((getattr(model, 'seeds', None) or None) if seeds is None else seeds, y)
@@ -470,7 +468,7 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     metrics, eval_on = check_metrics(metrics), check_eval_on(eval_on)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-    histograms, progress, resume = [_check_bool(k, v) for k, v in (('histograms', histograms), ('progress', progress), ('resume', resume))]
+    histograms, progress, resume = [check_bool(k, v) for k, v in (('histograms', histograms), ('progress', progress), ('resume', resume))]
     if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
     cbs = _check_cbs(cbs)
     if ckpt_path is not None: ckpt_path = _check_ckpt_path(ckpt_path)

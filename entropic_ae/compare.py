@@ -16,7 +16,6 @@ from .models import deep_ae, shallow_ae, recon_error
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
 from .optim import adam, Replicated, Exponential, Scoping
 from .sam import SAM
-from .flatness import register_metric
 from .train import fit, evaluate
 
 # %% auto #0
@@ -146,7 +145,6 @@ def dead_bottleneck_units(model, x, target, loss_fn) -> Tensor:
     "Per replica, the number of bottleneck units that are zero on every row of `x` (autoencoders with `encode`)."
     if not callable(getattr(model, 'encode', None)): raise TypeError(f"dead_bottleneck_units needs an autoencoder with encode(), got {type(model).__name__}")
     with torch.no_grad(): return (model.encode(x).amax(1) <= 0).sum(1).float()
-register_metric('dead_bottleneck_units', dead_bottleneck_units)
 
 def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigmas=None, n_draws:int=20, seed:int=0,
                loss_fn:Callable=recon_error, columns:dict|None=None, metrics:dict|None=None, batch_size:int|None=None) -> list[dict]:

@@ -177,7 +177,7 @@ class Loop:
         self.bs, self.epochs = check_int('bs', self.bs, lo=1), check_int('epochs', self.epochs, lo=1)
         if not isinstance(self.x, Tensor): raise TypeError(f"x must be a tensor of training inputs, got {type(self.x).__name__}")
         if not callable(self.loss_fn): raise TypeError(f"loss_fn must be callable, got {self.loss_fn!r}")
-        self.seeds, self.cbs = [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(self.seeds)], _check_cbs(self.cbs)
+        self.seeds, self.cbs = check_seeds(self.seeds, n_replicas(self.model)), _check_cbs(self.cbs)
         self.y, self.dev = len(self.seeds), self.x.device
         self.hooks, self.params = fit_hooks(self.opt), [p for p in self.model.parameters() if p.requires_grad]
         self.gens = [torch.Generator().manual_seed(s) for s in self.seeds]   # minibatch order, one stream per replica

@@ -302,7 +302,8 @@ def check(paths, n_workers=None, keep=None, quiet=False) -> list[str]:
 # %% ../nbs/17_book.ipynb #2ac49950
 def _patched_onto(fn) -> str | None:
     import ast
-    decs = [d.id if isinstance(d, ast.Name) else getattr(d, 'attr', '') for d in fn.decorator_list]
+    decs = [d.func if isinstance(d, ast.Call) else d for d in fn.decorator_list]      # @patch(as_prop=True) too
+    decs = [d.id if isinstance(d, ast.Name) else getattr(d, 'attr', '') for d in decs]
     if not ({'patch', 'patch_to'} & set(decs)) or not fn.args.args: return None
     ann = fn.args.args[0].annotation
     return ann.id if isinstance(ann, ast.Name) else None

@@ -4,24 +4,27 @@
 
 # %% ../nbs/10_compare.ipynb #f58216e5
 from __future__ import annotations
-import math, numbers
+import dataclasses, math, numbers
+from dataclasses import dataclass
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from functools import partial
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
-from .core import check_int, check_float, check_choice, check_sigmas, tidy
-from .models import deep_ae, shallow_ae, recon_error
+from .core import check_int, check_float, check_choice, check_sigmas, check_path, tidy
+from .models import deep_ae, shallow_ae, recon_error, INITS
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
-from .optim import adam, Replicated, Exponential, Scoping
+from .optim import adam, prepare_base, Replicated, Exponential, Scoping, COUPLINGS
 from .sam import SAM
-from .train import fit, evaluate
+from .train import fit, evaluate, check_metrics, StopAtLoss
 
 # %% auto #0
-__all__ = ['ARMS', 'TARGETS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated', 'train_arms',
-           'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se', 'paired_diff', 'verdict_status',
-           'paired_verdict']
+__all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
+           'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se',
+           'paired_diff', 'verdict_status', 'paired_verdict']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -36,22 +39,22 @@ def arm_seeds(trials:int, y:int, seed:int=0) -> tuple[list[int], list[list[int]]
     return nets, [[s] + [s + 1000 * k for k in range(1, y)] for s in nets]
 
 # %% ../nbs/10_compare.ipynb #3962be23
-def _build_ae(make, N, B, bottleneck_relu, device, seeds):
-    return make(N, B, bottleneck_relu=bottleneck_relu, y=len(seeds), seeds=list(seeds), device=device)
+def _build_ae(make, N, B, bottleneck_relu, device, init, seeds):
+    return make(N, B, bottleneck_relu=bottleneck_relu, y=len(seeds), seeds=list(seeds), device=device, init=init)
 
-def autoencoder_builder(arch:str, N:int, B:int, *, bottleneck_relu:bool=True, device=None) -> Callable:
-    "`build(seeds)` for `train_arms`: a deep [N, N, B, N, N] or shallow [N, B, N] autoencoder with one replica per seed."
+def autoencoder_builder(arch:str, N:int, B:int, *, bottleneck_relu:bool=True, device=None, init:str='default') -> Callable:
+    "`build(seeds)` for `train_arms`: a deep [N, N, B, N, N] or shallow [N, B, N] autoencoder with one replica per seed, weights drawn by `init` (`models.INITS`)."
     check_choice('arch', arch, ('deep', 'shallow'))
     N = check_int('N', N, lo=1)
     B = check_int('B', B, lo=1, hi=N)
     if not isinstance(bottleneck_relu, bool): raise TypeError(f"bottleneck_relu must be a bool, got {bottleneck_relu!r}")
-    return partial(_build_ae, deep_ae if arch == 'deep' else shallow_ae, N, B, bottleneck_relu, device)
+    return partial(_build_ae, deep_ae if arch == 'deep' else shallow_ae, N, B, bottleneck_relu, device, check_choice('init', init, INITS))
 
 # %% ../nbs/10_compare.ipynb #1d0322d0
 class TracedReplicated(Replicated):
     "`Replicated` that logs every replica's squared distance to the barycentre at each `epoch_end()`, in `dist_log` ([y] tensors on the CPU)."
-    def __init__(self, params, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic', groups:int=1, **base_kw):
-        super().__init__(params, base, gamma, coupling, groups, **base_kw)
+    def __init__(self, params, base=torch.optim.Adam, **base_kw):   # `Replicated`'s options (gamma, coupling, ...) and the base's
+        super().__init__(params, base, **base_kw)
         self.dist_log = []
 
     @torch.no_grad()
@@ -94,51 +97,120 @@ def _build(build, seeds):
         raise ValueError(f"build(seeds) must return a model with one replica per seed ({len(seeds)}), got {n_replicas(m)}")
     return m
 
+# %% ../nbs/10_compare.ipynb #30b70c72
+BASES = dict(adam=torch.optim.Adam, adamw=torch.optim.AdamW)
+
+@dataclass(frozen=True)
+class Protocol:
+    "How every arm trains: its base optimizer and weight decay; for the replicated arm the coupling, the minibatches and the γ schedule's cap and stage."
+    name: str = 'ours'
+    base: str = 'adam'                 # a key of `BASES`
+    weight_decay: float = 0.
+    coupling: str = 'elastic'          # one of `optim.COUPLINGS`
+    batches: str = 'own'               # 'shared': the replicas of a trial step on one minibatch
+    gamma_cap: float|None = None
+    gamma_every: int = 1               # epochs per stage of the exponential γ schedule
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name: raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        check_choice('base', self.base, BASES); check_float('weight_decay', self.weight_decay, lo=0.)
+        check_choice('coupling', self.coupling, COUPLINGS); check_choice('batches', self.batches, ('own', 'shared'))
+        if self.gamma_cap is not None: check_float('gamma_cap', self.gamma_cap, lo=0.)
+        check_int('gamma_every', self.gamma_every, lo=1)
+
+# %% ../nbs/10_compare.ipynb #65f65b4b
+PROTOCOLS = dict(ours=Protocol(), thesis=Protocol('thesis', 'adamw', 1e-2, 'lagged', 'shared', 0.75, 10))
+
+def as_protocol(protocol, **changes) -> Protocol:
+    "A `Protocol` from its name in `PROTOCOLS` (or itself), with `changes` to its fields (e.g. `gamma_every=1` at P/N = 100)."
+    p = PROTOCOLS[check_choice('protocol', protocol, PROTOCOLS)] if isinstance(protocol, str) else protocol
+    if not isinstance(p, Protocol): raise TypeError(f"protocol must be a name in {list(PROTOCOLS)} or a Protocol, got {protocol!r}")
+    return dataclasses.replace(p, **changes) if changes else p
+
+def _base_opt(base, kw:dict, params) -> torch.optim.Optimizer:
+    params = list(params)
+    return base(params, **prepare_base(base, params, kw))
+
+@patch
+def optimizers(self:Protocol, lr:float, rho:float, gamma0:float, gamma1:float, trials:int) -> dict[str, Callable]:
+    "Each arm's `opt_func`: the base alone, SAM over the base, the base coupled in `trials` groups under the γ schedule."
+    base, kw = BASES[self.base], dict(lr=lr, **({'weight_decay': self.weight_decay} if self.weight_decay else {}))
+    gamma = Exponential(gamma0, gamma1, cap=self.gamma_cap, every=self.gamma_every)
+    return dict(adam=partial(_base_opt, base, kw), sam=partial(SAM, base=base, rho=rho, per_replica=True, **kw),
+                replicated=partial(TracedReplicated, base=base, gamma=gamma, coupling=self.coupling, batches=self.batches,
+                                   groups=trials, **kw))
+
 # %% ../nbs/10_compare.ipynb #53f1dedb
+def _arm_run(arm, protocol, targets, every, ckpt_dir) -> tuple[dict, list[StopAtLoss]]:
+    "`fit`'s extra arguments for one arm: a snapshot at each target loss (never stopping), and its own checkpoint to resume from."
+    at = [StopAtLoss(t, on='barycentre' if arm == 'replicated' else 'replicas', every=every, stop=False) for t in targets]
+    ck = {} if ckpt_dir is None else dict(ckpt_path=Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', resume=True)
+    return dict(cbs=at, **ck), at
+
+def _check_targets(targets) -> list[float]:
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+        raise TypeError(f"targets must be a sequence of training losses, got {targets!r}")
+    ts = [check_float(f'targets[{i}]', t, lo=0.) for i, t in enumerate(targets)]
+    if len(set(ts)) < len(ts): raise ValueError(f"targets must be distinct, got {ts}")
+    return ts
+
 def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float, gamma0:float, gamma1:float,
                rho:float=0.05, bs:int=64, seed:int=0, record_every:int=1, arms:Sequence[str]=ARMS,
-               loss_fn:Callable=recon_error, columns:dict|None=None, device=None, from_one_point:bool=False) -> tuple[dict, list[dict]]:
-    "Train the `arms` on `data` from shared seeds (with `from_one_point`, every replicated trial starts at its replica 0); returns (final models stacked over trials, keyed as in `TARGETS`; tidy rows)."
+               loss_fn:Callable=recon_error, columns:dict|None=None, device=None, from_one_point:bool=False,
+               protocol:str|Protocol='ours', targets:Sequence[float]=(), metrics:dict|None=None, ckpt_dir=None) -> tuple[dict, list[dict]]:
+    "Train the `arms` on `data` from shared seeds under `protocol`; returns (final models stacked over trials keyed as in `TARGETS`, and under `'at_target'` the same as they were at each of the `targets` losses; tidy rows)."
     trials, y = check_int('trials', trials, lo=1), check_int('y', y, lo=1)
     epochs, bs = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     record_every, seed = check_int('record_every', record_every, lo=1), check_int('seed', seed, lo=0)
     lr = check_float('lr', lr, lo=0.)
     if lr == 0: raise ValueError("lr must be > 0, got 0.0")
     gamma0, gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
-    rho = check_float('rho', rho, lo=0.)
+    rho, proto = check_float('rho', rho, lo=0.), as_protocol(protocol)
+    targets = _check_targets(targets)
+    if ckpt_dir is not None: ckpt_dir = check_path('ckpt_dir', ckpt_dir)
     if not isinstance(from_one_point, bool): raise TypeError(f"from_one_point must be a bool, got {from_one_point!r}")
     if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
         raise TypeError(f"arms must be a non-empty sequence of names from {list(ARMS)}, got {arms!r}")
     for a in arms: check_choice('arms', a, ARMS)
     if not callable(build): raise TypeError(f"build must be callable (seeds -> stacked model), got {build!r}")
-    columns = _check_columns(columns)
-    nets, reps = arm_seeds(trials, y, seed)
-    kw = dict(epochs=epochs, bs=bs, record_every=record_every, metrics=('train_loss', 'test_loss'),
+    columns, nets, reps = _check_columns(columns), *arm_seeds(trials, y, seed)
+    kw = dict(epochs=epochs, bs=bs, record_every=record_every, metrics={'train_loss': {}, 'test_loss': {}, **check_metrics(metrics)},
               histograms=False, progress=False, loss_fn=loss_fn, device=device)
-    opts = dict(adam=partial(adam, lr=lr),
-                sam=partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, lr=lr))
-    models, rows = {}, []
+    opts, models, at, rows = proto.optimizers(lr, rho, gamma0, gamma1, trials), {}, {}, []
     for arm in ('adam', 'sam'):                 # all trials in one stack: replica r = trial r
         if arm not in arms: continue
-        r = fit(_build(build, nets), data, seeds=nets, opt_func=opts[arm], run=arm, **kw)
+        extra, snaps = _arm_run(arm, proto, targets, record_every, ckpt_dir)
+        r = fit(_build(build, nets), data, seeds=nets, opt_func=opts[arm], run=arm, **kw, **extra)
         models[arm] = r.model
+        for t, sn in zip(targets, snaps): at.setdefault(t, {})[arm] = sn.at_target(r.model)
         rows += _relabel(r.rows, lambda q: q['replica'], lambda q: 0, arm=arm, **columns)
-    if 'replicated' not in arms: return models, rows
-    seeds = [s for rs in reps for s in rs]     # group t = trial t's y replicas
-    opt = partial(TracedReplicated, gamma=Exponential(gamma0, gamma1), groups=trials, lr=lr)
-    m = _build(build, seeds)
-    if from_one_point: same_start(m, groups=trials)
-    r = fit(m, data, seeds=seeds, opt_func=opt, run='replicated', eval_on=('barycentre', 'replicas'), **kw)
+    if 'replicated' in arms:
+        seeds = [s for rs in reps for s in rs]     # group t = trial t's y replicas
+        m = _build(build, seeds)
+        if from_one_point: same_start(m, groups=trials)
+        extra, snaps = _arm_run('replicated', proto, targets, record_every, ckpt_dir)
+        r = fit(m, data, seeds=seeds, opt_func=opts['replicated'], run='replicated', eval_on=('barycentre', 'replicas'), **kw, **extra)
+        rows += _replicated_rows(r, trials, y, columns)
+        models.update(_ensemble_targets(r.model, r.active, trials, y))
+        for t, sn in zip(targets, snaps): at.setdefault(t, {}).update(_ensemble_targets(sn.at_target(r.model), r.active, trials, y))
+    if targets: models['at_target'] = at
+    return models, rows
+
+
+# %% ../nbs/10_compare.ipynb #06372e52
+def _replicated_rows(r, trials:int, y:int, columns:dict) -> list[dict]:
+    "The replicated arm's rows with trial and in-trial replica made explicit, and each replica's distance to its barycentre per epoch."
     of_trial = lambda q: q['replica'] // y if q['eval_on'] == 'replicas' else q['group'] if q['eval_on'] == 'barycentre' else -1
     in_trial = lambda q: q['replica'] % y if q['eval_on'] == 'replicas' else -1
-    rows += [q for t in range(trials) for q in _relabel([q for q in r.rows if q['eval_on'] == 'optimizer'], lambda q: t, in_trial, arm='replicated', **columns)]
+    rows = [q for t in range(trials) for q in _relabel([q for q in r.rows if q['eval_on'] == 'optimizer'], lambda q: t, in_trial, arm='replicated', **columns)]
     rows += _relabel([q for q in r.rows if q['eval_on'] != 'optimizer'], of_trial, in_trial, arm='replicated', **columns)
-    rows += [dict(tidy('replicated', k % y, e + 1, 'dist_to_barycentre', float(d[k]), eval_on='optimizer'),
-                  trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)
-             if math.isfinite(d[k])]                                  # a replica that left the ensemble has no distance
-    models['replicated'] = barycentre(r.model, groups=trials, active=r.active)
-    models['replicated_replica0'] = stack([replica(r.model, t * y) for t in range(trials)])
-    return models, rows
+    return rows + [dict(tidy('replicated', k % y, e + 1, 'dist_to_barycentre', float(d[k]), eval_on='optimizer'),
+                        trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)
+                   if math.isfinite(d[k])]                                  # a replica that left the ensemble has no distance
+
+def _ensemble_targets(model, active, trials:int, y:int) -> dict:
+    "The replicated arm's evaluated models: each trial's barycentre, and each trial's replica 0."
+    return {'replicated': barycentre(model, groups=trials, active=active),
+            'replicated_replica0': stack([replica(model, t * y) for t in range(trials)])}
 
 # %% ../nbs/10_compare.ipynb #cf918238
 def dead_bottleneck_units(model, x, target, loss_fn) -> Tensor:

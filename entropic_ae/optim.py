@@ -13,9 +13,9 @@ from .core import check_int, check_float, check_choice
 from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', 'Scoping', 'Constant', 'Exponential', 'Linear',
-           'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Wrapper', 'Replicated', 'finite_replicas',
-           'LoopReplicated', 'EntropySGD']
+__all__ = ['SCHEDULES', 'COUPLINGS', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', 'Scoping', 'Constant', 'Exponential',
+           'Linear', 'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Wrapper', 'Replicated',
+           'finite_replicas', 'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
 class FitHooks:
@@ -23,6 +23,7 @@ class FitHooks:
     fresh_batches: bool = False        # True: every closure call within one step wants its own minibatch
     needs_closure: bool = False        # True: `step` evaluates the loss itself, through its closure (no wrapper can step it)
     groups: int|None = None            # independent ensembles on the replica axis (None: the optimizer forms none)
+    batches: str = 'own'               # 'shared': the replicas of each group step on one minibatch (`train.fit` obliges)
     @property
     def gamma(self) -> float|None:     # the coupling γ in use now (None: no coupling), for the logs
         return None
@@ -66,17 +67,18 @@ def fit_hooks(opt:torch.optim.Optimizer) -> FitHooks:
 
 # %% ../nbs/05_optim.ipynb #6abbc55b
 class Scoping:
-    "A γ schedule: `value` at counter `t`; `step()` advances `t` and appends the new value to `history`."
+    "A γ schedule: `value` at counter `t` (one stage per `every` counts); `step()` advances `t` and appends the new value to `history`."
     name = 'scoping'
-    def __init__(self, cap=None):
+    def __init__(self, cap=None, every:int=1):
         self.cap = None if cap is None else check_float('cap', cap, lo=0.)
+        self.every = check_int('every', every, lo=1)
         self.t, self.history = 0, []
         self.history.append(self.value)
 
     def raw(self, t:int) -> float: raise NotImplementedError
     def __call__(self, t:int) -> float:
-        "γ at counter `t`, capped."
-        g = self.raw(t)
+        "γ at counter `t` (stage `t // every`), capped."
+        g = self.raw(t // self.every)
         return g if self.cap is None else min(g, self.cap)
     @property
     def value(self) -> float:
@@ -89,9 +91,11 @@ class Scoping:
         self.history.append(self.value)
         return self.value
 
+    def settings(self) -> dict:     # `every` only when it is not the default, so older records still compare equal
+        return {k: v for k, v in vars(self).items() if k not in ('t', 'history') and not (k == 'every' and v == 1)}
     def hyperparameters(self) -> dict:
         "The schedule's name and settings (everything but its counter and history)."
-        return {'schedule': self.name, **{k: v for k, v in vars(self).items() if k not in ('t', 'history')}}
+        return {'schedule': self.name, **self.settings()}
 
     def state_dict(self) -> dict: return dict(name=self.name, t=self.t, history=list(self.history))
     def load_state_dict(self, sd:dict):
@@ -100,7 +104,7 @@ class Scoping:
         self.t, self.history = int(sd['t']), [float(g) for g in sd['history']]
 
     def __repr__(self):
-        kw = ', '.join(f'{k}={v}' for k,v in vars(self).items() if k not in ('t', 'history'))
+        kw = ', '.join(f'{k}={v}' for k, v in self.settings().items())
         return f'{type(self).__name__}({kw}; t={self.t}, gamma={self.value:.4g})'
 
 # %% ../nbs/05_optim.ipynb #91fe89cc
@@ -115,9 +119,9 @@ class Constant(Scoping):
 class Exponential(Scoping):
     "γ₀(1+γ₁)^t, optionally capped: the thesis' scoping."
     name = 'exponential'
-    def __init__(self, gamma0:float, gamma1:float, cap:float|None=None):
+    def __init__(self, gamma0:float, gamma1:float, cap:float|None=None, every:int=1):
         self.gamma0, self.gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
-        super().__init__(cap)
+        super().__init__(cap, every)
     def raw(self, t):
         try: return self.gamma0 * (1+self.gamma1)**t
         except OverflowError: return math.inf
@@ -125,18 +129,18 @@ class Exponential(Scoping):
 class Linear(Scoping):
     "γ₀ + rate·t, optionally capped."
     name = 'linear'
-    def __init__(self, gamma0:float, rate:float, cap:float|None=None):
+    def __init__(self, gamma0:float, rate:float, cap:float|None=None, every:int=1):
         self.gamma0, self.rate = check_float('gamma0', gamma0, lo=0.), check_float('rate', rate, lo=0.)
-        super().__init__(cap)
+        super().__init__(cap, every)
     def raw(self, t): return self.gamma0 + self.rate*t
 
 class Cosine(Scoping):
     "Half-cosine ramp from γ₀ to γ₁ over `steps` counts, flat at γ₁ afterwards; optionally capped."
     name = 'cosine'
-    def __init__(self, gamma0:float, gamma1:float, steps:int, cap:float|None=None):
+    def __init__(self, gamma0:float, gamma1:float, steps:int, cap:float|None=None, every:int=1):
         self.gamma0, self.gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
         self.steps = check_int('steps', steps, lo=1)
-        super().__init__(cap)
+        super().__init__(cap, every)
     def raw(self, t):
         s = min(t, self.steps)/self.steps
         return self.gamma1 - (self.gamma1-self.gamma0)*(1+math.cos(math.pi*s))/2
@@ -261,6 +265,8 @@ def fresh_batches(self:Wrapper) -> bool: return fit_hooks(self.base).fresh_batch
 def gamma(self:Wrapper) -> float|None: return fit_hooks(self.base).gamma
 @patch(as_prop=True)
 def groups(self:Wrapper) -> int|None: return fit_hooks(self.base).groups
+@patch(as_prop=True)
+def batches(self:Wrapper) -> str: return fit_hooks(self.base).batches
 @patch
 def epoch_end(self:Wrapper): return fit_hooks(self.base).epoch_end()
 @patch
@@ -314,12 +320,15 @@ def __getstate__(self:Wrapper) -> dict:   # for copy and pickle: the base (holdi
     return {k: v for k, v in self.__dict__.items() if not k.startswith('_optimizer_')}   # torch's hooks are not pickled
 
 # %% ../nbs/05_optim.ipynb #25e370b6
+COUPLINGS = ('elastic', 'gradient', 'lagged')   # see 'Where to put the coupling' below
+
 class Replicated(Wrapper):
     "Robust-ensemble training: a base optimizer on stacked replicas plus a pull of strength γ toward their barycentre."
-    state_key, groups = 'replicated', 1                     # `groups` is its own (set below), not the base's
+    state_key, groups, batches = 'replicated', 1, 'own'   # `groups` and `batches` are its own (set below), not the base's
     def __init__(self, params, base=torch.optim.Adam, gamma:float|Scoping=0., coupling:str='elastic',
-                 groups:int=1, **base_kw):
-        self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
+                 groups:int=1, batches:str='own', **base_kw):
+        self.coupling = check_choice('coupling', coupling, COUPLINGS)
+        self.batches = check_choice('batches', batches, ('own', 'shared'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
         super().__init__(params, base, **base_kw)
         self.y = replica_axis([p for g in self.param_groups for p in g['params']], name='params')
@@ -354,8 +363,9 @@ def drop_replicas(self:Replicated, mask):
 # %% ../nbs/05_optim.ipynb #e950c375
 @patch
 def settings(self:Replicated) -> dict:
-    "Coupling, groups, replicas and the γ schedule (`gamma.*`); `hyperparameters()` adds the base's (`base.*`)."
-    return {'coupling': self.coupling, 'groups': self.groups, 'y': self.y, **prefixed('gamma.', self.schedule.hyperparameters())}
+    "Coupling, groups, minibatch sharing, replicas and the γ schedule (`gamma.*`); `hyperparameters()` adds the base's (`base.*`)."
+    return {'coupling': self.coupling, 'groups': self.groups, 'batches': self.batches, 'y': self.y,
+            **prefixed('gamma.', self.schedule.hyperparameters())}
 
 @patch
 def check_group(self:Replicated, group:dict):
@@ -397,6 +407,15 @@ def _grouped(self:Replicated, t:Tensor) -> Tensor:
 
 # %% ../nbs/05_optim.ipynb #6a85ad0f
 @patch
+def _pull(self:Replicated, ps:list[Tensor], cs:list[Tensor], gamma:float):
+    "Move every active replica a fraction min(w, 1) of the way to its group's barycentre in `cs`: w = lr·γ ('elastic') or γ ('lagged')."
+    m = None if bool(self.active.all()) else self.active
+    lrs = {id(p): float(g['lr']) for g in self.param_groups for p in g['params']}
+    for p, c in zip(ps, cs):
+        w = min((lrs[id(p)] if self.coupling == 'elastic' else 1.) * gamma, 1.)
+        if w > 0: self._grouped(p).lerp_(c, w if m is None else w * self._grouped(per_replica(m, p)))
+
+@patch
 @torch.no_grad()
 def step(self:Replicated, closure=None):
     "One coupled step; the optional `closure` recomputes the loss and calls `backward()`. Returns its loss."
@@ -405,21 +424,18 @@ def step(self:Replicated, closure=None):
         with torch.enable_grad(): loss = closure()
     gamma, ps = self.gamma, self._coupled()
     on = gamma > 0 and self.y > self.groups and len(ps) > 0
-    mask = lambda: None if bool(self.active.all()) else self.active    # read after `_centres`, which may drop replicas
     if on and self.coupling == 'gradient':
-        cs, m = self._centres(ps), mask()
+        cs = self._centres(ps)
+        m = None if bool(self.active.all()) else self.active          # read after `_centres`, which may drop replicas
         for p, c in zip(ps, cs):
             pull = self._grouped(p) - c
             if m is not None: pull.mul_(self._grouped(per_replica(m, p)))
             self._grouped(p.grad).add_(pull, alpha=gamma)
+    before = self._centres(ps) if on and self.coupling == 'lagged' else None   # the barycentre at the start of the step
     self.base.step()
-    if on and self.coupling == 'elastic':
-        lrs = {id(p): float(g['lr']) for g in self.param_groups for p in g['params']}
-        cs, m = self._centres(ps), mask()
-        for p, c in zip(ps, cs):
-            w = min(lrs[id(p)] * gamma, 1.)
-            if w > 0: self._grouped(p).lerp_(c, w if m is None else w * self._grouped(per_replica(m, p)))
+    if on and self.coupling != 'gradient': self._pull(ps, before or self._centres(ps), gamma)
     return loss
+
 
 # %% ../nbs/05_optim.ipynb #1872434f
 @patch
@@ -447,7 +463,7 @@ class LoopReplicated:
         if self.models is None or not all(isinstance(m, nn.Module) for m in self.models):
             raise TypeError(f"models must be a list of single-replica nn.Modules, got {type(models).__name__}")
         if not self.models: raise ValueError("models must not be empty")
-        self.coupling = check_choice('coupling', coupling, ('elastic', 'gradient'))
+        self.coupling = check_choice('coupling', coupling, COUPLINGS)
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
         every = [p for m in self.models for p in m.parameters()]
         self.opts = [base(list(m.parameters()), **prepare_base(base, every, base_kw)) for m in self.models]
@@ -473,11 +489,12 @@ class LoopReplicated:
             for m in self.models:
                 for p, c in zip(m.parameters(), centre):
                     if p.grad is not None: p.grad.add_(p - c, alpha=gamma)
+        before = self.barycentre() if self.coupling == 'lagged' else None
         for o in self.opts: o.step()
-        if self.coupling == 'elastic' and gamma > 0:
-            centre = self.barycentre()
+        if self.coupling != 'gradient' and gamma > 0:
+            centre = before or self.barycentre()
             for m, o in zip(self.models, self.opts):
-                w = min(float(o.param_groups[0]['lr'])*gamma, 1.)
+                w = min((float(o.param_groups[0]['lr']) if self.coupling == 'elastic' else 1.)*gamma, 1.)
                 for p, c in zip(m.parameters(), centre):
                     if p.grad is not None: p.lerp_(c, w)
 

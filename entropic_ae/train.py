@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #47a17091
 from __future__ import annotations
-import hashlib, inspect, math, os, tempfile
+import copy, hashlib, inspect, math, os, tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -152,6 +152,8 @@ class Callback:
     def after_step(self, L): pass
     def after_epoch(self, L): pass
     def after_fit(self, L): pass
+    def state_dict(self) -> dict|None: return None   # what a checkpoint keeps to resume this callback (None: nothing)
+    def load_state_dict(self, sd:dict): pass
 
 def _check_cbs(cbs) -> list:
     if isinstance(cbs, Callback) or not isinstance(cbs, Sequence): raise TypeError(f"cbs must be a list of train.Callback, got {cbs!r}")
@@ -181,6 +183,8 @@ class Loop:
         self.y, self.dev = len(self.seeds), self.x.device
         self.hooks, self.params = fit_hooks(self.opt), [p for p in self.model.parameters() if p.requires_grad]
         self.gens = [torch.Generator().manual_seed(s) for s in self.seeds]   # minibatch order, one stream per replica
+        shared = check_choice('batches', self.hooks.batches, ('own', 'shared')) == 'shared'
+        self.streams = self.gens[::self.y // (self.hooks.groups or 1)] if shared else self.gens   # shared: a group's first replica's
         self.active = torch.ones(self.y, dtype=torch.bool, device=self.dev)
         self.rows, self.start, self.epoch, self.step, self.loss = [], 0, 0, 0, None
         self.cbs = sorted(self.cbs, key=lambda c: c.order)
@@ -197,10 +201,14 @@ def batch(self:Loop, idx:Tensor) -> tuple[Tensor, Tensor]:
 
 @patch
 def minibatches(self:Loop):
-    "This epoch's minibatch indices [y, b]: each replica its own permutation of the rows."
-    P = self.x.shape[0]
-    perms = torch.stack([torch.randperm(P, generator=g) for g in self.gens]).to(self.dev)
-    return perms.split(self.bs, dim=1)
+    "This epoch's minibatch indices [y, b]: each replica its own permutation of the rows, or each group one (`batches='shared'`)."
+    perms = torch.stack([torch.randperm(self.x.shape[0], generator=g) for g in self.streams])
+    return self.spread(perms).to(self.dev).split(self.bs, dim=1)
+
+@patch
+def spread(self:Loop, idx:Tensor) -> Tensor:
+    "Indices drawn per stream [streams, ...] as one row per replica [y, ...]."
+    return idx.repeat_interleave(self.y // len(self.streams), 0)
 
 # %% ../nbs/09_train.ipynb #ee917ccd
 @patch
@@ -211,8 +219,8 @@ def closure(self:Loop, idx:Tensor) -> Callable:
         nonlocal calls
         self.opt.zero_grad()
         fresh = calls > 0 and self.hooks.fresh_batches
-        xb, tb = self.batch(torch.stack([torch.randint(self.x.shape[0], (idx.shape[1],), generator=g)
-                                         for g in self.gens]).to(self.dev) if fresh else idx)
+        xb, tb = self.batch(self.spread(torch.stack([torch.randint(self.x.shape[0], (idx.shape[1],), generator=g)
+                                                     for g in self.streams])).to(self.dev) if fresh else idx)
         loss = self.loss_fn(self.model(xb), tb)
         if calls == 0: self.loss = loss.detach(); self('after_loss')
         calls += 1
@@ -248,11 +256,11 @@ class Guard(Callback):
             with torch.no_grad():
                 for p, f in zip(L.params, self.frozen): p[dead] = f[dead]
         self.drop(L, ~finite_replicas(L.params, L.y, among=L.active).to(L.dev), L.step)
-    def drop(self, L, bad, step, status='diverged'):
+    def drop(self, L, bad, step, status='diverged', **extra):
         "Take the replicas `bad` out of the active set, with a `status` row each, and freeze them where they are."
         if not bool(bad.any()): return
         for r in bad.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', step, eval_on='replicas', status=status))
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', step, eval_on='replicas', status=status, **extra))
         L.active = L.active & ~bad
         L.hooks.drop_replicas(bad.cpu())
         with torch.no_grad():
@@ -264,25 +272,60 @@ class Guard(Callback):
 
 # %% ../nbs/09_train.ipynb #a2f6c0a4
 class StopAtLoss(Callback):
-    "Freeze each replica (`on='replicas'`) or group read at its barycentre (`on='barycentre'`) once its full training-set loss is below `target`."
+    "Once its full training-set loss is below `target`, freeze each replica (`on='replicas'`) or group read at its barycentre (`on='barycentre'`); `stop=False` keeps a copy of its weights there and trains on."
     order = 15                                          # after the Recorder has seen the epoch, before Checkpoint
-    def __init__(self, target:float, on:str='replicas', every:int=1, batch_size:int|None=None):
+    def __init__(self, target:float, on:str='replicas', every:int=1, batch_size:int|None=None, stop:bool=True):
         self.target, self.on = check_float('target', target, lo=0.), check_choice('on', on, ('replicas', 'barycentre'))
-        self.every = check_int('every', every, lo=1)
+        self.every, self.stop = check_int('every', every, lo=1), check_bool('stop', stop)
         self.batch_size = None if batch_size is None else check_int('batch_size', batch_size, lo=1)
     def before_fit(self, L):
         self.guard = next((c for c in L.cbs if isinstance(c, Guard)), None)
         if self.guard is None: raise ValueError("StopAtLoss needs fit's Guard (it freezes replicas through the Guard's active set)")
         self.groups = (L.hooks.groups or 1) if self.on == 'barycentre' else L.y
+        self.reached, self.snapshot = torch.zeros(L.y, dtype=torch.bool), {}
     def after_epoch(self, L):
-        if ((L.epoch + 1) % self.every and L.epoch + 1 < L.epochs) or not bool(L.active.any()): return
+        todo = L.active & ~self.reached.to(L.dev)
+        if ((L.epoch + 1) % self.every and L.epoch + 1 < L.epochs) or not bool(todo.any()): return
         m = L.model if self.on == 'replicas' else barycentre(L.model, self.groups, L.active)
         loss = dataset_loss(m, L.x, L.loss_fn, self.batch_size, L.t).to(L.dev)   # [y] or [groups]
-        hit = (loss < self.target).repeat_interleave(L.y // self.groups) & L.active
-        self.guard.drop(L, hit, L.step, status='reached')
+        hit = (loss < self.target).repeat_interleave(L.y // self.groups) & todo
+        self.reached |= hit.cpu()
+        if self.stop: return self.guard.drop(L, hit, L.step, status='reached', target=self.target)
+        for r in hit.nonzero().flatten().tolist():
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='reached', target=self.target))
+        if bool(hit.any()): self.keep(L.model, hit.cpu())
     def after_fit(self, L):
-        for r in L.active.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached'))
+        for r in (L.active.cpu() & ~self.reached).nonzero().flatten().tolist():
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached', target=self.target))
+
+
+# %% ../nbs/09_train.ipynb #0bf62d59
+def _stacked(model:nn.Module) -> dict[str, Tensor]:
+    "The entries of `model.state_dict()` that carry the replica axis."
+    y = n_replicas(model)
+    return {k: v for k, v in model.state_dict().items() if v.ndim and v.shape[0] == y}
+
+@patch
+def keep(self:StopAtLoss, model, hit:Tensor):
+    "Copy the weights (and buffers) of the replicas flagged in `hit` into the snapshot."
+    with torch.no_grad():
+        for k, v in _stacked(model).items():
+            self.snapshot.setdefault(k, v.detach().clone())[hit.to(v.device)] = v[hit.to(v.device)]
+
+@patch
+def at_target(self:StopAtLoss, model:nn.Module) -> nn.Module:
+    "A copy of `model` in which every replica that reached the target holds its weights of that moment (with `stop=True`, `model` itself already does)."
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for k, v in _stacked(m).items():               # views of m's tensors: written in place
+            if k in self.snapshot: v[self.reached.to(v.device)] = self.snapshot[k][self.reached.to(v.device)]
+    return m
+
+@patch
+def state_dict(self:StopAtLoss) -> dict: return dict(reached=self.reached.clone(), snapshot=dict(self.snapshot))
+@patch
+def load_state_dict(self:StopAtLoss, sd:dict): self.reached, self.snapshot = sd['reached'].cpu().clone(), dict(sd['snapshot'])
+
 
 # %% ../nbs/09_train.ipynb #52973ee8
 class Schedules(Callback):
@@ -402,6 +445,10 @@ class Checkpoint(Callback):
         L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
         L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
         for g, s in zip(L.gens, ck['gens']): g.set_state(s)
+        keys = {f'{i}.{type(c).__name__}': c for i, c in enumerate(L.cbs)}
+        for k, sd in ck.get('callbacks', {}).items():
+            if k not in keys: raise ValueError(f"resume: checkpoint {self.path} holds the state of callback {k}, which this run does not have")
+            keys[k].load_state_dict(sd)
         torch.set_rng_state(ck['torch_rng'])
         if torch.cuda.is_available() and len(ck['cuda_rng']): torch.cuda.set_rng_state_all(list(ck['cuda_rng']))
         if not bool(L.active.all()):                    # frozen replicas stay frozen at their saved weights
@@ -425,10 +472,14 @@ def check(self:Checkpoint, saved, L):
                               + '; '.join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ''))
 
 # %% ../nbs/09_train.ipynb #99e986b0
+def _callback_states(cbs) -> dict:
+    "The state of every callback that keeps one, keyed by its place and class (`'3.StopAtLoss'`)."
+    return {f'{i}.{type(c).__name__}': sd for i, c in enumerate(cbs) if (sd := c.state_dict()) is not None}
+
 @patch
 def save(self:Checkpoint, L, epoch):
     state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
-                 rows=L.rows, active=L.active.cpu(), gens=[g.get_state() for g in L.gens], seeds=L.seeds,
+                 rows=L.rows, active=L.active.cpu(), callbacks=_callback_states(L.cbs), gens=[g.get_state() for g in L.gens], seeds=L.seeds,
                  torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
     with atomic_path(self.path) as tmp: torch.save(state, tmp)
 

@@ -3,7 +3,8 @@
 Three gloo processes on the CPU (float64) train a tiny batch-norm net and record, after every step, their parameters,
 BN buffers and active flags, and at the end the γ history; the single-process stacked run with the same seeds
 (`train.fit` + `optim.Replicated`) records the same. Scenarios: elastic and gradient coupling, each with a replica
-that dies mid-run; six replicas in two groups that span ranks, coupled every second step; a run killed while
+that dies mid-run; six replicas in two groups that span ranks, coupled every second step; the same groups with the
+lagged coupling and one minibatch order per group (`batches='shared'`); a run killed while
 saving its checkpoint (after every rank wrote its part, before the epoch was recorded) and resumed; a rank that dies,
 which must make the others stop with a clear error within the process group's timeout. One spawn runs them all.
 """
@@ -31,6 +32,7 @@ SCENARIOS = dict(
     elastic=(3, dict(gamma=Exponential(0.5, 0.5), coupling='elastic', lr=0.05), 1, 4, False),
     gradient=(3, dict(gamma=Exponential(0.2, 1.), coupling='gradient', base=partial(torch.optim.SGD, momentum=0.9), lr=0.05), 2, 5, False),
     span=(6, dict(gamma=2., coupling='elastic', groups=2, every=2, lr=0.05), 2, 3, False),
+    shared=(6, dict(gamma=0.3, coupling='lagged', groups=2, batches='shared', lr=0.05), 4, 2, False),
     resume=(3, dict(gamma=Exponential(0.5, 0.5), coupling='elastic', lr=0.05), 0, 1, True))
 
 class Die(Callback):

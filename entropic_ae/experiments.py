@@ -15,9 +15,9 @@ from .core import check_int, check_float, check_choice, check_path, atomic_path
 # %% auto #0
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure', 'elbow',
            'default_profile', 'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters',
-           'notebook_constant', 'notebook_profiles', 'notebook_bounds', 'check_parameters', 'tuned_environ',
-           'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance', 'output_paths',
-           'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+           'notebook_constant', 'notebook_profiles', 'notebook_bounds', 'check_parameters', 'notebook_requires',
+           'missing_data', 'tuned_environ', 'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json',
+           'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -228,6 +228,27 @@ def check_parameters(path, profile:str, params:dict) -> dict:
         return out
     except (TypeError, ValueError) as e: raise type(e)(f"{path.stem}: {e}") from None
 
+# %% ../nbs/15_experiments.ipynb #9e19a002
+def notebook_requires(path, profile:str) -> list[str]:
+    "The data sets the notebook reads under `profile`: its `REQUIRES` (a list, or a dict profile -> list), read as literals; `[]` without one."
+    r = notebook_constant(path, 'REQUIRES')
+    if isinstance(r, dict): r = r.get(profile, [])
+    if r is None: return []
+    if not (isinstance(r, (list, tuple)) and all(isinstance(n, str) for n in r)):
+        raise ValueError(f"{Path(path).stem}: REQUIRES must be a list of data set names, or a dict profile -> list, got {r!r}")
+    return list(r)
+
+def missing_data(notebooks, profile:str, data_root=None) -> dict:
+    "{notebook path: what is missing and how to provide it} for each notebook whose `REQUIRES` names a data set not under the data root."
+    from entropic_ae.vision import IMAGE_SETS, DataMissing, find_files
+    out = {}
+    for nb in map(Path, notebooks):
+        for name in notebook_requires(nb, profile):
+            if name not in IMAGE_SETS: raise ValueError(f"{nb.stem}: REQUIRES names {name!r}, not a data set of vision.IMAGE_SETS {sorted(IMAGE_SETS)}")
+            try: find_files(name, data_root)
+            except DataMissing as e: out[nb] = str(e); break
+    return out
+
 # %% ../nbs/15_experiments.ipynb #3cd31966
 ALLOCATOR_TUNABLES = {'glibc.malloc.mmap_threshold': '4294967296', 'glibc.malloc.trim_threshold': '4294967296'}
 
@@ -364,7 +385,7 @@ class ExperimentFailed(RuntimeError):
 # %% ../nbs/15_experiments.ipynb #7e6f49c6
 def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_dir='figures', folder=None,
                     params:dict|None=None, progress:bool=True, retries:int=2) -> list[Path]:
-    "Execute the experiment notebooks (all, or those named in `only`) for `profile`; returns the executed copies."
+    "Execute the experiment notebooks (all, or those named in `only`) for `profile`, skipping (and naming up front) those whose data is missing; returns the executed copies."
     from tqdm.auto import tqdm
     profile = check_choice('profile', profile or default_profile(), ['quick', 'full'])
     retries = check_int('retries', retries, lo=0)
@@ -373,6 +394,12 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     checked = {nb: check_parameters(nb, profile, dict(params or {})) for nb in nbs}
     out_dir, fig_dir = Path(runs_dir).resolve()/profile, Path(figures_dir).resolve()
     check_writable(runs_dir=out_dir, figures_dir=fig_dir)
+    skipped = missing_data(nbs, profile, (params or {}).get('data_root'))
+    if skipped:                                  # said before any kernel starts, not after the other notebooks' minutes of work
+        print(f"eae-run: skipping {len(skipped)} of {len(nbs)} experiment notebook(s) whose data is missing "
+              f"({', '.join(nb.stem for nb in skipped)}); the others run:", file=sys.stderr)
+        for nb, why in skipped.items(): print(f"  {nb.stem}: {why}", file=sys.stderr)
+        nbs = [nb for nb in nbs if nb not in skipped]
     use_tuned_allocator()
     done, failed = [], {}
     bar = tqdm(nbs, desc=f'experiments ({profile})', disable=not progress)

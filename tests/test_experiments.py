@@ -320,3 +320,32 @@ def test_eae_run_is_the_command_with_sweep_options():
     scripts = dict(s.split('=', 1) for s in cfg['DEFAULT']['console_scripts'].split())
     assert scripts['eae-run'] == 'entropic_ae.sweeps:main', scripts['eae-run']
     with pytest.raises(SystemExit): main(['--workers', '2'])
+
+MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+
+def test_main_job_skips_what_lacks_data_and_says_so_first(toy, monkeypatch, capsys):
+    """Issue 19: without MNIST the main job names the notebooks it skips, and where the files go, before any kernel starts,
+    and runs the others; with the files under the data root it runs them all. (No kernel: execute_atomic is a stub.)"""
+    from entropic_ae import experiments as E
+    root, exp = toy
+    make_nb(exp, 'b_mnist', 'REQUIRES = ["mnist"]\nraise RuntimeError("reads MNIST")')
+    ran = []
+    monkeypatch.setattr(E, 'execute_atomic', lambda nb, out, *a, **k: ran.append(Path(nb).stem) or dict(status='done', wall_s=0.0))
+    monkeypatch.setenv('ENTROPIC_AE_DATA', str(root/'data'))
+    done = run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
+    err = capsys.readouterr().err
+    assert ran == ['a_toy'] and [p.stem for p in done] == ['a_toy']
+    assert 'skipping 1 of 2' in err and 'b_mnist: MNIST not found' in err and str(root/'data'/'MNIST'/'raw') in err, err
+    raw = root/'data'/'MNIST'/'raw'; raw.mkdir(parents=True)
+    for f in MNIST_FILES: (raw/f).touch()
+    ran.clear()
+    run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
+    assert ran == ['a_toy', 'b_mnist'] and 'skipping' not in capsys.readouterr().err
+
+def test_repository_mnist_experiments_declare_their_data(tmp_path):
+    "The MNIST notebooks say so in REQUIRES, so the runner can skip them on a machine without the files."
+    from entropic_ae.experiments import find_notebook, missing_data
+    nb = find_notebook('mnist_autoencoders')
+    assert 'MNIST not found' in missing_data([nb], 'quick', tmp_path)[nb]
+    for f in MNIST_FILES: (tmp_path/'MNIST'/'raw').mkdir(parents=True, exist_ok=True); (tmp_path/'MNIST'/'raw'/f).touch()
+    assert missing_data([nb], 'quick', tmp_path) == {}

@@ -1,6 +1,7 @@
-"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM vs AdamW at matched training loss):
-tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the stopping rule's two outcomes
-(reached / not reached) in the tables, a clean skip without the data, and a bad override refused before any work."""
+"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and Entropy-SGD vs
+AdamW at matched training loss): tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the
+stopping rule's two outcomes (reached / not reached) in the tables, a sweep cell resumed from its checkpoint and the
+summary mode gathering cells, a clean skip without the data, and a bad override refused before any work."""
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ from entropic_ae import vision as V
 EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 NB = 'mnist_autoencoders'
 TINY = dict(sizes=[256], held_out=16, trials=2, energy_sigmas=[0.0, 0.1], energy_draws=1, denoise_sigmas=[0.0, 0.5],
-            denoise_draws=1, eval_bs=512, threads=1, device='cpu')
+            denoise_draws=1, eval_bs=512, threads=1, device='cpu', y=2, L=2, sharp_n=16, hessian_iter=2, trace_probes=2, rho_steps=1)
+READS = [('adamw', 'network'), ('sam', 'network'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('esgd', 'network')]
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
@@ -35,19 +37,25 @@ def run(tmp_path, **params):
 def test_quick_runs_and_reports_every_trial(tmp_path, data_root, scale, status):
     "Random pixels never get near the author's target in 2 epochs (not reached, stopped at the limit); a huge target is reached at once."
     out, _ = run(tmp_path, data_root=str(data_root), max_epochs=2, target_scale=scale, **TINY)
-    df = pd.read_csv(out/f'{NB}_quick.csv')
+    df = pd.read_csv(out/f'{NB}_quick_shallow_256.csv')   # a run of other sizes than the profile's names them
     st = df[df.metric == 'stop_epoch']
-    assert len(st) == 2 * 2 and set(st.status) == {status}                       # 2 arms x 2 trials, none dropped
+    assert sorted(set(zip(st.arm, st['read']))) == sorted(READS)
+    assert len(st) == 5 * 2 and set(st.status) == {status}                       # 5 readings x 2 trials, none dropped
     assert (st.value == (2 if status == 'not reached' else 1)).all()
     fin = df[df.metric.isin(['flatness_avg_diff', 'denoising_avg_diff', 'heldout_loss', 'train_loss'])]
-    assert len(fin) == 4 * 4 and np.isfinite(fin.value).all() and (fin.value > 0).all()
-    le = df[(df.metric == 'local_energy') & (df.sigma == 0)].set_index(['arm', 'trial']).value
-    tr = df[df.metric == 'train_loss'].set_index(['arm', 'trial']).value
+    assert len(fin) == 4 * 5 * 2 and np.isfinite(fin.value).all() and (fin.value > 0).all()
+    assert np.isfinite(df[df.metric.isin(['hessian_max', 'hessian_trace', 'rho_sharpness'])].value).all()
+    le = df[(df.metric == 'local_energy') & (df.sigma == 0)].set_index(['arm', 'read', 'trial']).value
+    tr = df[df.metric == 'train_loss'].set_index(['arm', 'read', 'trial']).value
     pd.testing.assert_series_equal(le.sort_index(), tr.sort_index(), check_names=False, rtol=1e-6)   # σ = 0 is the training loss
-    vt = pd.read_csv(out/f'{NB}_quick_verdict.csv')
-    assert {'ratio', 'diff', 'diff_se', 'z', 'status', 'adamw_reached', 'sam_reached', 'trials'} <= set(vt.columns)
+    vt = pd.read_csv(out/f'{NB}_quick_shallow_256_verdict.csv')
+    assert {'ratio', 'diff', 'diff_se', 'z', 'status', 'kind', 'adamw_reached', 'other_reached', 'trials'} <= set(vt.columns)
     assert (vt.adamw_reached == (2 if status == 'reached' else 0)).all() and (vt.trials == 2).all()
-    assert (out/f'{NB}_quick.png').read_bytes()[:4] == b'\x89PNG'
+    assert vt['other'].nunique() == 4
+    checks = vt[vt.kind == 'matching check']                                     # not claims: no holds/contradicted there
+    assert set(checks.metric) == {'train_loss', 'stop_epoch', 'grad_evals'} and not checks.status.isin(['holds', 'contradicted']).any()
+    assert set(checks[checks.metric == 'train_loss'].status) == ({'matched'} if status == 'reached' else {'not matched (0/0 of 2 reached)'})
+    assert (out/f'{NB}_quick_shallow_256.png').read_bytes()[:4] == b'\x89PNG'
 
 def test_without_mnist_it_says_so_and_writes_nothing(tmp_path):
     out, text = run(tmp_path, data_root=str(tmp_path/'empty'), **TINY)

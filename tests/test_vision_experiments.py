@@ -1,6 +1,6 @@
 """Smoke tests of the real-image experiment notebooks (talk_table, sam_study, real_autoencoders): tiny papermill runs of
-the quick profile on the digits, and of the full profile on CPU against miniature CIFAR-10 / MNIST / Fashion-MNIST files
-written in the exact on-disk formats; bad overrides fail before anything is written."""
+the quick profile on the digits, and of the full and MNIST profiles on CPU against miniature CIFAR-10 / MNIST / Fashion-MNIST
+files written in the exact on-disk formats; bad overrides fail before anything is written."""
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -58,6 +58,7 @@ def test_talk_table_quick(tmp_path):
 def test_talk_table_full_on_tiny_cifar(tmp_path, data_root):
     df, vt, _ = run('talk_table', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], **TALK)
     assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
+    assert ((vt.ci95_lo <= vt['diff']) & (vt['diff'] <= vt.ci95_hi)).all()                          # 95 % CI of each paired difference
 
 def test_sam_study_quick_and_full(tmp_path, data_root):
     df, vt, out = run('sam_study', tmp_path, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
@@ -66,9 +67,14 @@ def test_sam_study_quick_and_full(tmp_path, data_root):
     assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
     assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
-    df, vt, _ = run('sam_study', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], trials=2, epochs=1, bs=8,
-                    arms=['sgd', 'sgd_sam', 'adam', 'adam_sam'], n_sharp=8, hessian_iter=3)
-    assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam'} and len(vt) == 2 * 7
+    # issue 19: the MNIST profile (here on a miniature MNIST), with the equal-cost arm SGD 2x epochs and confidence intervals
+    df, vt, out = run('sam_study', tmp_path, profile='mnist_quick', data_root=str(data_root), widths=[2, 2], trials=2, epochs=1, bs=8,
+                      arms=['sgd', 'sgd_sam', 'sgd_2x'], n_sharp=8, hessian_iter=3)
+    assert set(df.arm) == {'sgd', 'sgd_sam', 'sgd_2x'} and len(vt) == 2 * 4
+    assert df[(df.arm == 'sgd_2x') & (df.metric == 'test_error')].epoch.max() == 2                 # twice the epochs
+    eq = vt[vt.claim.str.contains('equal gradient evaluations')]
+    assert len(eq) == 2 and set(eq.reference) == {'sgd_2x'} and (vt.ci95_lo <= vt['diff']).all() and (vt['diff'] <= vt.ci95_hi).all()
+    assert 'CI ±' in pd.read_csv(out/'sam_study_mnist_quick_table.csv').iloc[0, 1]
 
 AE = dict(trials=2, y=2, epochs=2, bs=32, n_draws=2, record_every=1, energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2])
 def test_real_autoencoders_quick_and_full(tmp_path, data_root):

@@ -232,14 +232,10 @@ def _bad_calls(root, exp):
 N_CALLS = 18
 
 @pytest.mark.parametrize('i', range(N_CALLS))
-def test_public_functions_refuse_bad_values_by_name(toy, i):
+def test_public_functions_refuse_bad_values_by_name(toy, i, refuses):
     root, exp = toy
     (root/'a_file').write_text('x')
-    calls = _bad_calls(root, exp)
-    assert len(calls) == N_CALLS
-    f, message = calls[i]
-    with pytest.raises((ValueError, TypeError)) as e: f()
-    assert message in str(e.value), str(e.value)
+    refuses(_bad_calls(root, exp), i, N_CALLS)
 
 def test_a_long_notebook_shows_progress_within_it(toy, capsys):
     "Besides the bar over notebooks, a bar over the running notebook's cells: a 20-minute notebook is seen moving."

@@ -387,7 +387,8 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
                     params:dict|None=None, progress:bool=True, retries:int=2) -> list[Path]:
     "Execute the experiment notebooks (all, or those named in `only`) for `profile`, skipping (and naming up front) those whose data is missing; returns the executed copies."
     from tqdm.auto import tqdm
-    profile = check_choice('profile', profile or default_profile(), ['quick', 'full'])
+    profile = profile or default_profile()           # any profile the notebooks declare (quick, full, thesis, ...): checked per notebook below
+    if not isinstance(profile, str): raise TypeError(f"profile must be a string, got {profile!r}")
     retries = check_int('retries', retries, lo=0)
     if params is not None and not isinstance(params, dict): raise TypeError(f"params must be a dict (name -> value), got {params!r}")
     nbs = [find_notebook(n, folder) for n in dict.fromkeys(only)] if only else experiment_notebooks(folder)
@@ -417,7 +418,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
 # %% ../nbs/15_experiments.ipynb #035dd24d
 def _parser():
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
-    ap.add_argument('--profile', default=None, help="quick | full | auto (default: full on CUDA, quick otherwise)")
+    ap.add_argument('--profile', default=None, help="quick | full | any profile the notebooks declare, e.g. thesis (default: full on CUDA, quick otherwise)")
     ap.add_argument('--only', nargs='+', action='extend', metavar='NOTEBOOK', help='run only these experiment notebooks (by name)')
     ap.add_argument('--runs-dir', default='runs', help='where executed notebooks go (default: runs/)')
     ap.add_argument('--figures-dir', default=None, help='where figures and tables go (default: figures/)')

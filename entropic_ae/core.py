@@ -12,8 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['CSV_DIGITS', 'check_int', 'check_seeds', 'check_float', 'check_sigmas', 'check_choice', 'check_path',
-           'check_callable', 'check_bool', 'default_device', 'make_generator', 'tidy', 'atomic_path', 'format_float',
-           'write_csv']
+           'check_callable', 'check_bool', 'check_module', 'default_device', 'make_generator', 'tidy', 'atomic_path',
+           'format_float', 'write_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -26,15 +26,16 @@ def check_int(name:str, value, lo=None, hi=None) -> int:
     return value
 
 # %% ../nbs/00_core.ipynb #c5e1a0b2
-def check_seeds(seeds, y:int) -> list[int]:
-    "`seeds` as a list of `y` distinct non-negative integers (one per replica); `None` gives `range(y)`."
-    y = check_int('y', y, lo=1)
-    if seeds is None: return list(range(y))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
-        raise TypeError(f"seeds must be a list of {y} integers, got {seeds!r}")
-    if len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
+def check_seeds(seeds, y:int|None=None) -> list[int]:
+    "`seeds` as a list of distinct non-negative integers, one per replica: `y` of them (`None` gives `range(y)`), or any non-zero number when `y` is None."
+    if y is not None: y = check_int('y', y, lo=1)
+    if seeds is None and y is not None: return list(range(y))
+    if seeds is None or isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds must be a list of {y or 'one or more'} integers, got {seeds!r}")
+    if y is None and not seeds: raise ValueError("seeds must name at least one replica, got []")
+    if y is not None and len(seeds) != y: raise ValueError(f"seeds must have one entry per replica (y={y}), got {len(seeds)}")
     seeds = [check_int(f'seeds[{i}]', s, lo=0) for i, s in enumerate(seeds)]
-    if len(set(seeds)) < y: raise ValueError(f"seeds must be distinct (equal seeds make identical replicas), got {seeds}")
+    if len(set(seeds)) < len(seeds): raise ValueError(f"seeds must be distinct (equal seeds make identical replicas), got {seeds}")
     return seeds
 
 # %% ../nbs/00_core.ipynb #80d02483
@@ -80,6 +81,12 @@ def check_callable(name:str, value):
 def check_bool(name:str, value) -> bool:
     "`value` if it is `True` or `False`, else a `TypeError` naming `name`."
     if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+    return value
+
+# %% ../nbs/00_core.ipynb #7a7cbab1
+def check_module(name:str, value) -> torch.nn.Module:
+    "`value` if it is an `nn.Module`, else a `TypeError` naming `name`."
+    if not isinstance(value, torch.nn.Module): raise TypeError(f"{name} must be an nn.Module, got {type(value).__name__}")
     return value
 
 # %% ../nbs/00_core.ipynb #2998efd2

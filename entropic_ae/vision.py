@@ -12,14 +12,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn, Tensor
-from .core import check_int, check_float, check_choice, default_device
+from .core import check_int, check_float, check_choice, check_module, check_seeds, default_device
 from .models import error_rate
 from .data import check_data, check_float_dtype
-from .replicas import replicate, n_replicas, barycentre, ensemble_forward, recompute_bn, check_groups
+from .replicas import replicate, n_replicas, barycentre, recompute_bn, check_groups
 from .optim import Wrapper, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
-from .flatness import dataset_loss, local_energy
-from .train import cosine, step_lr
+from .flatness import dataset_loss
+from .train import cosine, step_lr, evaluate
+from .sharpness import delta_energy
 
 # %% auto #0
 __all__ = ['ENV_VAR', 'IMAGE_SETS', 'VGG16', 'CLASSIFIERS', 'RECIPES', 'data_root', 'ImageSet', 'DataMissing', 'DataCorrupt',
@@ -316,10 +317,8 @@ class DeviceLoader:
     def __init__(self, x:Tensor, t:Tensor|None=None, bs:int=64, seeds:Sequence[int]=(0,), drop_last:bool=False, augment:Callable|None=None):
         self.x, self.t, self.bs = check_data('x', x), t, check_int('bs', bs, lo=1)
         if t is not None: check_data('t', t, rows=len(x))
-        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence): raise TypeError(f"seeds must be a list of ints (one per replica), got {seeds!r}")
         if augment is not None and not callable(augment): raise TypeError(f"augment must be a function of a batch, got {augment!r}")
-        self.gens = [torch.Generator().manual_seed(check_int(f'seeds[{i}]', s, lo=0)) for i, s in enumerate(seeds)]
-        if not self.gens: raise ValueError("seeds must name at least one replica")
+        self.gens = [torch.Generator().manual_seed(s) for s in check_seeds(seeds)]   # the library's one seed rule
         self.drop_last, self.augment = bool(drop_last), augment
     def __len__(self): return len(self.x) // self.bs if self.drop_last else math.ceil(len(self.x) / self.bs)
     def __iter__(self):
@@ -453,7 +452,7 @@ class ConvAE(nn.Module):
 # %% ../nbs/11_vision.ipynb #fa4acc31
 def channels_last_(model:nn.Module) -> nn.Module:
     "Lay out every 4-d (and stacked 5-d) floating parameter and buffer of `model` channels-last per replica, in place."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     for t in [*model.parameters(), *model.buffers()]:
         if t.is_floating_point() and t.dim() in (4, 5):
             lead = t.dim() - 4
@@ -526,28 +525,23 @@ def bn_barycentre(model:nn.Module, x:Tensor, groups:int=1, batch_size:int=256) -
 
 @torch.no_grad()
 def classifier_errors(model:nn.Module, data, groups:int=1, batch_size:int=500, bn_batch_size:int=256) -> dict[str, Tensor]:
-    "Test error rates: 'replicas' [y], 'barycentre' [groups] (BN statistics recomputed on `data.x_train`), 'ensemble' [groups]."
+    "Test error rates by `train.evaluate`: 'replicas' [y], 'barycentre' [groups] (`bn_barycentre` on `data.x_train`), 'ensemble' [groups]."
     if not all(isinstance(getattr(data, k, None), Tensor) for k in ('x_train', 'x_test', 't_test')):
         raise TypeError(f"data must have tensors x_train, x_test and t_test (an ImageData), got {type(data).__name__}")
     y = n_replicas(model); check_groups(y, groups)
     batch_size, bn_batch_size = check_int('batch_size', batch_size, lo=1), check_int('bn_batch_size', bn_batch_size, lo=1)
-    model.eval()
-    res = {'replicas': dataset_loss(model, data.x_test, error_rate, batch_size, data.t_test)}
-    bary = bn_barycentre(model, data.x_train, groups, bn_batch_size)
-    res['barycentre'] = dataset_loss(bary, data.x_test, error_rate, batch_size, data.t_test)
-    ens = lambda x: ensemble_forward(model, x, groups)
-    ens.y = groups
-    parts = [(error_rate(ens(data.x_test[a:a + batch_size]), data.t_test[a:a + batch_size]), min(batch_size, len(data.x_test) - a))
-             for a in range(0, len(data.x_test), batch_size)]
-    res['ensemble'] = sum(e * n for e, n in parts) / len(data.x_test)
-    return {k: v.cpu() for k, v in res.items()}
+    ev = partial(evaluate, data=data, metrics=['test_error'], batch_size=batch_size)
+    rows = ev(model, on=('replicas', 'ensemble'), groups=groups)
+    rows += [dict(r, eval_on='barycentre') for r in ev(bn_barycentre(model, data.x_train, groups, bn_batch_size), on='replicas')]
+    dt = next(model.parameters()).dtype
+    return {k: torch.tensor([r['value'] for r in rows if r['eval_on'] == k], dtype=dt) for k in ('replicas', 'barycentre', 'ensemble')}
+
 
 # %% ../nbs/11_vision.ipynb #7e67b2d5
 def delta_error(model:nn.Module, x:Tensor, target:Tensor, sigmas, n_draws:int=20, seed=0, batch_size:int|None=None) -> Tensor:
-    "δε [y, S]: mean training error under the weight noise w → w(1 + σz), minus the unperturbed training error."
+    "δε [y, S]: `sharpness.delta_energy` with the error rate as ε: mean training error under w → w(1 + σz) minus the unperturbed one."
     if target is None: raise ValueError("target must give the labels of x (an error rate needs them)")
-    e = local_energy(model, x, sigmas, n_draws, seed, error_rate, batch_size, target)
-    return e - dataset_loss(model, x, error_rate, batch_size, target)[:, None]
+    return delta_energy(model, x, sigmas, n_draws, seed, error_rate, target, batch_size)
 
 def _error(model, x, target, loss_fn, batch_size=None): return dataset_loss(model, x, error_rate, batch_size, target)
 def _m_delta_error(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None):

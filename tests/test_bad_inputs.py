@@ -505,6 +505,8 @@ case(VI.DeviceLoader, match='t', x=IMG, t=Lazy(lambda: torch.zeros(5, dtype=torc
 case(VI.DeviceLoader, match='seeds', seeds=[], **DLd)
 case(VI.DeviceLoader, match='seeds', seeds=[-1], **DLd)
 case(VI.DeviceLoader, match='seeds', seeds=3, **DLd)
+case(VI.DeviceLoader, match='seeds must be distinct', seeds=[1, 1], **DLd)   # core.check_seeds' rule (issue 20)
+case(VI.DeviceLoader, match='seeds', seeds=None, **DLd)
 case(VI.DeviceLoader, match='augment', augment=3, **DLd)
 case(VI.DeviceLoader, match='x', x='abc')
 case(VI.DeviceLoader, match='x', x=Lazy(lambda: torch.rand(0, 3)))

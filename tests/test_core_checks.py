@@ -38,3 +38,23 @@ def test_fit_accepts_a_stack_the_library_built():
 def test_stacked_checks_seeds():
     from entropic_ae.replicas import Stacked
     with pytest.raises(ValueError, match='seeds must be distinct'): Stacked([nn.Linear(2, 2), nn.Linear(2, 2)], seeds=[1, 1])
+
+def test_check_seeds_without_y_takes_as_many_as_given():
+    "A loader whose seeds say how many replicas there are: any non-empty list, under the same rule."
+    from entropic_ae.core import check_seeds
+    assert check_seeds([5, 0, 3]) == [5, 0, 3]
+    for bad, err in [([], ValueError), (None, TypeError), ([2, 2], ValueError), ([-1], ValueError), (3, TypeError)]:
+        with pytest.raises(err, match='seeds'): check_seeds(bad)
+
+def test_check_module_one_message_wherever_a_model_is_taken():
+    "`core.check_module` replaces the ad-hoc checks; each function taking a model refuses a non-module by its parameter's name."
+    from entropic_ae.core import check_module
+    from entropic_ae import replicas as R, sam as S, flatness as F, vision as V
+    lin = nn.Linear(2, 1)
+    assert check_module('model', lin) is lin
+    with pytest.raises(TypeError, match='net must be an nn.Module, got list'): check_module('net', [lin])
+    calls = [(R.sample_dims_of, 'module'), (lambda m: R.recompute_bn(m, torch.zeros(2, 2)), 'model'),
+             (S.asam_param_groups, 'model'), (lambda m: S.frozen_running_stats(m).__enter__(), 'model'),
+             (lambda m: S.stats_once(m, lambda: 0.), 'model'), (F.model_device, 'model'), (V.channels_last_, 'model')]
+    for f, name in calls:
+        with pytest.raises(TypeError, match=f'^{name} must be an nn.Module, got list$'): f([lin])

@@ -158,7 +158,8 @@ def test_classifier_errors_ensemble_and_barycentre():
     fit(m, data, epochs=2, bs=8, opt_func=partial(torch.optim.SGD, lr=0.05), loss_fn=cross_entropy, progress=False, metrics=[])
     e = V.classifier_errors(m, data, groups=2)
     assert e['replicas'].shape == (4,) and e['barycentre'].shape == (2,) and e['ensemble'].shape == (2,)
-    logits = m(data.x_test).mean(0)                                         # eval mode: ensemble of all 4 by hand
+    assert m.training                                                       # classifier_errors leaves the model's mode as it was
+    logits = m.eval()(data.x_test).mean(0)                                  # eval mode: ensemble of all 4 by hand
     e1 = V.classifier_errors(m, data, groups=1)['ensemble']
     assert torch.allclose(e1, (logits.argmax(-1) != data.t_test).float().mean().view(1), atol=1e-6)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_sharpness.ipynb #78920e5c
 from __future__ import annotations
-import copy, math, numbers
+import copy, math, numbers, time
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,38 +104,47 @@ class _Draws:
         return torch.stack([self._one(g, shape, dtype, kind) for g in self.gens])
 
 # %% ../nbs/08_sharpness.ipynb #22824452
-def _grads(loss:Tensor, params, **kw) -> list[Tensor]:
+def _grads(loss, params, **kw) -> list[Tensor]:
     gs = torch.autograd.grad(loss, params, allow_unused=True, **kw)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
 
-def _hvp(loss, params, vs):
+def _hess_graph(loss, params) -> Callable:
+    "`vs -> H vs` (lists of tensors shaped like `params`) from one gradient graph of `loss`, reused by every call."
     g = _grads(loss, params, create_graph=True)
-    gv = [(gi * vi).sum() for gi, vi in zip(g, vs) if gi.requires_grad]
-    return _grads(sum(gv), params) if gv else [torch.zeros_like(p) for p in params]
+    live = [i for i, gi in enumerate(g) if gi.requires_grad]
+    def hv(vs):
+        if not live: return [torch.zeros_like(p) for p in params]
+        return _grads([g[i] for i in live], params, grad_outputs=[vs[i] for i in live], retain_graph=True)
+    return hv
 
-def _ggn_vp(out, loss, params, vs):
+def _ggn_graph(out, loss, params) -> Callable:
+    "`vs -> G vs`, G = Jᵀ H_out J, from the graphs of Jᵀu (dummy u) and of the output gradient, built once."
     u = torch.zeros_like(out, requires_grad=True)
     jtu = torch.autograd.grad(out, params, u, create_graph=True, allow_unused=True)
-    keep = [(t, v) for t, v in zip(jtu, vs) if t is not None]
-    jv = torch.autograd.grad([t for t, _ in keep], u, [v for _, v in keep], retain_graph=True)[0]
+    keep = [i for i, t in enumerate(jtu) if t is not None]
     gout = torch.autograd.grad(loss, out, create_graph=True)[0]
-    hjv = torch.autograd.grad(gout, out, jv, retain_graph=True, allow_unused=True)[0] if gout.requires_grad else None
-    return _grads(out, params, grad_outputs=torch.zeros_like(out) if hjv is None else hjv)
+    def gv(vs):
+        jv = torch.autograd.grad([jtu[i] for i in keep], u, [vs[i] for i in keep], retain_graph=True)[0]
+        hjv = torch.autograd.grad(gout, out, jv, retain_graph=True, allow_unused=True)[0] if gout.requires_grad else None
+        return _grads(out, params, grad_outputs=torch.zeros_like(out) if hjv is None else hjv, retain_graph=True)
+    return gv
 
 def curvature_operator(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, target:Tensor|None=None,
-                       batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False):
-    "`(F, matvec)`: `matvec(v)` maps per-replica vectors v [y, n] to (H_a v_a) [y, n], H_a replica a's Hessian (or Gauss–Newton matrix) of the training loss."
-    check_callable('loss_fn', loss_fn)
+                       batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False, keep_graph:bool=True):
+    "`(F, matvec)`: `matvec(v)` maps per-replica vectors v [y, n] to (H_a v_a) [y, n], H_a replica a's Hessian (or Gauss–Newton matrix) of the training loss; each chunk's gradient graph is built once and reused (`keep_graph=False`: rebuilt at every product, one chunk's memory)."
+    check_callable('loss_fn', loss_fn); check_bool('keep_graph', keep_graph)
     F = _Flat(model)
     x, target, parts = _data(model, x, target, batch_size, subset)
     n = x.shape[0]
+    def graph(a, b):
+        with torch.enable_grad():
+            o = model(x[a:b])
+            loss = loss_fn(o, target[a:b]).sum() * ((b - a) / n)
+            return _ggn_graph(o, loss, F.params) if gauss_newton else _hess_graph(loss, F.params)
+    kept = [graph(a, b) for a, b in parts] if keep_graph else None
     def matvec(v:Tensor) -> Tensor:
         vs, out = F.split(v), torch.zeros_like(v)
-        for a, b in parts:
-            with torch.enable_grad():
-                o = model(x[a:b])
-                loss = loss_fn(o, target[a:b]).sum() * ((b - a) / n)
-                out += F.flat(_ggn_vp(o, loss, F.params, vs) if gauss_newton else _hvp(loss, F.params, vs))
+        for i, (a, b) in enumerate(parts): out += F.flat((kept[i] if keep_graph else graph(a, b))(vs))
         return out
     return F, matvec
 
@@ -155,8 +164,13 @@ def dense_hessian(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, targe
     return torch.autograd.functional.hessian(f, torch.cat([p.detach().reshape(-1) for p in ps]))
 
 # %% ../nbs/08_sharpness.ipynb #686c0786
-def lanczos(matvec:Callable, v0:Tensor, n_iter:int) -> tuple[Tensor, Tensor]:
-    "Lanczos with full reorthogonalisation on `y` symmetric operators at once: start vectors `v0` [y, n] -> tridiagonal T [y, m, m] (float64) and basis Q [m, y, n]."
+def _converged(T:Tensor, b:Tensor, k:int, tol:float) -> bool:
+    "Whether every replica's top-`k` Ritz pairs of the tridiagonal `T` [y, j, j] have residual b·|s_last| ≤ tol·|θ|."
+    theta, S = torch.linalg.eigh(T)
+    return bool((b.double()[:, None] * S[:, -1, -k:].abs() <= tol * theta[:, -k:].abs()).all())
+
+def lanczos(matvec:Callable, v0:Tensor, n_iter:int, tol:float|None=None, k:int=1) -> tuple[Tensor, Tensor]:
+    "Lanczos with full reorthogonalisation on `y` symmetric operators at once: start vectors `v0` [y, n] -> tridiagonal T [y, m, m] (float64) and basis Q [m, y, n]; `tol`: stop before `n_iter` steps once every replica's top-`k` Ritz values have residual ≤ tol·|θ|."
     check_callable('matvec', matvec)
     if not isinstance(v0, Tensor) or v0.dim() != 2 or not v0.is_floating_point():
         raise ValueError(f"v0 must be a floating tensor [y, n], got {type(v0).__name__} {tuple(getattr(v0, 'shape', ()))}")
@@ -164,10 +178,12 @@ def lanczos(matvec:Callable, v0:Tensor, n_iter:int) -> tuple[Tensor, Tensor]:
     if (v0.norm(dim=1) == 0).any(): raise ValueError("v0 must have a non-zero start vector for every replica")
     y, n = v0.shape
     m = check_int('n_iter', n_iter, lo=1, hi=n)
+    if tol is not None: tol = check_float('tol', tol, lo=0.)
+    k = check_int('k', k, lo=1, hi=m)
     Q = v0.new_zeros(m, y, n)
     T = torch.zeros(y, m, m, dtype=torch.float64, device=v0.device)
     q = v0 / v0.norm(dim=1, keepdim=True)
-    scale, tol = torch.zeros(y, dtype=v0.dtype, device=v0.device), 100 * torch.finfo(v0.dtype).eps
+    scale, eps = torch.zeros(y, dtype=v0.dtype, device=v0.device), 100 * torch.finfo(v0.dtype).eps
     gen = make_generator(0, v0.device)
     def orth(w, j):                     # remove the components along q_0..q_j, twice
         for _ in range(2): w = w - torch.einsum('my,myn->yn', torch.einsum('myn,yn->my', Q[:j+1], w), Q[:j+1])
@@ -179,15 +195,16 @@ def lanczos(matvec:Callable, v0:Tensor, n_iter:int) -> tuple[Tensor, Tensor]:
         w = orth(w - a[:, None] * q - (T[:, j, j-1].to(w.dtype)[:, None] * Q[j-1] if j else 0), j)
         if j == m - 1: break
         b = w.norm(dim=1)
+        if tol is not None and j + 1 >= k and _converged(T[:, :j+1, :j+1], b, k, tol): m = j + 1; break
         scale = torch.maximum(scale, torch.maximum(a.abs(), b))
-        dead = b <= tol * scale
+        dead = b <= eps * scale
         if dead.any():                  # invariant subspace: restart with a random vector orthogonal to the basis
             r = orth(torch.randn(y, n, generator=gen, device=v0.device, dtype=v0.dtype), j)
             q = torch.where(dead[:, None], r / r.norm(dim=1, keepdim=True), w / b.clamp_min(1e-300)[:, None])
             b = torch.where(dead, 0., b)
         else: q = w / b[:, None]
         T[:, j+1, j] = T[:, j, j+1] = b.double()
-    return T, Q
+    return T[:, :m, :m], Q[:m]
 
 # %% ../nbs/08_sharpness.ipynb #2fcae5b3
 def _counted(fn:Callable, bar) -> Callable:
@@ -203,17 +220,18 @@ def _check_common(bn, subset, gauss_newton=False):
 
 def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=0, loss_fn:Callable=recon_error,
                  target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
-                 bn:str='eval', vectors:bool=False, progress:bool=True):
-    "Top-`k` eigenvalues [y, k] (descending) of each replica's Hessian of the training loss, by `n_iter` Lanczos steps (default min(n, 2k + 20)); `vectors`: also the Ritz vectors, a list of [y, k, ...] tensors."
+                 bn:str='eval', vectors:bool=False, progress:bool=True, tol:float|None=None):
+    "Top-`k` eigenvalues [y, k] (descending) of each replica's Hessian of the training loss, by `n_iter` Lanczos steps (default min(n, 2k + 20); with `tol`, fewer once each is within tol·|λ| of an eigenvalue); `vectors`: also the Ritz vectors, a list of [y, k, ...] tensors."
     k = check_int('k', k, lo=1)
     if n_iter is not None: check_int('n_iter', n_iter, lo=k)
+    if tol is not None: check_float('tol', tol, lo=0.)
     _check_common(bn, subset, gauss_newton); check_bool('vectors', vectors); check_bool('progress', progress)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
         m = min(F.n, 2 * k + 20) if n_iter is None else min(n_iter, F.n)
         with _bar(m, 'Lanczos', progress) as bar:
-            T, Q = lanczos(_counted(mv, bar), _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype), m)
+            T, Q = lanczos(_counted(mv, bar), _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype), m, tol, k)
     theta, U = torch.linalg.eigh(T)
     top = theta.flip(-1)[:, :k].to(Q.dtype)
     if not vectors: return top
@@ -455,28 +473,92 @@ def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn'
     return out
 
 # %% ../nbs/08_sharpness.ipynb #a8b5b84b
-def _default_points(device, y:int, n_params:int, rows:int, width:int) -> int:
-    "Grid points per pass: as many as fit a budget of weights plus first-layer activations (256 MB on a GPU, 64 MB on a CPU)."
+def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
+    "The most grid points one pass may hold: weights plus first-layer activations within 256 MB on a GPU, 64 MB on a CPU."
     budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
     return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
 
+def _cache_bytes() -> int:
+    "The per-core L2 cache in bytes, as the OS reports it (1 MiB where it does not)."
+    try:
+        for d in sorted(Path('/sys/devices/system/cpu/cpu0/cache').glob('index*')):
+            if (d/'level').read_text().strip() == '2' and (d/'type').read_text().strip() in ('Unified', 'Data'):
+                s = (d/'size').read_text().strip().upper()
+                return int(s[:-1]) * {'K': 2**10, 'M': 2**20}[s[-1]] if s[-1] in 'KM' else int(s)
+    except (OSError, ValueError): pass
+    return 2**20
+
+class _FirstLayers:
+    "Every `StackedLinear` that reads the data chunk itself: its output at a point is the same combination of the per-basis outputs x·B_j + β_j, computed once per chunk."
+    def __init__(self, model, params, basis, budget:int=2**28):
+        pos, self.layers, self.cache, self.chunk, self.coef, self.extra_s = {id(p): i for i, p in enumerate(params)}, {}, {}, None, None, 0.
+        for name, m in model.named_modules():
+            if isinstance(m, StackedLinear) and id(m.weight) in pos and id(m.bias) in pos: self.layers[name] = (pos[id(m.weight)], pos[id(m.bias)])
+        self.basis, self.budget, self.y = basis, budget, n_replicas(model)
+    def patch(self, sc):
+        "Route the scratch copy's first layers through the shortcut (any other input goes the ordinary way)."
+        for name, m in sc.named_modules():
+            if name in self.layers: m.forward = lambda x, m=m, name=name: self.forward(name, m, x)
+        return sc
+    def forward(self, name, m, x):
+        key = (name, *self.chunk[1])
+        if x is not self.chunk[0] or (key not in self.cache and not self._fill(name, key, x)): return StackedLinear.forward(m, x)
+        c, P = self.coef, self.cache[key]                                         # c [k, nb], P [nb, y, rows, out]
+        out = P[0].unsqueeze(0) * c[:, 0].view(-1, 1, 1, 1)
+        for j in range(1, len(P)): out.addcmul_(P[j].unsqueeze(0), c[:, j].view(-1, 1, 1, 1))
+        return out.view(-1, *out.shape[2:])
+    def _fill(self, name, key, x) -> bool:
+        wi, bi = self.layers[name]
+        need = len(self.basis) * self.y * x.shape[0] * self.basis[0][wi].shape[-1] * x.element_size()
+        if need + sum(t.nbytes for t in self.cache.values()) > self.budget: return False
+        t = time.perf_counter()
+        xe = x.expand(self.y, *x.shape)
+        self.cache[key] = torch.stack([torch.baddbmm(B[bi].expand(self.y, *B[bi].shape[1:]), xe, B[wi].expand(self.y, *B[wi].shape[1:])) for B in self.basis])
+        self.extra_s += time.perf_counter() - t
+        return True
+
+def _loss(model, x, target, loss_fn, parts, first) -> Tensor:
+    "`dataset_loss` over the row chunks `parts`, telling `first` which chunk goes in."
+    n, total = x.shape[0], 0.
+    for a, b in parts:
+        xc = x if len(parts) == 1 else x[a:b]
+        first.chunk = (xc, (a, b))
+        l = loss_fn(model(xc), target if len(parts) == 1 else target[a:b])
+        total = l if len(parts) == 1 else total + l * ((b - a) / n)
+    return total
+
 @torch.no_grad()
-def _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, on_pass=None, progress=True, desc='points'):
-    "Losses of the points `todo` into `out` [G, y]: `points_per_pass` points at a time as replicas of one stacked scratch copy filled by `fill(views, buffers, idx)`."
-    y = n_replicas(model)
-    k = points_per_pass or _default_points(model_device(model), y, _Flat(model).n, min(x.shape[0], batch_size or x.shape[0]), x[0].numel())
-    scratch, bar = {}, _bar(len(todo), desc, progress)
-    for i in range(0, len(todo), k):
-        idx = todo[i:i + k]
+def _eval_points(model, basis, coef, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, on_pass=None,
+                 progress=True, desc='points', fill_buffers=None):
+    "Losses of the points `todo` into `out` [G, y], point g's weights Σ_j coef[g, j]·basis[j]: `points_per_pass` points at a time (None: on a CPU, first as many as keep one pass's activations in L2, doubled while the time per point falls) as replicas of one stacked scratch copy."
+    y, params = n_replicas(model), [p for p in model.parameters() if p.requires_grad]
+    rows, dev = min(x.shape[0], batch_size or x.shape[0]), model_device(model)
+    cap = points_per_pass or _max_points(dev, y, _Flat(model).n, rows, x[0].numel())
+    if points_per_pass or torch.device(dev).type == 'cuda': k, trial = cap, False       # a GPU: as many as the budget allows
+    else: k, trial = min(cap, max(1, _cache_bytes() // (x.element_size() * y * rows * x[0].numel()))), True   # a CPU: activations L2-sized, then timed
+    best = None
+    first, parts = _FirstLayers(model, params, basis), _chunks(x.shape[0], batch_size)
+    scratch, bar, i = {}, _bar(len(todo), desc, progress), 0
+    while i < len(todo):
+        idx = todo[i:i + k]; i += len(idx)
         if len(idx) not in scratch:
             sc = copy.deepcopy(model) if len(idx) == 1 else stack([model] * len(idx))
             for p in sc.parameters(): p.grad = None
-            scratch[len(idx)] = sc
-        sc = scratch[len(idx)]
-        view = lambda t: t.view(len(idx), y, *t.shape[1:])
-        fill([view(p) for p in sc.parameters() if p.requires_grad],
-             [(view(b), b0) for b, b0 in zip(sc.buffers(), model.buffers())], idx)
-        with bn_mode(sc, bn): out[idx] = dataset_loss(sc, x, loss_fn, batch_size, target).view(len(idx), y).to(out.device, out.dtype)
+            scratch = {len(idx): first.patch(sc)}                                 # only the current size is kept
+        sc, t0, extra = scratch[len(idx)], time.perf_counter(), first.extra_s
+        c = coef[idx].to(x.device, params[0].dtype)
+        for v, *bs in zip((p.view(len(idx), y, *p.shape[1:]) for p in sc.parameters() if p.requires_grad), *basis):
+            for j, B in enumerate(bs):
+                if j == 0: v.copy_(B.unsqueeze(0) * _per(c[:, 0], v))
+                else: v.add_(B.unsqueeze(0) * _per(c[:, j], v))
+        if fill_buffers is not None: fill_buffers([(b.view(len(idx), y, *b.shape[1:]), b0) for b, b0 in zip(sc.buffers(), model.buffers())], idx)
+        first.coef = c
+        with bn_mode(sc, bn): out[idx] = _loss(sc, x, target, loss_fn, parts, first).view(len(idx), y).to(out.device, out.dtype)
+        if trial and len(idx) == k:                                                # double k while the time per point falls
+            dt = (time.perf_counter() - t0 - (first.extra_s - extra)) / k
+            if best is None or dt < best[1]: best = (k, dt)
+            if best[0] == k and 2 * k <= cap: k *= 2
+            else: k, trial = best[0], False
         if on_pass is not None: on_pass(idx)
         bar.update(len(idx))
     bar.close()
@@ -522,17 +604,14 @@ def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=r
         if not torch.allclose(st['check'], check, rtol=1e-6, atol=1e-9):
             raise ValueError(f"path {path} holds a slice of different weights or directions; remove it or pass another path")
         out, done = st['values'], st['done']
-    def fill(views, bufs, idx):
-        c = grid[idx].to(views[0].dtype).to(views[0].device)
-        for j, (v, p) in enumerate(zip(views, F.params)):
-            v.copy_(p.detach().unsqueeze(0).expand_as(v))
-            for a, d in enumerate(directions): v.add_(c[:, a].view(-1, *[1] * (v.dim() - 1)) * d[j].unsqueeze(0))
+    basis = [[p.detach() for p in F.params], *directions]                   # w + a·d₁ + b·d₂
+    coef = torch.cat([torch.ones(len(grid), 1, dtype=grid.dtype), grid], 1)
     def save(idx):
         done[idx] = True
         if path is not None:
             with atomic_path(path) as tmp: torch.save(dict(grid=grid, values=out, done=done, check=check), tmp)
     todo = [i for i in range(len(grid)) if not done[i]]
-    _eval_points(model, fill, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save, progress, 'slice')
+    _eval_points(model, basis, coef, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save, progress, 'slice')
     return out.T.reshape(F.y, *[len(a) for a in axes]).to(F.params[0].device, F.params[0].dtype)
 
 # %% ../nbs/08_sharpness.ipynb #d88115f4
@@ -550,14 +629,16 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
         raise ValueError("model_b must have the same architecture (parameter shapes) as model_a")
     bb = list(model_b.buffers())
     x, target, _ = _data(model_a, x, target, batch_size, subset)
-    def fill(views, bufs, idx):
-        t = ts[idx].to(views[0].device)
-        w = lambda v: t.to(v.dtype).view(-1, *[1] * (v.dim() - 1))
-        for v, a, b in zip(views, pa, pb): v.copy_(torch.lerp(a.detach().unsqueeze(0), b.detach().unsqueeze(0), w(v)))
+    def fill_buffers(bufs, idx):
+        t = ts[idx].to(x.device)
         for (v, a), b in zip(bufs, bb):
-            v.copy_(torch.lerp(a.unsqueeze(0), b.unsqueeze(0), w(v)) if v.is_floating_point() else a.unsqueeze(0).expand_as(v))
+            v.copy_(torch.lerp(a.unsqueeze(0), b.unsqueeze(0), t.to(v.dtype).view(-1, *[1] * (v.dim() - 1))) if v.is_floating_point() else a.unsqueeze(0).expand_as(v))
+    basis = [[p.detach() for p in pa], [p.detach() for p in pb], [b.detach() - a.detach() for a, b in zip(pa, pb)]]
+    lo = ts < 0.5                                                                # torch.lerp's two forms: exact at both ends
+    coef = torch.stack([lo.double(), (~lo).double(), torch.where(lo, ts, ts - 1)], 1)   # w_a + t·(w_b − w_a) | w_b − (1 − t)·(w_b − w_a)
     out = torch.full((len(ts), ya), float('nan'), dtype=torch.float64)
-    _eval_points(model_a, fill, list(range(len(ts))), x, target, loss_fn, batch_size, points_per_pass, bn, out, None, progress, 'path')
+    _eval_points(model_a, basis, coef, list(range(len(ts))), x, target, loss_fn, batch_size,
+                 points_per_pass, bn, out, None, progress, 'path', fill_buffers)
     return ts, out.T.to(pa[0].device, pa[0].dtype)
 
 def barrier(ts, losses:Tensor) -> Tensor:

@@ -416,3 +416,69 @@ def _bad_calls():
 def test_every_bad_input_is_refused_naming_it(case):
     label, call, exc, msg = case
     with pytest.raises(exc, match=msg): call()
+
+def test_curvature_graph_is_built_once_per_chunk_and_reused(clf):
+    "One forward per chunk however many products (it was one per chunk per product), Hessian and Gauss–Newton alike; the kept graph gives the rebuilt graph's products."
+    m, x, t, Hs = clf
+    calls = []
+    class Counting(nn.Module):
+        def __init__(self, m): super().__init__(); self.m, self.y = m, m.y
+        def forward(self, x): calls.append(1); return self.m(x)
+    v = torch.randn(3, S._Flat(m).n, dtype=f64)
+    for gn in (False, True):
+        calls.clear()
+        _, mv = S.curvature_operator(Counting(m), x, cross_entropy, t, batch_size=11, gauss_newton=gn)     # 3 chunks
+        kept = [mv(v), mv(2 * v), mv(v)]
+        assert len(calls) == 3
+        _, mv2 = S.curvature_operator(m, x, cross_entropy, t, batch_size=11, gauss_newton=gn, keep_graph=False)
+        torch.testing.assert_close(kept[0], mv2(v), rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(kept[1], 2 * kept[2], rtol=1e-13, atol=1e-14)
+        if not gn: torch.testing.assert_close(kept[0], torch.stack([H @ vr for H, vr in zip(Hs, v)]), rtol=1e-11, atol=1e-12)
+
+def test_lanczos_tolerance_is_a_guarantee(clf):
+    "With tol, every replica's top-k Ritz values are within tol·|θ| of a dense eigenvalue, after fewer steps than parameters."
+    m, x, t, Hs = clf
+    exact = torch.stack([torch.linalg.eigvalsh(H).flip(0) for H in Hs])
+    F, mv = S.curvature_operator(m, x, cross_entropy, t)
+    for tol, k in ((1e-2, 1), (1e-5, 2)):
+        steps = []
+        T, _ = S.lanczos(lambda v: steps.append(1) or mv(v), S._Draws(0, 3, 'cpu')((F.n,), f64), F.n, tol=tol, k=k)
+        theta = torch.linalg.eigvalsh(T).flip(-1)[:, :k]
+        assert T.shape[-1] == len(steps) < F.n
+        assert ((theta[..., None] - exact[:, None, :]).abs().amin(-1) <= tol * theta.abs()).all()
+    top = S.hessian_eigs(m, x, k=2, tol=1e-6, **kw(t))
+    torch.testing.assert_close(top, exact[:, :2], rtol=1e-5, atol=0)
+
+def _points_ref(model, basis, coef, x, loss_fn=recon_error, target=None, batch_size=None):
+    "One point at a time: the weights Σ_j coef[g, j]·basis[j] written into a copy, then `dataset_loss`."
+    m = copy.deepcopy(model); ps = [p for p in m.parameters() if p.requires_grad]
+    out = []
+    with torch.no_grad():
+        for c in coef.tolist():
+            for i, p in enumerate(ps): p.copy_(sum(cj * B[i] for cj, B in zip(c, basis)))
+            out.append(dataset_loss(m, x, loss_fn, batch_size, target))
+    return torch.stack(out, 1)
+
+def test_slice_first_layer_shortcut_matches_the_point_loop(monkeypatch):
+    "The layers reading the data are not multiplied again at each pass; the values are those of the point loop, chunked or not, for any points per pass."
+    from entropic_ae.models import StackedLinear, deep_ae
+    torch.manual_seed(0)
+    ae, x = deep_ae(10, 3, y=2, seeds=[0, 1], dtype=f64), torch.rand(30, 10, dtype=f64)
+    d1, d2 = S.filter_directions(ae, 2, seed=1)
+    a, b = torch.linspace(-1, 1, 5, dtype=f64), torch.tensor([-.5, .5], dtype=f64)
+    grid = torch.cartesian_prod(a, b)
+    ref = _points_ref(ae, [[p.detach() for p in ae.parameters()], d1, d2], torch.cat([torch.ones(len(grid), 1, dtype=f64), grid], 1), x)
+    data_calls, fwd = [], StackedLinear.forward
+    monkeypatch.setattr(StackedLinear, 'forward', lambda self, inp: data_calls.append(inp.dim() == 2) or fwd(self, inp))
+    for k, bs in ((None, None), (3, 7), (10, None)):
+        data_calls.clear()
+        s = S.loss_slice(ae, x, [d1, d2], (a, b), points_per_pass=k, batch_size=bs)
+        torch.testing.assert_close(s.reshape(2, -1), ref, rtol=1e-12, atol=1e-14)
+        assert data_calls and not any(data_calls)          # the first layer never ran on the data as a layer
+    mlp = MLP([6, 5, 3], y=2, seeds=[0, 1], dtype=f64)
+    xc, tc = torch.randn(20, 6, dtype=f64), torch.randint(0, 3, (20,))
+    other = MLP([6, 5, 3], y=1, seeds=[7], dtype=f64)
+    ts, path = S.interpolate(mlp, other, xc, 6, loss_fn=cross_entropy, target=tc, batch_size=8)
+    wb = [p.detach().expand(2, *p.shape[1:]) for p in other.parameters()]
+    ref = _points_ref(mlp, [[p.detach() for p in mlp.parameters()], wb], torch.stack([1 - ts, ts], 1), xc, cross_entropy, tc, 8)
+    torch.testing.assert_close(path, ref, rtol=1e-12, atol=1e-14)

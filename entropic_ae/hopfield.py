@@ -16,10 +16,10 @@ try:
 except ImportError: numba = cuda = None      # the numpy reference still works
 
 # %% auto #0
-__all__ = ['N_MAX', 'BACKENDS', 'fixed_point_entropy', 'stability_cut', 'log_p_stable', 'annealed_entropy',
+__all__ = ['N_MAX', 'GAUSS_BITS', 'BACKENDS', 'fixed_point_entropy', 'stability_cut', 'log_p_stable', 'annealed_entropy',
            'expected_fixed_points', 'pair_orthant', 'pair_exponent', 'random_couplings', 'min_stability_histogram',
-           'counts_from_histogram', 'count_fixed_points', 'count_fixed_points_brute', 'sample_fixed_points',
-           'fixed_point_explorer']
+           'counts_from_histogram', 'count_fixed_points', 'count_fixed_points_brute', 'gauss_cuts',
+           'sample_fixed_points', 'fixed_point_explorer']
 
 # %% ../nbs/12_hopfield.ipynb #bedb4a5f
 N_MAX = 40  # largest N `count_fixed_points` accepts (2^39 states after the ± symmetry)
@@ -78,12 +78,12 @@ def _log_binom_tail(n:int, k:int) -> float:
     return float(torch.logsumexp(lt, 0))
 
 def log_p_stable(N:int, D, couplings:str='pm1'):
-    "log of the exact probability p_N that one neuron of one state is stable, for ±1 ('pm1') or Gaussian ('gauss') couplings."
+    "log of the exact probability p_N that one neuron of one state is stable: ±1 couplings ('pm1') or N(0, 1/(N-1)) couplings ('gauss', p_N = Φ(D))."
     N = check_int('N', N, lo=2)
     check_choice('couplings', couplings, ['pm1', 'gauss'])
     Ds = _as_Ds('D', D)
     if couplings == 'gauss':
-        out = torch.special.log_ndtr(torch.as_tensor(Ds*math.sqrt(N/(N-1)), dtype=torch.float64)).numpy()
+        out = torch.special.log_ndtr(torch.as_tensor(Ds, dtype=torch.float64)).numpy()
     else:   # u = 2K - (N-1) >= cut  <=>  K >= (cut + N - 1)/2
         out = np.array([_log_binom_tail(N-1, -((-(stability_cut(N, d) + N - 1)) // 2)) for d in Ds])
     return _out(out, np.ndim(D) == 0)
@@ -114,6 +114,8 @@ def pair_exponent(D:float, q):
     return math.log(2) + H + p*torch.log(pair_orthant(D, q)) + (1 - p)*torch.log(pair_orthant(D, -q))
 
 # %% ../nbs/12_hopfield.ipynb #e46f2f05
+GAUSS_BITS = 24   # Gaussian couplings live on the grid 2^-24 (see "Gaussian couplings" below)
+
 def _check_couplings(J) -> np.ndarray:
     "J as an int8 numpy array; it must be N×N with 0 on the diagonal and ±1 elsewhere, 2 ≤ N ≤ N_MAX."
     if isinstance(J, torch.Tensor): J = J.detach().cpu().numpy()
@@ -125,11 +127,17 @@ def _check_couplings(J) -> np.ndarray:
         raise ValueError("J must have 0 on the diagonal and ±1 off the diagonal")
     return J.astype(np.int8)
 
-def random_couplings(N:int, seed:int=0, sample:int=0) -> np.ndarray:
-    "Couplings of network `sample`: iid uniform ±1 for i ≠ j, 0 on the diagonal (int8, reproducible from (seed, N, sample))."
+def random_couplings(N:int, seed:int=0, sample:int=0, couplings:str='pm1') -> np.ndarray:
+    "Couplings of network `sample`, reproducible from (seed, N, sample), 0 on the diagonal: iid ±1 ('pm1', int8) or N(0, 1/(N-1)) rounded to the grid 2^-24 ('gauss', float64)."
     N = check_int('N', N, lo=2)
-    rng = np.random.default_rng([check_int('seed', seed, lo=0), N, check_int('sample', sample, lo=0)])
-    J = (2*rng.integers(0, 2, (N, N), dtype=np.int8) - 1).astype(np.int8)
+    check_choice('couplings', couplings, ['pm1', 'gauss'])
+    key = [check_int('seed', seed, lo=0), N, check_int('sample', sample, lo=0)]
+    if couplings == 'gauss':
+        rng = np.random.default_rng(key + [1])            # a stream of its own: the ±1 networks stay what they were
+        J = np.rint(rng.standard_normal((N, N))*(2.**GAUSS_BITS/math.sqrt(N - 1)))/2.**GAUSS_BITS
+        np.fill_diagonal(J, 0.)
+        return J
+    J = (2*np.random.default_rng(key).integers(0, 2, (N, N), dtype=np.int8) - 1).astype(np.int8)
     np.fill_diagonal(J, 0)
     return J
 
@@ -228,16 +236,20 @@ def _min_hist_cpu(T, R, tile, per_task):
     return out.sum(0)
 
 # %% ../nbs/12_hopfield.ipynb #f19da97c
+def _numba_threads(N:int) -> int:
+    "Threads for one enumeration of 2^(N-1) states: all of numba's, but one below 2^22 states (waking threads costs more than they save)."
+    return numba.get_num_threads() if 2**(N - 1) >= 2**22 else 1
+
 def _hist_numba(J, L, tile=4096, chunk=2**16):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba kernel on all CPU threads."
     if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
     N = len(J); nB = 2**(N - 1 - L)
     T, V_lo, V_hi = _tables(J, L)
     tile = min(tile, 2**L)
-    threads, before = (numba.get_num_threads() if 2**(N - 1) >= 2**22 else 1), numba.get_num_threads()
+    threads, before = _numba_threads(N), numba.get_num_threads()
     per_task = max(1, min(64, nB//(4*threads)))           # enough tasks to balance the threads
     h = np.zeros(256, np.int64)
-    numba.set_num_threads(threads)                         # small networks: waking threads costs more than it saves
+    numba.set_num_threads(threads)
     try:
         for c0 in range(0, nB, chunk):
             h += _min_hist_cpu(T, _rows(J, L, V_lo, V_hi, c0, min(c0 + chunk, nB)).astype(np.int32), tile, per_task)
@@ -321,30 +333,35 @@ def _default_backend(device) -> str:
     if device.type == 'cpu': return 'numba' if numba is not None else 'numpy'
     return 'torch'
 
-def _hist_cuda_or_torch(J, L, device):
-    "The CUDA kernel; if numba.cuda cannot compile here (no NVVM: no CUDA toolkit), say why once and use torch."
-    global _cuda_problem
-    from numba.cuda.cudadrv.error import CudaSupportError, NvvmError, NvvmSupportError
-    try: return _hist_cuda(J, L, device)
-    except (CudaSupportError, NvvmError, NvvmSupportError) as e:
-        _cuda_problem = f"{type(e).__name__}: {e}"
-        warnings.warn(f"the numba.cuda kernel cannot run here ({_cuda_problem.splitlines()[0]}); using torch gathers on {device}. "
-                      "numba.cuda needs NVVM: a CUDA toolkit (CUDA_HOME) or pip install numba-cuda[cu12]")
-        return _hist_torch(J, L, device)
-
-def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
-    "Exact number of states s with min_i u_i(s) = u, for u = -(N-1)..N-1 (index u + N - 1); sums to 2^N."
-    J = _check_couplings(J)
-    N = len(J)
+def _pick_backend(device, backend):
+    "(device, backend, auto): `backend` checked, 'auto' resolved for `device`; 'cuda' needs a CUDA device."
     check_choice('backend', backend, BACKENDS)
     device = default_device(device)
     auto = backend == 'auto'
     if auto: backend = _default_backend(device)
     if backend == 'cuda' and device.type != 'cuda': raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device}")
+    return device, backend, auto
+
+def _cuda_or_torch(kernel, fallback, *args):
+    "`kernel(*args)` (numba.cuda); if numba.cuda cannot compile here (no NVVM: no CUDA toolkit), say why once and run the torch `fallback`."
+    global _cuda_problem
+    from numba.cuda.cudadrv.error import CudaSupportError, NvvmError, NvvmSupportError
+    try: return kernel(*args)
+    except (CudaSupportError, NvvmError, NvvmSupportError) as e:
+        _cuda_problem = f"{type(e).__name__}: {e}"
+        warnings.warn(f"the numba.cuda kernel cannot run here ({_cuda_problem.splitlines()[0]}); using torch gathers on {args[-1]}. "
+                      "numba.cuda needs NVVM: a CUDA toolkit (CUDA_HOME) or pip install numba-cuda[cu12]")
+        return fallback(*args)
+
+def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
+    "Exact number of states s with min_i u_i(s) = u, for u = -(N-1)..N-1 (index u + N - 1); sums to 2^N (±1 couplings)."
+    J = _check_couplings(J)
+    N = len(J)
+    device, backend, auto = _pick_backend(device, backend)
     if low_bits is not None: L = check_int('low_bits', low_bits, lo=1)
     else: L = {'numpy': 16 if N > 28 else max(10, min(14, N - 8)), 'numba': 10 if N <= 26 else 14, 'cuda': 14, 'torch': 20}[backend]
     L = min(L, N - 1)                # numpy, numba: measured on a 2-core CPU; cuda: the table fits the GPU's L2
-    if backend == 'cuda': return 2*(_hist_cuda_or_torch if auto else _hist_cuda)(J, L, device)
+    if backend == 'cuda': return 2*(_cuda_or_torch(_hist_cuda, _hist_torch, J, L, device) if auto else _hist_cuda(J, L, device))
     if backend == 'torch': return 2*_hist_torch(J, L, device)
     if backend == 'numba': return 2*_hist_numba(J, L)
     return 2*_hist_numpy(J, L)
@@ -360,26 +377,226 @@ def counts_from_histogram(hist:np.ndarray, N:int, D) -> np.ndarray:
     cuts = [min(max(stability_cut(N, d), -(N - 1)), N) for d in _as_Ds('D', D)]
     return np.array([tail[c + N - 1] for c in cuts], dtype=np.int64)
 
-def count_fixed_points(J, D, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
-    "Exact number of fixed points of the network J for every self-coupling in D (int64 array), from one enumeration."
+def count_fixed_points(J, D, device=None, low_bits:int|None=None, backend:str='auto', couplings:str='pm1') -> np.ndarray:
+    "Exact number of fixed points of the network J for every self-coupling in D (int64 array), from one enumeration; ±1 ('pm1') or Gaussian ('gauss') couplings."
     Ds = _as_Ds('D', D)              # validate before the expensive part
+    check_choice('couplings', couplings, ['pm1', 'gauss'])
+    if couplings == 'gauss': return _gauss_counts(_check_gauss_couplings(J), gauss_cuts(Ds), device, low_bits, backend)
     J = _check_couplings(J)
     return counts_from_histogram(min_stability_histogram(J, device, low_bits, backend), len(J), Ds)
 
 # %% ../nbs/12_hopfield.ipynb #80db9f6f
-def count_fixed_points_brute(J, D:float) -> int:
-    "Reference count: every state, float64 fields D·s + J s/√N, and s is fixed iff sign(field) == s (sign(0) = 0)."
-    J = _check_couplings(J)
+def count_fixed_points_brute(J, D:float, couplings:str='pm1') -> int:
+    "Reference count: every state, float64 fields (±1: D·s + J s/√N; 'gauss': D·s + J s), s is fixed iff sign(field) == s (sign(0) = 0)."
+    check_choice('couplings', couplings, ['pm1', 'gauss'])
+    J = _check_couplings(J) if couplings == 'pm1' else _check_gauss_couplings(J)/2.**GAUSS_BITS
     D = check_float('D', D)
     N = len(J)
     if N > 20: raise ValueError(f"N (the size of J) must be <= 20 for the brute-force counter, got {N}")
     s = torch.from_numpy(_spins(N)).double()
-    h = D*s + s @ torch.from_numpy(J).double().T / math.sqrt(N)
+    Js = s @ torch.from_numpy(J).double().T
+    h = D*s + (Js/math.sqrt(N) if couplings == 'pm1' else Js)
     return int((torch.sign(h) == s).all(1).sum())
 
+# %% ../nbs/12_hopfield.ipynb #a9e1c960
+def _check_gauss_couplings(J) -> np.ndarray:
+    "J (real N×N, 0 on the diagonal, on the grid 2^-GAUSS_BITS, every row Σ_j |J_ij| <= 64) in grid units, int64."
+    if isinstance(J, torch.Tensor): J = J.detach().cpu().numpy()
+    try: J = np.asarray(J, dtype=np.float64)
+    except (TypeError, ValueError): raise TypeError(f"J must be a real N×N matrix, got {type(J).__name__}") from None
+    if J.ndim != 2 or J.shape[0] != J.shape[1]: raise ValueError(f"J must be a square N×N matrix, got shape {J.shape}")
+    check_int('N (the size of J)', J.shape[0], lo=2, hi=N_MAX)
+    if not np.isfinite(J).all(): raise ValueError("J must be finite")
+    q = J*2.**GAUSS_BITS
+    if np.any(np.diag(J) != 0) or np.any(q != np.rint(q)):
+        raise ValueError(f"J must have 0 on the diagonal and entries on the grid 2^-{GAUSS_BITS} (np.rint(J*2**{GAUSS_BITS})/2**{GAUSS_BITS})")
+    if np.abs(J).sum(1).max() > 64: raise ValueError(f"J's rows must have sum_j |J_ij| <= 64 (every field in int32), got {np.abs(J).sum(1).max():.3g}")
+    return q.astype(np.int64)
+
+def gauss_cuts(D) -> np.ndarray:
+    "Smallest integer u with u·2^-24 + D > 0 for each D (int64): a neuron of a Gaussian network is stable iff its field in grid units is >= this; exact."
+    x = -np.clip(_as_Ds('D', D), -65., 65.)*2.**GAUSS_BITS     # |u| <= 2^30 < 65·2^24: clipping changes no count
+    return (np.floor(x) + 1).astype(np.int64)
+
+# %% ../nbs/12_hopfield.ipynb #7a1984bf
+def _gauss_tables(Jq:np.ndarray, L:int):
+    "Low-part table T (int32) and sign table (int8), rows [L low neurons; (-, +) per high neuron], one column per low pattern: u_i = T[row] + sign[row]·offset."
+    N = len(Jq)
+    S = _spins(L).astype(np.int64).T                                      # [L, 2^L]
+    P = Jq[:, :L] @ S                                                     # low part of every field, [N, 2^L], exact
+    T = np.concatenate([S*P[:L], np.stack([-P[L:], P[L:]], 1).reshape(-1, 2**L)])
+    sign = np.concatenate([S, np.ones((2*(N - L), 2**L), np.int64)])
+    return T.astype(np.int32), sign.astype(np.int8)
+
+def _gauss_rows(Jq:np.ndarray, L:int, b0:int, b1:int):
+    "Row R and offset O (int32, [b1-b0, N]) of every neuron for the high patterns b0..b1-1 (the last spin +1)."
+    N = len(Jq)
+    Sh = np.concatenate([_spins(N - 1 - L, b0, b1), np.ones((b1 - b0, 1), np.int8)], 1).astype(np.int64)
+    B = Sh @ Jq[:, L:].T                                                  # high part of every field, exact
+    up = Sh > 0
+    R = np.concatenate([np.broadcast_to(np.arange(L), (b1 - b0, L)), L + 2*np.arange(N - L) + up], 1)
+    O = np.concatenate([B[:, :L], np.where(up, B[:, L:], -B[:, L:])], 1)
+    return R.astype(np.int32), O.astype(np.int32)
+
+def _gauss_counts_numpy(Jq, L, cuts, batch_elems=2**22):
+    "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each cut: numpy."
+    N = len(Jq); nB = 2**(N - 1 - L)
+    T, sign = (a.astype(np.int64) for a in _gauss_tables(Jq, L))
+    cuts = np.asarray(cuts, np.int64)
+    out = np.zeros(len(cuts), np.int64)
+    nb = max(1, batch_elems//(N*2**L))
+    for b0 in range(0, nB, nb):
+        R, O = _gauss_rows(Jq, L, b0, min(b0 + nb, nB))
+        m = (T[R] + sign[R]*O[..., None]).min(1)                          # [patterns, 2^L]: min_i u_i of each state
+        out += (m[None] >= cuts[:, None, None]).sum((1, 2))
+    return out
+
+def _gauss_counts_torch(Jq, L, cuts, device, batch_bytes=2**28):
+    "The same counts with torch on `device`: gather rows for a batch of high patterns, add the offsets, `amin`, compare."
+    N = len(Jq); nB = 2**(N - 1 - L)
+    T, sign = (torch.from_numpy(a).to(device) for a in _gauss_tables(Jq, L))
+    cuts = torch.as_tensor(np.asarray(cuts, np.int64), device=device)
+    out = torch.zeros(len(cuts), dtype=torch.int64, device=device)
+    nb = max(1, min(nB, batch_bytes//(4*N*2**L)))
+    for b0 in range(0, nB, nb):
+        R, O = (torch.from_numpy(a).to(device).long() for a in _gauss_rows(Jq, L, b0, min(b0 + nb, nB)))
+        m = (T[R] + sign[R]*O[..., None]).amin(1)                          # int32 + int8*int64: exact in int64
+        out += (m[None] >= cuts[:, None, None]).sum((1, 2))
+    return out.cpu().numpy()
+
+# %% ../nbs/12_hopfield.ipynb #9a592b54
+@_njit_parallel
+def _gauss_counts_cpu(T, R, O, cuts, L, tile, per_task):
+    "For each cut: #states (high pattern p = row of R, column k of T) with min_j (T[R[p, j], k] + sign·O[p, j]) >= cut; sign = low spin j of k for j < L, else +1."
+    n_p, N = R.shape
+    n_tasks = (n_p + per_task - 1)//per_task
+    out = np.zeros((n_tasks, len(cuts)), np.int64)
+    lv = 0
+    while (1 << lv) < tile: lv += 1
+    lv = min(lv, L)                                     # low spins 0..lv-1 change inside a tile
+    for c in numba.prange(n_tasks):
+        m = np.empty(tile, np.int32)
+        cnt = np.zeros(len(cuts), np.int64)
+        p0, p1 = c*per_task, min(n_p, (c + 1)*per_task)
+        for t0 in range(0, T.shape[1], tile):
+            for p in range(p0, p1):
+                a, b = T[R[p, L], t0:t0 + tile], O[p, L]              # a high neuron (there is always one)
+                for k in range(tile): m[k] = np.int32(a[k] + b)
+                for j in range(L + 1, N):
+                    a, b = T[R[p, j], t0:t0 + tile], O[p, j]
+                    for k in range(tile): m[k] = min(m[k], np.int32(a[k] + b))
+                for j in range(lv, L):                                 # low spin constant in this tile
+                    a, b = T[j, t0:t0 + tile], (O[p, j] if (t0 >> j) & 1 else -O[p, j])
+                    for k in range(tile): m[k] = min(m[k], np.int32(a[k] + b))
+                for j in range(lv):                                    # low spin = bit j of the column
+                    a, b, nb = T[j, t0:t0 + tile], O[p, j], -O[p, j]
+                    for k in range(tile): m[k] = min(m[k], np.int32(a[k] + (b if (k >> j) & 1 else nb)))
+                for q in range(len(cuts)):
+                    cq, s = cuts[q], np.int32(0)
+                    for k in range(tile): s = np.int32(s + (m[k] >= cq))
+                    cnt[q] += s
+        out[c] = cnt
+    return out.sum(0)
+
+def _gauss_counts_numba(Jq, L, cuts, tile=2048, chunk=2**14):
+    "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each cut: the numba kernel on all CPU threads."
+    if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
+    N = len(Jq); nB = 2**(N - 1 - L)
+    T = _gauss_tables(Jq, L)[0]
+    tile = min(tile, 2**L)
+    threads, before = _numba_threads(N), numba.get_num_threads()
+    per_task = max(1, min(64, nB//(4*threads)))
+    cuts, h = np.asarray(cuts, np.int32), np.zeros(len(cuts), np.int64)
+    numba.set_num_threads(threads)
+    try:
+        for c0 in range(0, nB, chunk):
+            h += _gauss_counts_cpu(T, *_gauss_rows(Jq, L, c0, min(c0 + chunk, nB)), cuts, L, tile, per_task)
+    finally: numba.set_num_threads(before)
+    return h
+
+# %% ../nbs/12_hopfield.ipynb #293bc957
+_CUDA_CUTS, _CUDA_CUT_BINS = 63, 64      # cuts per pass of the Gaussian CUDA kernel; its bins 0..63
+
+@_cuda_kernel
+def _gauss_counts_cuda_kernel(T, J, L, nB, cuts, hist):
+    "T: the int32 low-part table; J: couplings in grid units (int32); hist[b] += #states whose min_i u_i is >= exactly b of the ascending cuts."
+    N = J.shape[0]
+    rows = cuda.shared.array(64, numba.int32)
+    offs = cuda.shared.array(64, numba.int32)
+    cnt = cuda.shared.array((_CUDA_CUT_BINS, _CUDA_BLOCK), numba.uint32)
+    t = cuda.threadIdx.x
+    k0 = cuda.blockIdx.x*cuda.blockDim.x + t
+    for v in range(_CUDA_CUT_BINS): cnt[v, t] = 0
+    for b in range(cuda.blockIdx.y, nB, cuda.gridDim.y):
+        if t < N:                                   # row and offset of neuron t for high pattern b
+            B = J[t, N - 1]                         # the last spin is +1
+            for k in range(N - 1 - L): B += J[t, L + k] if (b >> k) & 1 else -J[t, L + k]
+            if t < L:
+                rows[t] = t
+                offs[t] = B
+            else:
+                up = 1 if t == N - 1 else (b >> (t - L)) & 1
+                rows[t] = L + 2*(t - L) + up
+                offs[t] = B if up else -B
+        cuda.syncthreads()
+        for k in range(k0, T.shape[1], cuda.gridDim.x*cuda.blockDim.x):   # a few columns per thread
+            m = T[rows[L], k] + offs[L]                  # (no `min`: numba.cuda compiles it as a device function)
+            for j in range(L + 1, N):
+                x = T[rows[j], k] + offs[j]
+                if x < m: m = x
+            for j in range(L):
+                x = T[j, k] + (offs[j] if (k >> j) & 1 else -offs[j])
+                if x < m: m = x
+            n = 0
+            for q in range(cuts.shape[0]):
+                if m >= cuts[q]: n += 1
+            cnt[n, t] += 1
+        cuda.syncthreads()
+    for v in range(t, _CUDA_CUT_BINS, cuda.blockDim.x):
+        s = numba.int64(0)
+        for u in range(cuda.blockDim.x): s += cnt[v, u]
+        if s: cuda.atomic.add(hist, v, s)
+
+def _gauss_counts_cuda(Jq, L, cuts, device=None, cols_per_thread=8, blocks_per_sm=128):
+    "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each of at most 63 cuts: the numba.cuda kernel on `device`."
+    N = len(Jq); nB = 2**(N - 1 - L)
+    cuts = np.asarray(cuts, np.int64)
+    if len(cuts) > _CUDA_CUTS: raise ValueError(f"cuts must have at most {_CUDA_CUTS} entries per CUDA pass, got {len(cuts)}")
+    order = np.argsort(cuts, kind='stable')
+    device = default_device(device)
+    with cuda.gpus[device.index or 0]:
+        T = cuda.to_device(_gauss_tables(Jq, L)[0])
+        hist = cuda.to_device(np.zeros(_CUDA_CUT_BINS, np.int64))
+        gx = -(-2**L//(_CUDA_BLOCK*cols_per_thread))
+        sms = 1 if numba.config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
+        gy = min(nB, 65535, max(-(-blocks_per_sm*sms//gx), -(-nB*cols_per_thread//2**30)))  # many short blocks; counts < 2^32
+        _gauss_counts_cuda_kernel[(gx, gy), _CUDA_BLOCK](T, cuda.to_device(Jq.astype(np.int32)), L, nB,
+                                                          cuda.to_device(cuts[order].astype(np.int32)), hist)
+        h = hist.copy_to_host()
+    reached = np.cumsum(h[::-1])[::-1]               # reached[b] = #states reaching at least b cuts
+    out = np.empty(len(cuts), np.int64)
+    out[order] = reached[1:len(cuts) + 1]
+    return out
+
+# %% ../nbs/12_hopfield.ipynb #ca40c146
+def _gauss_counts(Jq, cuts, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
+    "Exact number of the 2^N states with min_i u_i >= cut, for each integer cut (couplings Jq in grid units)."
+    N = len(Jq)
+    device, backend, auto = _pick_backend(device, backend)
+    L = check_int('low_bits', low_bits, lo=1) if low_bits is not None else {'numpy': 10, 'numba': 12, 'cuda': 14, 'torch': 16}[backend]
+    L = min(L, N - 1)
+    u, inv = np.unique(np.asarray(cuts, np.int64), return_inverse=True)
+    if backend == 'cuda':
+        one = (lambda c: _cuda_or_torch(_gauss_counts_cuda, _gauss_counts_torch, Jq, L, c, device)) if auto else (lambda c: _gauss_counts_cuda(Jq, L, c, device))
+        c = np.concatenate([one(u[i:i + _CUDA_CUTS]) for i in range(0, len(u), _CUDA_CUTS)])
+    elif backend == 'torch': c = _gauss_counts_torch(Jq, L, u, device)
+    elif backend == 'numba': c = _gauss_counts_numba(Jq, L, u)
+    else: c = _gauss_counts_numpy(Jq, L, u)
+    return 2*c[inv.ravel()]
+
 # %% ../nbs/12_hopfield.ipynb #8a618fce
-def sample_fixed_points(Ns, D, n_samples, seed:int=0, device=None, progress:bool=True):
-    "Exact #fixed points of `n_samples` random ±1 networks for each N in `Ns` (an int or one per N): DataFrame (N, D, sample, n_fp)."
+def sample_fixed_points(Ns, D, n_samples, seed:int=0, device=None, progress:bool=True, couplings:str='pm1'):
+    "Exact #fixed points of `n_samples` random networks (±1 'pm1' or Gaussian 'gauss' couplings) for each N in `Ns` (an int or one per N): DataFrame (N, D, sample, n_fp)."
     import pandas as pd
     from tqdm.auto import tqdm
     if isinstance(Ns, numbers.Integral): Ns = [Ns]
@@ -392,12 +609,13 @@ def sample_fixed_points(Ns, D, n_samples, seed:int=0, device=None, progress:bool
     if len(ns) != len(Ns): raise ValueError(f"n_samples must be an int or have one entry per N ({len(Ns)}), got {len(ns)}")
     ns = [check_int(f'n_samples[{i}]', n, lo=1) for i, n in enumerate(ns)]
     seed, device = check_int('seed', seed, lo=0), default_device(device)
+    check_choice('couplings', couplings, ['pm1', 'gauss'])
     rows = []
-    with tqdm(total=sum(ns), desc='networks', disable=not progress) as bar:
+    with tqdm(total=sum(ns), desc=f'{couplings} networks', disable=not progress) as bar:
         for N, n in zip(Ns, ns):
             bar.set_postfix(N=N)
             for k in range(n):
-                counts = count_fixed_points(random_couplings(N, seed, k), Ds, device)
+                counts = count_fixed_points(random_couplings(N, seed, k, couplings), Ds, device, couplings=couplings)
                 rows += [dict(N=N, D=float(d), sample=k, n_fp=int(c)) for d, c in zip(Ds, counts)]
                 bar.update()
     return pd.DataFrame(rows)

@@ -1,8 +1,13 @@
-"""Benchmark (run by hand, not collected by pytest): exact fixed-point enumeration of one random ±1 network.
+"""Benchmark (run by hand, not collected by pytest): exact fixed-point enumeration of one random network.
 
     .venv/bin/python tests/benchmarks/bench_hopfield.py                     # N = 32: numpy vs numba (CPU), CUDA when present
     .venv/bin/python tests/benchmarks/bench_hopfield.py --N 28 30 --backends numpy numba --repeats 3
+    .venv/bin/python tests/benchmarks/bench_hopfield.py --N 28 30 --backends numba --couplings pm1 gauss   # ±1 vs Gaussian
     .venv/bin/python tests/benchmarks/bench_hopfield.py --backends cuda --minute    # GPU: largest N enumerated in 60 s
+
+`--couplings` picks the families: 'pm1' (the int8 table kernel: histogram of min_i u_i) and 'gauss' (couplings
+N(0, 1/(N-1)) on the grid 2^-24: the int32 kernel, counts for the 17 self-couplings D = 0, 0.25, ..., 4 plus a
+huge D whose count must be 2^N).
 
 Backends run interleaved (repeat 1 of every backend, then repeat 2, ...), so a shared, noisy machine
 slows them alike; the table records the wall time, the CPU time of this process, enumerated states per
@@ -24,58 +29,61 @@ import argparse, os, platform, time
 from pathlib import Path
 import numba, numpy as np, pandas as pd, torch
 from entropic_ae.core import tidy, write_csv
-from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, cuda
+from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, count_fixed_points, cuda
 
 D_LIST = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
+D_GAUSS = [0.25*k for k in range(17)] + [1e3]          # the experiment's grid, and one D at which every state is fixed
 HAS_CUDA = torch.cuda.is_available()
 
 def device_of(backend): return 'cuda' if backend in ('cuda', 'torch') and HAS_CUDA else 'cpu'
 
-def run_one(N, backend, low_bits=None, seed=0):
-    "Wall and CPU seconds of one enumeration, and its histogram."
-    J = random_couplings(N, seed)
+def run_one(N, backend, low_bits=None, seed=0, couplings='pm1'):
+    "Wall and CPU seconds of one enumeration, and its result (±1: the histogram of min u; Gaussian: counts at D_GAUSS)."
+    J = random_couplings(N, seed, couplings=couplings)
     dev = device_of(backend)
     if dev == 'cuda': torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
-    h = min_stability_histogram(J, device=dev, low_bits=low_bits, backend=backend)   # returns host counts: synchronised
+    if couplings == 'pm1': h = min_stability_histogram(J, device=dev, low_bits=low_bits, backend=backend)   # host counts: synchronised
+    else: h = count_fixed_points(J, D_GAUSS, device=dev, low_bits=low_bits, backend=backend, couplings='gauss')
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    assert h.sum() == 2**N, f'{backend}: histogram adds up to {h.sum()}, not 2^{N}'
+    total = h.sum() if couplings == 'pm1' else h[-1]
+    assert total == 2**N, f'{backend}: {couplings} enumeration covers {total} states, not 2^{N}'
     return dt, dc, h
 
 def hardware(backend):
     if device_of(backend) == 'cuda': return torch.cuda.get_device_name()
     return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus'
 
-def first_call(backend):
+def first_call(backend, couplings='pm1'):
     "Time of the first call (compiles, or loads the compiled kernel from numba's cache); None if the backend fails."
     try:
-        dt, _, _ = run_one(12, backend)
+        dt, _, _ = run_one(12, backend, couplings=couplings)
         return dt
     except Exception as e:
         print(f'{backend}: unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:200]})')
         return None
 
-def compare(a, backends, rows):
-    "Interleaved timing of every backend at every N; histograms must agree."
+def compare(a, backends, rows, couplings='pm1'):
+    "Interleaved timing of every backend at every N; histograms (counts) must agree."
     for N in a.N:
         times = {b: [] for b in backends}; cpu = {b: [] for b in backends}; ref = None
         for r in range(a.repeats):
             for b in backends:
-                dt, dc, h = run_one(N, b, a.low_bits)
+                dt, dc, h = run_one(N, b, a.low_bits, couplings=couplings)
                 times[b].append(dt); cpu[b].append(dc)
                 if ref is None: ref = h
-                assert (h == ref).all(), f'N={N}: {b} histogram differs from {backends[0]}'
-        counts = counts_from_histogram(ref, N, D_LIST)
+                assert (h == ref).all(), f'N={N}: {b} {couplings} result differs from {backends[0]}'
+        counts = counts_from_histogram(ref, N, D_LIST) if couplings == 'pm1' else ref[[0, 2, 4, 6, 8, 12]]
         for b in backends:
             best = min(times[b])
             threads = numba.get_num_threads() if b == 'numba' else 1 if b == 'numpy' else ''
-            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default', threads=threads)
+            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default', threads=threads, couplings=couplings)
             rows += [tidy('bench_hopfield', r, 0, 'seconds', t, **extra) for r, t in enumerate(times[b])]
             rows += [tidy('bench_hopfield', r, 0, 'cpu_seconds', t, **extra) for r, t in enumerate(cpu[b])]
             rows += [tidy('bench_hopfield', 0, 0, 'enumerated_states_per_s', 2**(N-1)/best, **extra),
                      tidy('bench_hopfield', 0, 0, 'covered_states_per_s', 2**N/best, **extra),
                      tidy('bench_hopfield', 0, 0, 'enumerated_states_per_cpu_s', 2**(N-1)/min(cpu[b]), **extra)]
-            line = f'{b:6s} N={N:2d}: best {best:8.3f} s of {a.repeats} (cpu {min(cpu[b]):7.3f} s); {2**(N-1)/best:.3e} enumerated states/s'
+            line = f'{couplings:5s} {b:6s} N={N:2d}: best {best:8.3f} s of {a.repeats} (cpu {min(cpu[b]):7.3f} s); {2**(N-1)/best:.3e} enumerated states/s'
             if 'numpy' in backends:
                 ratio = min(times['numpy'])/best
                 per_rep = np.median([tn/tb for tn, tb in zip(times['numpy'], times[b])])
@@ -111,10 +119,14 @@ def main(argv=None):
     ap.add_argument('--low-bits', type=int, default=None)
     ap.add_argument('--minute', action='store_true', default=HAS_CUDA)
     ap.add_argument('--minute-from', type=int, default=32)
+    ap.add_argument('--couplings', nargs='+', default=['pm1'], choices=['pm1', 'gauss'])
     ap.add_argument('--out', default='figures/hopfield_benchmark.csv')
     a = ap.parse_args(argv)
     rows = []
     firsts = {b: first_call(b) for b in a.backends}
+    for c in a.couplings:
+        if c != 'pm1':
+            for b in a.backends: first_call(b, c)                       # compile / load the Gaussian kernels too
     for b, t in firsts.items():
         if t is not None:
             rows.append(tidy('bench_hopfield', 0, 0, 'first_call_seconds', t, N=12, backend=b, device=device_of(b), hardware=hardware(b)))
@@ -122,7 +134,8 @@ def main(argv=None):
     backends = [b for b in a.backends if firsts[b] is not None]
     if HAS_CUDA and 'cuda' in a.backends and 'cuda' not in backends and 'torch' not in backends:
         print('falling back to the torch gather path on the GPU'); backends.append('torch')
-    if a.N: compare(a, backends, rows)
+    if a.N:
+        for c in a.couplings: compare(a, backends, rows, c)
     if a.minute:
         gpu = [b for b in backends if device_of(b) == 'cuda']
         minute(a, (gpu or backends)[-1], rows)
@@ -131,7 +144,9 @@ def main(argv=None):
     if out.exists():
         old = pd.read_csv(out)
         if 'backend' not in old: old['backend'] = 'numpy'        # tables written before the compiled kernels
-        key = ['hardware', 'backend', 'run', 'N']
+        if 'couplings' not in old: old['couplings'] = 'pm1'      # ... and before the Gaussian family
+        old['couplings'] = old.couplings.fillna('pm1'); new['couplings'] = new.get('couplings', pd.Series('pm1', index=new.index)).fillna('pm1')
+        key = ['hardware', 'backend', 'couplings', 'run', 'N']
         stale = old.set_index(key).index.isin(new.set_index(key).index)
         new = pd.concat([old[~stale], new], ignore_index=True)
     print('table:', write_csv(new.to_dict('records'), out))

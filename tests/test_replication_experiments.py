@@ -41,20 +41,40 @@ def test_flatness_notebook(tmp_path):
     pd.testing.assert_series_equal(a, b, check_names=False, rtol=1e-6)
     assert {'diff', 'diff_se', 'z', 'status'} <= set(vt.columns) and len(vt) == 2 * 4 * 3
 
+def check_matched(df, vt, key, values):
+    """Targets [1.0, 1e-9]: every run reaches the first (an MSE of sigmoid outputs is below 1) and never the second, so the
+    matched comparison is made at 1.0 for every setting, and the unreached target is reported, not dropped."""
+    st = df[df.metric == 'status']
+    assert set(st[st.target == 1.0].status) == {'reached'} and set(st[st.target == 1e-9].status) == {'not reached'}
+    m = vt[vt.comparison == 'matched loss']
+    assert set(vt.comparison) == {'fixed epochs', 'matched loss'} and set(m.target) == {1.0}
+    assert set(m[m.vs != 'trend'][key].astype(str)) == set(map(str, values)) and (m[m.vs != 'trend'].epochs_adam >= 1).all()
+    assert (vt.n_trials == 2).all()
+
 def test_bottleneck_notebook(tmp_path):
-    df, vt = run('replication_bottleneck', tmp_path, P=96, widths=[3, 8], **TINY)
+    df, vt = run('replication_bottleneck', tmp_path, P=96, widths=[3, 8], targets=[1.0, 1e-9], **TINY)
     check_arms(df, 2)
     assert sorted(df[df.final == True].B.unique()) == [3, 8]
     assert set(vt.metric) == {'test_loss', 'train_loss', 'gap'} and set(vt.B) == {3, 8}
+    assert set(vt.protocol) == {'ours'}
+    check_matched(df, vt, 'B', [3, 8])
 
 def test_patterns_notebook(tmp_path):
-    df, vt = run('replication_patterns', tmp_path, Ps=[32, 96], P_ref=96, B=6, **TINY)
+    "The thesis protocol with the 'stages' budget: the same steps for every P, and the same γ stages, stretched."
+    df, vt = run('replication_patterns', tmp_path, Ps=[32, 96], P_ref=96, B=6, protocol='thesis', budget='stages', gamma_every=1,
+                 init='kaiming_uniform', targets=[1.0, 1e-9], **TINY)
     check_arms(df, 2)
     fin = df[df.final == True]
     assert sorted(fin.P.unique()) == [32, 96]
     # same step budget: P = 32 trains three times as many epochs as P_ref = 96
     assert fin[fin.P == 32].epoch.max() == 9 and fin[fin.P == 96].epoch.max() == 3
-    assert (vt.vs == 'trend').sum() == 5
+    # one γ stage per epoch at P = 96, per three epochs at P = 32: the same three values
+    gam = df[df.metric == 'gamma'].groupby(['P', 'epoch']).value.mean()
+    assert list(gam[96].round(6)) == sorted(set(gam[32].round(6))) and list(gam[32].round(6).value_counts()) == [3, 3, 3]
+    assert (vt[vt.comparison == 'fixed epochs'].vs == 'trend').sum() == 5
+    assert (vt[vt.comparison == 'matched loss'].vs == 'trend').sum() == 3      # no training-error trends at matched loss
+    assert set(vt.protocol) == {'thesis'}
+    check_matched(df, vt, 'P', [32, 96])
 
 def test_bad_override_fails_before_writing(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='widths must lie in'):

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn, Tensor
 from dataclasses import dataclass
-from .core import check_int, check_float, check_sigmas, check_choice, make_generator, tidy
+from .core import check_int, check_float, check_sigmas, check_choice, check_module, make_generator, tidy
 from .data import check_data
 from .models import recon_error
 from .replicas import n_replicas, stack
@@ -21,7 +21,7 @@ __all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'loc
 # %% ../nbs/07_flatness.ipynb #e4f658e3
 def model_device(model:nn.Module) -> torch.device:
     "The device holding `model`'s parameters (CPU for a model without parameters)."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     p = next(model.parameters(), None)
     return torch.device('cpu') if p is None else p.device
 

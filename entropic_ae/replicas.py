@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn, Tensor
 from torch.func import functional_call, vmap
-from .core import check_int, check_choice, check_seeds, default_device
+from .core import check_int, check_choice, check_seeds, check_module, default_device
 from .data import check_data
 
 # %% auto #0
@@ -61,7 +61,7 @@ _SAMPLE_DIMS = ((nn.Linear, 1), (nn.Bilinear, 1), (nn.Conv1d, 2), (nn.Conv2d, 3)
 
 def sample_dims_of(module:nn.Module) -> int|None:
     "Dimensions of one input sample, read off the first layer that tells (Linear: 1, Conv2d: 3, ...); None if none does."
-    if not isinstance(module, nn.Module): raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    check_module('module', module)
     for m in module.modules():
         for cls, d in _SAMPLE_DIMS:
             if isinstance(m, cls): return d
@@ -261,7 +261,7 @@ def same_start(model:nn.Module, groups:int=1) -> nn.Module:
 @torch.no_grad()
 def recompute_bn(model:nn.Module, x:Tensor, batch_size:int=256) -> nn.Module:
     "Re-estimate every batch-norm running mean and variance of `model` (in place) on the inputs `x`, as `swa_utils.update_bn` does."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     batch_size, x = check_int('batch_size', batch_size, lo=1), check_data('x', x)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms: return model

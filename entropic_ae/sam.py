@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from fastcore.basics import patch
 from torch import nn
-from .core import check_float, check_bool
+from .core import check_float, check_bool, check_module
 from .replicas import per_replica, replica_axis
 from .optim import Wrapper
 
@@ -162,7 +162,7 @@ def step(self:SAM, closure:Callable|None=None):
 # %% ../nbs/06_sam.ipynb #a918726e
 def asam_param_groups(model:nn.Module) -> list[dict]:
     "Parameter groups for ASAM as in its reference code: parameters whose name contains `weight` are rescaled, the others (biases) get `adaptive=False`."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     w, other = [], []
     for name, p in model.named_parameters():
         if p.requires_grad: (w if 'weight' in name else other).append(p)
@@ -172,7 +172,7 @@ def asam_param_groups(model:nn.Module) -> list[dict]:
 @contextmanager
 def frozen_running_stats(model:nn.Module):
     "Inside, `model`'s batch-norm (and tracked instance-norm) layers normalise with batch statistics but leave their running statistics, `num_batches_tracked` included, alone."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     ms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
     for m in ms: m.track_running_stats = False
     try: yield model
@@ -181,7 +181,7 @@ def frozen_running_stats(model:nn.Module):
 
 def stats_once(model:nn.Module, closure:Callable) -> Callable:
     "`closure` for `SAM.step` (or `EntropySGD.step`) whose calls after the first run inside `frozen_running_stats(model)`: one update per step."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     if not callable(closure): raise TypeError(f"closure must be callable, got {closure!r} ({type(closure).__name__})")
     calls = 0
     def once():

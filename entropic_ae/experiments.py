@@ -387,8 +387,8 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
                     params:dict|None=None, progress:bool=True, retries:int=2) -> list[Path]:
     "Execute the experiment notebooks (all, or those named in `only`) for `profile`, skipping (and naming up front) those whose data is missing; returns the executed copies."
     from tqdm.auto import tqdm
-    profile = profile or default_profile()           # any profile the notebooks declare (quick, full, thesis, ...): checked per notebook below
-    if not isinstance(profile, str): raise TypeError(f"profile must be a string, got {profile!r}")
+    declared = sorted({k for nb in experiment_notebooks(folder) for k in (notebook_profiles(nb) or {})})
+    profile = check_choice('profile', profile or default_profile(), declared)   # quick, full, or one some notebook declares (thesis, ...)
     retries = check_int('retries', retries, lo=0)
     if params is not None and not isinstance(params, dict): raise TypeError(f"params must be a dict (name -> value), got {params!r}")
     nbs = [find_notebook(n, folder) for n in dict.fromkeys(only)] if only else experiment_notebooks(folder)

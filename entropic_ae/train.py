@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #47a17091
 from __future__ import annotations
-import copy, hashlib, inspect, math, os, tempfile
+import copy, hashlib, inspect, math, os, tempfile, warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +24,8 @@ from .flatness import METRICS, dataset_loss, param_histograms
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',
-           'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine', 'step_lr', 'Checkpoint', 'fit']
+           'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine_lr', 'cosine', 'step_lr',
+           'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
 @dataclass
@@ -399,10 +400,15 @@ class LRSchedule(Callback):
             for k in self.scale:
                 if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
 
-def cosine(epochs:int, eta_min:float=0.) -> LRSchedule:
-    "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`)."
+def cosine_lr(epochs:int, eta_min:float=0.) -> LRSchedule:
+    "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`); the γ schedule of that shape is `optim.Cosine`."
     return LRSchedule(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=check_int('epochs', epochs, lo=1),
                               eta_min=check_float('eta_min', eta_min, lo=0.)))
+
+def cosine(epochs:int, eta_min:float=0.) -> LRSchedule:
+    "Deprecated name of `cosine_lr`."
+    warnings.warn("train.cosine is deprecated: use train.cosine_lr (optim.Cosine is the γ schedule)", DeprecationWarning, stacklevel=2)
+    return cosine_lr(epochs, eta_min)
 
 def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     "The learning rate multiplied by `gamma` at each epoch in `milestones` (e.g. [100, 150] for 200 epochs)."

@@ -19,7 +19,7 @@ from .replicas import replicate, n_replicas, barycentre, recompute_bn, check_gro
 from .optim import Wrapper, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss
-from .train import cosine, step_lr, evaluate
+from .train import cosine_lr, step_lr, evaluate
 from .sharpness import delta_energy
 
 # %% auto #0
@@ -594,7 +594,7 @@ def recipe(name:str, lr:float, *, epochs:int, schedule:str='cosine', momentum:fl
            'adam_sam': partial(SAM, base=torch.optim.Adam, rho=rho, per_replica=True, **adam_kw),
            'asam': partial(SAM, base=torch.optim.SGD, rho=asam_rho, adaptive=True, per_replica=True, **sgd)}[name]
     check_choice('schedule', schedule, ('cosine', 'step', 'none'))
-    cbs = {'cosine': [cosine(epochs)], 'step': [step_lr(sorted({m for m in (epochs // 2, 3 * epochs // 4) if m}))], 'none': []}[schedule]
+    cbs = {'cosine': [cosine_lr(epochs)], 'step': [step_lr(sorted({m for m in (epochs // 2, 3 * epochs // 4) if m}))], 'none': []}[schedule]
     return opt, cbs
 
 def grad_evals(name:str, epochs:int, steps_per_epoch:int, y:int=1, L:int=5) -> int:

@@ -425,7 +425,7 @@ def test_wrapper_forwards_the_fit_protocol(name):
 @pytest.mark.parametrize('name', list(WRAPPERS))
 def test_wrapper_resumes_bitwise_under_fit(name, tmp_path):
     "Stopped after 2 of 4 epochs with a cosine schedule and resumed: the same weights, bit for bit, as the uninterrupted run."
-    from entropic_ae.train import fit, cosine, Callback, CancelFit
+    from entropic_ae.train import fit, cosine_lr as cosine, Callback, CancelFit
     from entropic_ae.data import random_features
     class Stop(Callback):
         order = 25                                       # after the checkpoint is written

@@ -316,7 +316,7 @@ def test_supervised_bad_targets(data):
 # ------------------------------------------------------------------ learning-rate schedules
 def test_lr_schedule_rows_and_scaled_keys(data):
     "The `lr` rows are the rates each epoch runs at (per parameter group); keys in `scale` follow lr in proportion."
-    from entropic_ae.train import LRSchedule, cosine, step_lr
+    from entropic_ae.train import LRSchedule, cosine_lr as cosine, step_lr
     m = ae()
     groups = lambda ps: torch.optim.SGD([dict(params=ps[:2]), dict(params=ps[2:], lr=0.2)], lr=0.1)
     def opt_func(ps):

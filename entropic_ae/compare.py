@@ -141,9 +141,9 @@ def optimizers(self:Protocol, lr:float, rho:float, gamma0:float, gamma1:float, t
 
 # %% ../nbs/10_compare.ipynb #53f1dedb
 def _arm_run(arm, protocol, targets, every, ckpt_dir) -> tuple[dict, list[StopAtLoss]]:
-    "`fit`'s extra arguments for one arm: a snapshot at each target loss (never stopping), and its own checkpoint to resume from."
+    "`fit`'s extra arguments for one arm: a snapshot at each target loss (never stopping), and its own checkpoint (saved at every record) to resume from."
     at = [StopAtLoss(t, on='barycentre' if arm == 'replicated' else 'replicas', every=every, stop=False) for t in targets]
-    ck = {} if ckpt_dir is None else dict(ckpt_path=Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', resume=True)
+    ck = {} if ckpt_dir is None else dict(ckpt_path=Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', resume=True, ckpt_every=every)
     return dict(cbs=at, **ck), at
 
 def _check_targets(targets) -> list[float]:

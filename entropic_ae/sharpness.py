@@ -226,12 +226,14 @@ def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=
     if n_iter is not None: check_int('n_iter', n_iter, lo=k)
     if tol is not None: check_float('tol', tol, lo=0.)
     _check_common(bn, subset, gauss_newton); check_bool('vectors', vectors); check_bool('progress', progress)
+    F = _Flat(model)
+    if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
+    draw = _Draws(seed, F.y, F.params[0].device)                                # the seed is checked before the graph is built
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
-        if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
         m = min(F.n, 2 * k + 20) if n_iter is None else min(n_iter, F.n)
         with _bar(m, 'Lanczos', progress) as bar:
-            T, Q = lanczos(_counted(mv, bar), _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype), m, tol, k)
+            T, Q = lanczos(_counted(mv, bar), draw((F.n,), F.params[0].dtype), m, tol, k)
     theta, U = torch.linalg.eigh(T)
     top = theta.flip(-1)[:, :k].to(Q.dtype)
     if not vectors: return top
@@ -245,9 +247,10 @@ def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Ca
     "Hutchinson estimate of each replica's Hessian trace [y] and its standard error [y], from `n_probes` Rademacher probes."
     n_probes = check_int('n_probes', n_probes, lo=1)
     _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
+    F = _Flat(model); draw = _Draws(seed, F.y, F.params[0].device)
     with bn_mode(model, bn), _bar(n_probes, 'Hutchinson', progress) as bar:
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
-        mv, draw = _counted(mv, bar), _Draws(seed, F.y, F.params[0].device)
+        mv = _counted(mv, bar)
         vals = torch.stack([_rdot(v, mv(v)) for v in (draw((F.n,), F.params[0].dtype, 'rademacher') for _ in range(n_probes))], 1)
     se = vals.std(1) / math.sqrt(n_probes) if n_probes > 1 else torch.full_like(vals[:, 0], float('nan'))
     return vals.mean(1), se
@@ -259,10 +262,11 @@ def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_f
     "Stochastic Lanczos quadrature: nodes and weights [y, n_probes, m] of each replica's Hessian spectrum, one m-point Gauss rule per Gaussian probe."
     n_probes, n_iter = check_int('n_probes', n_probes, lo=1), check_int('n_iter', n_iter, lo=1)
     _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
+    F = _Flat(model); draw = _Draws(seed, F.y, F.params[0].device)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         bar = _bar(n_probes * min(n_iter, F.n), 'SLQ', progress)
-        mv, draw, nodes, weights = _counted(mv, bar), _Draws(seed, F.y, F.params[0].device), [], []
+        mv, nodes, weights = _counted(mv, bar), [], []
         for _ in range(n_probes):
             theta, U = torch.linalg.eigh(lanczos(mv, draw((F.n,), F.params[0].dtype), min(n_iter, F.n))[0])
             nodes.append(theta); weights.append(U[:, 0, :].square())

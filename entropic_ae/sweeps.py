@@ -4,7 +4,8 @@
 
 # %% ../nbs/16_sweeps.ipynb #852cfb0a
 from __future__ import annotations
-import hashlib, itertools, json, logging, os, re, threading, time, tomllib, uuid
+import hashlib, itertools, json, logging, math, os, re, threading, time, tomllib, uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 import nbformat
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ from .experiments import (parse_value, find_notebook, experiment_notebooks, defa
 from . import experiments
 
 # %% auto #0
-__all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest', 'package_digest', 'cell_id',
-           'cell_slug', 'plan_cells', 'plain_cells', 'is_done', 'available_cpus', 'visible_gpus', 'local_cluster',
-           'execute_cell', 'heartbeat', 'run_cells', 'cell_record', 'gather_results', 'check_scheduler', 'run_sweep',
-           'write_tables', 'print_summary', 'sweep_main', 'main']
+__all__ = ['SWEEP_KEYS', 'BLOCK_KEYS', 'CLUSTER_START_S', 'expand_grid', 'load_sweep', 'Cell', 'notebook_digest',
+           'package_digest', 'cell_id', 'cell_slug', 'plan_cells', 'plain_cells', 'is_done', 'available_cpus',
+           'visible_gpus', 'local_cluster', 'execute_cell', 'heartbeat', 'run_cells', 'cell_record', 'gather_results',
+           'check_scheduler', 'pays_back', 'run_sweep', 'write_tables', 'print_summary', 'sweep_main', 'main']
 
 # %% ../nbs/16_sweeps.ipynb #63c7fda3
 def expand_grid(grid:dict) -> list[dict]:
@@ -198,8 +199,9 @@ def heartbeat(bar, interval:float=5.):
     try: yield bar
     finally: stop.set(); t.join()
 
-def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, force:bool=False, start_timeout:int=180) -> dict:
-    "Run the cells not yet complete (all of them with `force`) on Dask `client`, or here one by one; {cell id: record}."
+def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, force:bool=False, start_timeout:int=180,
+              lazy:Callable|None=None) -> dict:
+    "Run the cells not yet complete (all of them with `force`) on Dask `client`, or here one by one; {cell id: record}. `lazy(cell_s, left)`, called here before each cell after the first with the mean seconds per cell so far and the cells left, may return a client for the rest."
     from tqdm.auto import tqdm
     retries = check_int('retries', retries, lo=0)
     todo = list(cells) if force else [c for c in cells if not is_done(c)]
@@ -209,13 +211,7 @@ def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, 
         records[c.id] = rec; bar.update()
         bar.set_postfix(failed=sum(r['status'] == 'failed' for r in records.values()))
         if rec['status'] == 'failed': bar.write(f"FAILED {c}: {rec['error'].splitlines()[0][:300]}")
-    if client is None:
-        for c in todo:
-            for attempt in range(retries + 1):
-                rec = execute_cell(c, attempt, start_timeout, progress=progress)
-                if rec['status'] == 'done' or not rec['retryable']: break
-            finish(c, rec)
-    else:
+    def on_dask(todo, client):
         from distributed import as_completed
         submit = lambda c, a: client.submit(execute_cell, c, a, start_timeout, pure=False,
                                            key=f"eae-{c.notebook.stem}-{c.id}-{a}-{uuid.uuid4().hex[:8]}")   # never an old task's key
@@ -229,6 +225,18 @@ def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, 
                 if rec['status'] != 'done' and rec['retryable'] and attempt < retries:
                     f = submit(c, attempt + 1); futures[f] = (c, attempt + 1); done.add(f)
                 else: finish(c, rec)
+    if client is None:
+        spent = 0.
+        for i, c in enumerate(todo):
+            if lazy is not None and i and (client := lazy(spent / i, len(todo) - i)) is not None:
+                on_dask(todo[i:], client); break
+            t = time.time()
+            for attempt in range(retries + 1):
+                rec = execute_cell(c, attempt, start_timeout, progress=progress)
+                if rec['status'] == 'done' or not rec['retryable']: break
+            spent += time.time() - t
+            finish(c, rec)
+    else: on_dask(todo, client)
     bar.close()
     return records
 
@@ -264,28 +272,43 @@ def check_scheduler(address:str, timeout:float=5.) -> str:
         raise ValueError(f"scheduler {address}: cannot connect ({getattr(e, 'strerror', None) or e}); is the Dask scheduler running there?") from None
     return address
 
-def _engine(scheduler, workers, n_todo):
-    "(client, cluster) for `scheduler`, or a local cluster no larger than the work; (None, None) for in-process runs."
-    from distributed import Client
-    if scheduler: return Client(check_scheduler(scheduler), timeout='30s'), None
-    if workers == 0 or n_todo == 0: return None, None
-    cluster = local_cluster(workers if workers is not None else min(len(visible_gpus()) or available_cpus(), n_todo))
-    return Client(cluster), cluster
+CLUSTER_START_S = 20.      # seconds to start a local cluster and import the package on its workers (bench_sweeps: 4–23 s on 2 cores)
+
+def pays_back(cell_s:float, left:int, workers:int, start_s:float|None=None) -> bool:
+    "Whether `left` cells of `cell_s` seconds each end sooner on `workers` parallel workers, after `start_s` (default `CLUSTER_START_S`) to start them, than one after another here."
+    start_s = CLUSTER_START_S if start_s is None else start_s
+    w = min(check_int('workers', workers, lo=1), left)
+    return w > 1 and start_s + math.ceil(left / w) * cell_s < left * cell_s
 
 def run_sweep(cells:list[Cell], out_dir=None, scheduler:str|None=None, workers:int|None=None, client=None,
               retries:int=2, force:bool=False, progress:bool=True, start_timeout:int=180) -> dict:
-    "Run `cells` (skipping completed ones unless `force`) and write `cells.csv` and `results.csv` into `out_dir`; a summary."
+    "Run `cells` (skipping completed ones unless `force`) and write `cells.csv` and `results.csv` into `out_dir`; a summary, whose `engine` says where the cells ran. By default they run here, and a local cluster is started only once the measured time per cell says it pays back."
+    from distributed import Client
     if workers is not None: check_int('workers', workers, lo=0)
     folders = {c.out_notebook.parent for c in cells} | {c.figures_dir for c in cells} | ({Path(out_dir)} if out_dir else set())
     for d in sorted(folders): check_writable(**{'output folder': d})
     t0, todo = time.time(), sum(force or not is_done(c) for c in cells)
-    own_client, cluster = (None, None) if client else _engine(scheduler, workers, todo)
-    try: records = run_cells(cells, client or own_client, retries=retries, progress=progress, force=force, start_timeout=start_timeout)
+    own, cluster, lazy, state = None, None, None, {}
+    if client is not None: engine = 'on the given Dask client'
+    elif scheduler and todo: own, engine = Client(check_scheduler(scheduler), timeout='30s'), f'on the Dask scheduler {scheduler}'
+    elif workers and todo:
+        cluster = local_cluster(workers); own, engine = Client(cluster), f'on a local Dask cluster of {workers} worker(s)'
+    else:
+        engine, most = 'in this process', 0 if workers == 0 else len(visible_gpus()) or available_cpus()
+        if most > 1 and todo > 1:
+            def lazy(cell_s, left):
+                if not pays_back(cell_s, left, most): return None
+                state.update(left=left, workers=min(most, left), cluster=local_cluster(min(most, left)))
+                state['client'] = Client(state['cluster'])
+                return state['client']
+            engine = f'in this process (a local cluster of {min(most, todo)} workers would not pay back)'
+    try: records = run_cells(cells, client or own, retries=retries, progress=progress, force=force, start_timeout=start_timeout, lazy=lazy)
     finally:
-        if own_client: own_client.close()
-        if cluster: cluster.close()
+        for c in (own, state.get('client'), cluster, state.get('cluster')):
+            if c is not None: c.close()
+    if state: engine = f"{todo - state['left']} cell(s) in this process, then {state['left']} on a local Dask cluster of {state['workers']} workers (it pays back)"
     summary = {s: [c for c in cells if records[c.id]['status'] == s] for s in ('done', 'skipped', 'failed')}
-    summary.update(records=records, wall_s=time.time() - t0, results=None)
+    summary.update(records=records, wall_s=time.time() - t0, results=None, engine=engine if todo else 'nothing to run')
     if out_dir: summary['results'] = write_tables(cells, records, out_dir)
     return summary
 
@@ -313,7 +336,7 @@ def print_summary(summary:dict, file=None):
     file = file or sys.stderr
     n = {k: len(summary[k]) for k in ('done', 'skipped', 'failed')}
     print(f"sweep: {sum(n.values())} cells: {n['done']} done, {n['skipped']} skipped (complete before), {n['failed']} failed"
-          f" [{summary['wall_s']:.0f} s]", file=file)
+          f" [{summary['wall_s']:.0f} s], {summary.get('engine', 'in this process')}", file=file)
     if summary['results']: print(f"results: {summary['results']} (cells: {summary['results'].with_name('cells.csv')})", file=file)
     for c in summary['failed']:
         print(f"FAILED {c}: {summary['records'][c.id]['error'].splitlines()[0][:300]}\n  record: {output_paths(c.out_notebook)['failed']}", file=file)

@@ -189,3 +189,29 @@ def test_in_process_cells_show_their_notebooks_progress(tmp_path, capsys):
     run_sweep(cells, tmp_path/'s', workers=0, progress=True)
     err = capsys.readouterr().err
     assert 'tiny cells' in err and '3/3' in err, err   # the parameters, the injected parameters and the body
+
+def test_small_sweeps_run_here_and_a_cluster_starts_only_once_it_pays_back(tmp_path, monkeypatch):
+    """Cells of 0.05 s never pay back a cluster's start: they all run in this process and no cluster is made. With a
+    (pretended) start cost below one cell's time, the first cell runs here, then a cluster takes the other three;
+    the summary says which way the cells went. (Fake cells and an in-process cluster keep this to about a second.)"""
+    from distributed import LocalCluster
+    from entropic_ae import sweeps as S
+    nb = tiny(tmp_path)
+    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(tmp_path)), grid=dict(seed=list(range(4))))], 'quick', tmp_path/'s')
+    def fake(cell, attempt=0, start_timeout=180, progress=False):
+        time.sleep(0.05)
+        return dict(status='done', retryable=False, attempt=attempt, worker=S._worker_name())
+    started = []
+    monkeypatch.setattr(S, 'execute_cell', fake)
+    monkeypatch.setattr(S, 'available_cpus', lambda: 2)
+    monkeypatch.setattr(S, 'visible_gpus', lambda: [])
+    monkeypatch.setattr(S, 'local_cluster', lambda n: started.append(n) or LocalCluster(n_workers=n, threads_per_worker=1, processes=False,
+                                                                                         dashboard_address=None))
+    where = lambda s: [s['records'][c.id]['worker'] for c in cells]
+    s = S.run_sweep(cells, progress=False)
+    assert where(s) == [None] * 4 and started == [] and len(s['done']) == 4
+    assert s['engine'] == 'in this process (a local cluster of 2 workers would not pay back)'
+    monkeypatch.setattr(S, 'CLUSTER_START_S', 0.01)
+    s = S.run_sweep(cells, progress=False, force=True)
+    assert where(s)[0] is None and all(w is not None for w in where(s)[1:]) and started == [2], where(s)
+    assert s['engine'] == '1 cell(s) in this process, then 3 on a local Dask cluster of 2 workers (it pays back)'

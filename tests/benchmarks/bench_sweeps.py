@@ -1,12 +1,17 @@
-"""What the sweep engine costs and gains: a grid of short cells on a 2-worker local Dask cluster vs `eae-run`'s
-sequential loop, and the overhead per cell (kernel start, papermill, scheduler).
+"""What the sweep engine costs and gains: a grid of short cells run three ways, against `eae-run`'s sequential loop.
+
+1. the sequential loop (`run_cells` without a client): the peer, what one would write by hand;
+2. `run_sweep`'s default path: cells start in this process and a local cluster is started only once `pays_back` says
+   the measured time per cell earns its start back (the summary's `engine` says which way it went);
+3. the old default: always a fresh local Dask cluster of `--workers` workers (start included).
 
 The cells are a generated notebook whose parameters cell takes `seed` and `work` (single-threaded float64 matmuls,
-about `work` seconds on a quiet core), so what is measured is the engine, not an experiment. Each configuration runs
-the whole grid (force=True: no skipping); the two are run in ABBA order so that load drift on a shared machine hits both.
+about `work` seconds of CPU), so what is measured is the engine, not an experiment. Each way runs the whole grid
+(force: no skipping); the ways are run paired and interleaved (the order rotates every round) so that load drift on a
+shared machine hits all alike, and the table gives per-round ratios' medians — only ratios, since the machine is shared.
 
-    python tests/benchmarks/bench_sweeps.py                 # 8 cells of ~2 s, 2 workers, 2 rounds
-    python tests/benchmarks/bench_sweeps.py --cells 16 --work 5 --workers 4
+    python tests/benchmarks/bench_sweeps.py --out figures/bench_sweeps_cpu.csv        # 4 cells of ~1 s, 3 rounds
+    python tests/benchmarks/bench_sweeps.py --cells 8 --work 20 --rounds 1             # cells long enough for a cluster
 """
 from __future__ import annotations
 import argparse, os, statistics, tempfile, time
@@ -32,50 +37,45 @@ def make_notebook(folder) -> Path:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--cells', type=int, default=8); ap.add_argument('--work', type=float, default=2.0)
-    ap.add_argument('--workers', type=int, default=2); ap.add_argument('--rounds', type=int, default=2)
+    ap.add_argument('--cells', type=int, default=4); ap.add_argument('--work', type=float, default=1.0)
+    ap.add_argument('--workers', type=int, default=2); ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--out', default=None); ap.add_argument('--settle', type=float, default=3.)
     a = ap.parse_args()
     os.environ['OMP_NUM_THREADS'] = '1'; os.environ['OPENBLAS_NUM_THREADS'] = '1'; os.environ['MKL_NUM_THREADS'] = '1'
     from distributed import Client
-    from entropic_ae.sweeps import plan_cells, run_cells, local_cluster
+    from entropic_ae.core import write_csv
+    from entropic_ae.sweeps import plan_cells, run_cells, run_sweep, local_cluster
     tmp = Path(tempfile.mkdtemp(prefix='bench_sweeps_'))
     nb = make_notebook(tmp)
-    grid = lambda work, n: plan_cells([dict(notebooks=[str(nb)], params=dict(work=work), grid=dict(seed=list(range(n))))], 'quick', tmp/f'runs_{work}')
-    cells, empty = grid(a.work, a.cells), grid(0.0, 4)
-
-    def sequential(cs):
-        t = time.perf_counter(); r = run_cells(cs, None, progress=False, force=True)
-        assert all(v['status'] == 'done' for v in r.values()); return time.perf_counter() - t
-    def on_cluster(cs, n):
-        t = time.perf_counter()
-        with local_cluster(n) as cluster, Client(cluster) as client:
-            client.wait_for_workers(n)
-            client.run(lambda: __import__('entropic_ae.sweeps'))   # each worker imports the package (and torch) once
-            started = time.perf_counter() - t
-            t1 = time.perf_counter(); r = run_cells(cs, client, progress=False, force=True); run = time.perf_counter() - t1
+    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(work=a.work), grid=dict(seed=list(range(a.cells))))], 'quick', tmp/'runs')
+    engines = []
+    def sequential():
+        r = run_cells(cells, None, progress=False, force=True)
         assert all(v['status'] == 'done' for v in r.values())
-        return started, run, time.perf_counter() - t
-
-    # overhead per cell: empty cells (work=0) in the loop and on one worker; a no-op task round trip on the scheduler
-    seq_empty = sequential(empty) / len(empty)
-    start1, run1, _ = on_cluster(empty, 1)
-    with local_cluster(1) as cluster, Client(cluster) as client:
-        client.submit(int, 0, pure=False).result()
-        t = time.perf_counter(); client.gather([client.submit(int, i, pure=False) for i in range(200)])
-        task_ms = (time.perf_counter() - t) / 200 * 1e3
-    print(f"overhead per cell (empty notebook): sequential loop {seq_empty:.2f} s/cell; one Dask worker {run1/len(empty):.2f} s/cell "
-          f"(+{start1:.1f} s to start the cluster and import the package on it); a no-op Dask task {task_ms:.1f} ms", flush=True)
-
-    seq, par = [], []
+    def default():
+        s = run_sweep(cells, None, progress=False, force=True)
+        assert len(s['done']) == len(cells); engines.append(s['engine'])
+    def cluster():
+        with local_cluster(a.workers) as cl, Client(cl) as client:
+            r = run_cells(cells, client, progress=False, force=True)
+        assert all(v['status'] == 'done' for v in r.values())
+    ways = dict(sequential=sequential, default=default, cluster=cluster)
+    times = {k: [] for k in ways}
     for i in range(a.rounds):
-        for which in (('seq', 'par') if i % 2 == 0 else ('par', 'seq')):
-            if which == 'seq': seq.append(sequential(cells)); print(f"sequential loop: {seq[-1]:.1f} s", flush=True)
-            else:
-                s, r, total = on_cluster(cells, a.workers); par.append((s, r, total))
-                print(f"{a.workers}-worker cluster: {total:.1f} s (start {s:.1f} s + grid {r:.1f} s)", flush=True)
-    ms, mt, mr = statistics.median(seq), statistics.median(p[2] for p in par), statistics.median(p[1] for p in par)
-    print(f"\n{a.cells} cells of ~{a.work:g} s CPU on {os.cpu_count()} cores, median of {a.rounds} rounds:")
-    print(f"  sequential loop {ms:.1f} s; {a.workers}-worker local cluster {mt:.1f} s including its start ({mr:.1f} s without)")
-    print(f"  speed-up {ms / mt:.2f}x including cluster start, {ms / mr:.2f}x without")
+        order = list(ways)[i % 3:] + list(ways)[:i % 3]
+        for k in order:
+            time.sleep(a.settle)                 # let the processes of the previous way (a closed cluster's) exit
+            t = time.perf_counter(); ways[k](); times[k].append(time.perf_counter() - t)
+        print(f"round {i + 1}: " + ', '.join(f"{k} {times[k][-1]:.1f} s" for k in ways), flush=True)
+    print(f"default path: {engines[-1]}")
+    task = f'{a.cells} cells of ~{a.work:g} s CPU, {a.workers} workers'
+    rows = []
+    for k in ways:
+        ratio = statistics.median(s / t for s, t in zip(times['sequential'], times[k]))   # speed relative to the loop, per round
+        rows.append(dict(task=task, way=k, speed_vs_sequential=ratio, rounds=a.rounds,
+                         engine=engines[-1] if k == 'default' else ('in this process' if k == 'sequential' else f'local cluster of {a.workers}')))
+    print('\n| task | way | speed vs the sequential loop (median of per-round ratios) |\n|---|---|---|')
+    for r in rows: print(f"| {r['task']} | {r['way']} | {r['speed_vs_sequential']:.2f}x |")
+    if a.out: write_csv(rows, a.out); print('wrote', a.out)
 
 if __name__ == '__main__': main()

@@ -323,9 +323,14 @@ def at_target(self:StopAtLoss, model:nn.Module) -> nn.Module:
     return m
 
 @patch
-def state_dict(self:StopAtLoss) -> dict: return dict(reached=self.reached.clone(), snapshot=dict(self.snapshot))
+def state_dict(self:StopAtLoss) -> dict:
+    return dict(target=self.target, on=self.on, reached=self.reached.clone(), snapshot=dict(self.snapshot))
 @patch
-def load_state_dict(self:StopAtLoss, sd:dict): self.reached, self.snapshot = sd['reached'].cpu().clone(), dict(sd['snapshot'])
+def load_state_dict(self:StopAtLoss, sd:dict):
+    for k in ('target', 'on'):
+        if sd.get(k, getattr(self, k)) != getattr(self, k):
+            raise ValueError(f"resume: the checkpoint's StopAtLoss has {k}={sd[k]!r}, this run's has {k}={getattr(self, k)!r}")
+    self.reached, self.snapshot = sd['reached'].cpu().clone(), dict(sd['snapshot'])
 
 
 # %% ../nbs/09_train.ipynb #52973ee8

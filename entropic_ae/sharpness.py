@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from torch import nn, Tensor
-from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path, check_bool
+from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path, check_bool, check_module
 from .models import recon_error, error_rate, StackedLinear
 from .replicas import n_replicas, stack
 from .flatness import dataset_loss, local_energy, model_device, replica_generators
@@ -41,7 +41,7 @@ def _bn_mode(model:nn.Module, bn:str):
 
 def bn_mode(model:nn.Module, bn:str='eval'):
     "Inside the block `model` has dropout off and batch norm in mode `bn`: 'eval' (running statistics) or 'train' (each batch's own, running statistics restored on exit)."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     return _bn_mode(model, check_choice('bn', bn, BN_MODES))
 
 # %% ../nbs/08_sharpness.ipynb #98322251
@@ -55,7 +55,7 @@ def _chunks(n:int, batch_size:int|None) -> list[tuple[int, int]]:
 
 def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, subset:int|None=None):
     "Inputs and targets (None: the inputs) on the model's device, a fixed random `subset` of the rows if asked, and the row chunks."
-    if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module('model', model)
     for name, t in (('x', x), ('target', target)):
         if name == 'target' and t is None: continue
         if not isinstance(t, Tensor): raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
@@ -74,7 +74,7 @@ def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, su
 class _Flat:
     "Between a stacked model's trainable parameters (each [y, ...]) and flat per-replica vectors [y, n]."
     def __init__(self, model:nn.Module):
-        if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_module('model', model)
         self.y = n_replicas(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params: raise ValueError("model has no trainable parameters")

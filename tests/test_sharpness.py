@@ -357,7 +357,7 @@ def _bad_calls():
         ('curvature_operator x nan', lambda: S.curvature_operator(m, xn, **k), ValueError, 'x must be finite'),
         ('curvature_operator x list', lambda: S.curvature_operator(m, [[1., 2.]], **k), TypeError, 'x must be a tensor'),
         ('curvature_operator target rows', lambda: S.curvature_operator(m, x, cross_entropy, t[:3]), ValueError, 'target must have one row per row of x'),
-        ('curvature_operator model', lambda: S.curvature_operator('net', x, **k), TypeError, 'model must be a torch.nn.Module'),
+        ('curvature_operator model', lambda: S.curvature_operator('net', x, **k), TypeError, 'model must be an nn.Module'),
         ('lanczos n_iter', lambda: S.lanczos(mv, torch.ones(2, 3, dtype=f64), 0), ValueError, 'n_iter must be >= 1'),
         ('hessian_eigs x nan', lambda: S.hessian_eigs(m, xn, **k), ValueError, 'x must be finite'),
         ('hessian_eigs target inf', lambda: S.hessian_eigs(m, x, loss_fn=lambda o, tt: (o - tt).square().mean((1, 2)), target=tn), ValueError, 'target must be finite'),

@@ -47,7 +47,6 @@ def test_list_override_as_string(tmp_path):
     (dict(shallow_P_ratios=[0.01]), "shallow_P_ratios=0.01 gives P = 0"),
     (dict(width_ratios=[]), "width_ratios must be positive"),
     (dict(shallow_epochs=[5]), "shallow_epochs must give one value per shallow curve"),
-    (dict(protocol='paper'), "protocol must be one of"),
 ])
 def test_bad_override_fails_before_writing(tmp_path, bad, message):
     keep = tmp_path/'latent_dimension_quick.png'

@@ -222,7 +222,7 @@ def _bad_calls(root, exp):
         (lambda: E.check_parameters(nb, 'quick', {'figures_dir': 'x'}), 'use eae-run --figures-dir'),
         (lambda: E.check_parameters(nb, 'fast', {}), "a_toy: profile must be one of ['quick', 'full']"),
         (lambda: E.check_writable(figures_dir=root/'a_file'/'x'), 'figures_dir'),
-        (lambda: E.run_experiments('fast', folder=exp), "profile must be one of ['quick', 'full']"),
+        (lambda: E.run_experiments('fast', folder=exp), "profile must be one of ['full', 'quick'], got 'fast'"),
         (lambda: E.run_experiments('quick', folder=exp, retries=-1), 'retries must be >= 0'),
         (lambda: E.run_experiments('quick', folder=exp, only=['nope']), "unknown notebook 'nope'"),
         (lambda: write_csv([dict(a=1), 3], root/'t.csv'), 'rows[1] must be a dict'),

@@ -33,7 +33,7 @@ def run(tmp_path, **params):
     text = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
     return out, text
 
-@pytest.mark.parametrize('scale,status', [(1.0, 'not reached'), (1e6, 'reached')])
+@pytest.mark.parametrize('scale,status', [(1.0, 'not reached')])   # (the 'reached' path: StopAtLoss's tests in ch. 09 and test_train)
 def test_quick_runs_and_reports_every_trial(tmp_path, data_root, scale, status):
     "Random pixels never get near the author's target in 2 epochs (not reached, stopped at the limit); a huge target is reached at once."
     out, _ = run(tmp_path, data_root=str(data_root), max_epochs=2, target_scale=scale, **TINY)

@@ -14,8 +14,8 @@ from .data import check_data
 
 # %% auto #0
 __all__ = ['BACKENDS', 'replica_axis', 'n_replicas', 'EnsembleOutput', 'default_backend', 'sample_dims_of', 'Stacked',
-           'replicate', 'per_replica', 'replica', 'stack', 'check_groups', 'centre', 'barycentre', 'ensemble_forward',
-           'distance_to_barycentre', 'same_start', 'recompute_bn']
+           'replicate', 'per_replica', 'replica_norm', 'replica', 'stack', 'check_groups', 'centre', 'barycentre',
+           'ensemble_forward', 'distance_to_barycentre', 'same_start', 'recompute_bn']
 
 # %% ../nbs/04_replicas.ipynb #25e14059
 def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -> int:
@@ -164,6 +164,15 @@ def per_replica(v:Tensor, t:Tensor) -> Tensor:
     if not isinstance(v, Tensor) or v.numel() != t.shape[0]: raise ValueError(f"v must be a tensor of {t.shape[0]} values (one per replica), got {v!r}")
     return v.to(t.device, t.dtype).view(-1, *[1]*(t.dim() - 1))
 
+# %% ../nbs/04_replicas.ipynb #dde9de55
+def replica_norm(tensors:Sequence[Tensor]) -> Tensor:
+    "Euclidean norm [y] of each replica across the stacked `tensors` [y, ...], accumulated in float64 when any of them is float64."
+    y = replica_axis(tensors, name='tensors')
+    acc = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    parts = [torch.linalg.vector_norm(t.reshape(y, -1), dim=1, dtype=acc).to(tensors[0].device) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(parts), dim=0)
+
+# %% ../nbs/04_replicas.ipynb #78756b4b
 def replica(model:nn.Module, i:int) -> nn.Module:
     "A deep copy of `model` with `y=1` holding replica `i`'s parameters."
     y = n_replicas(model)

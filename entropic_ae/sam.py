@@ -11,7 +11,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 from .core import check_float, check_bool, check_module
-from .replicas import per_replica, replica_axis
+from .replicas import per_replica, replica_axis, replica_norm
 from .optim import Wrapper
 
 # %% auto #0
@@ -28,12 +28,10 @@ def _check_group_options(group:dict):
 
 
 def _norm(tensors:list, per_replica:bool=False) -> torch.Tensor:
-    "L2 norm of all `tensors` taken together (0-dim), or of each leading-axis slice across them (shape [y]) if `per_replica`."
+    "L2 norm of all `tensors` taken together (0-dim), or each replica's (`replica_norm`, shape [y]) if `per_replica`."
+    if per_replica: return replica_norm(tensors)
     dev = tensors[0].device
     acc = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    if per_replica:
-        parts = [torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1, dtype=acc).to(dev) for t in tensors]
-        return torch.linalg.vector_norm(torch.stack(parts), dim=0)
     parts = [n.to(dev) for n in torch._foreach_norm(tensors, 2, dtype=acc)]
     return torch.linalg.vector_norm(torch.stack(parts))
 

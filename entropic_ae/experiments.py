@@ -26,12 +26,14 @@ class Params(dict):
         try: return self[k]
         except KeyError: raise AttributeError(k) from None
 
+# %% ../nbs/15_experiments.ipynb #969d71cd
 def parse_value(s:str):
     "A command-line value as a Python literal when it parses as one, else the string itself."
     if not isinstance(s, str): raise TypeError(f"s must be a string (a command-line value), got {s!r} ({type(s).__name__})")
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
 
+# %% ../nbs/15_experiments.ipynb #c1afbeb8
 def _check_like(name, value, default):
     "Check `value` against the type of `default`, naming `name` in any error."
     if isinstance(default, bool):
@@ -61,6 +63,7 @@ def _interval(spec) -> tuple:
     except ValueError: pass
     raise ValueError(f"an interval is written like '>= 2', '> 0', '(0, 1]', got {spec!r}")
 
+# %% ../nbs/15_experiments.ipynb #ba278fb7
 def check_bound(name:str, value, spec):
     "`value` (a number, or each item of a list) inside interval `spec` (see `_interval`), else a `ValueError` naming `name`."
     if isinstance(value, (list, tuple)):
@@ -72,6 +75,7 @@ def check_bound(name:str, value, spec):
         return value
     raise ValueError(f"{name} must be {spec.strip()}, got {value!r}" if spec.strip()[0] in '<>' else f"{name} must lie in {spec.strip()}, got {value!r}")
 
+# %% ../nbs/15_experiments.ipynb #31823960
 def resolve_params(profiles:dict, profile:str, bounds:dict|None=None, **given) -> Params:
     "Settings of `profile` from `profiles`, with the non-`None` values of `given` checked (types, and `bounds` intervals) and substituted."
     if not (isinstance(profiles, dict) and all(isinstance(v, dict) for v in profiles.values())):
@@ -112,12 +116,14 @@ def default_profile() -> str:
     "`'full'` on a CUDA machine, `'quick'` otherwise."
     return 'full' if torch.cuda.is_available() else 'quick'
 
+# %% ../nbs/15_experiments.ipynb #e645f97a
 def experiments_dir() -> Path:
     "The `nbs/experiments` folder of this checkout (next to the package), else under the working directory."
     import entropic_ae
     here = Path(entropic_ae.__file__).resolve().parent.parent/'nbs'/'experiments'
     return here if here.is_dir() else Path.cwd()/'nbs'/'experiments'
 
+# %% ../nbs/15_experiments.ipynb #17c5f35f
 def experiment_notebooks(folder=None) -> list[Path]:
     "The experiment notebooks in `folder`, in name order (a `ValueError` if it is not a folder holding any)."
     d = Path(folder or experiments_dir())
@@ -126,6 +132,7 @@ def experiment_notebooks(folder=None) -> list[Path]:
     if not found: raise ValueError(f"experiments_dir {str(d)!r} holds no notebooks")
     return found
 
+# %% ../nbs/15_experiments.ipynb #a79af704
 def find_notebook(name, folder=None) -> Path:
     "The experiment notebook called `name` (with or without `.ipynb`) in `folder`, or a path to any notebook."
     p = Path(str(name))
@@ -144,6 +151,7 @@ def notebook_parameters(path) -> dict:
     if not found: raise ValueError(f"{Path(path).stem} has no cell tagged 'parameters'")
     return {k: parse_value(v['default']) for k, v in found.items()}
 
+# %% ../nbs/15_experiments.ipynb #613efd7f
 _MAX_RANGE = 100_000
 
 def _literal(node, consts:dict, seen=()):
@@ -166,6 +174,7 @@ def _literal(node, consts:dict, seen=()):
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError): pass
     raise ValueError(f"{ast.unparse(node)[:80]!r} is not a literal")
 
+# %% ../nbs/15_experiments.ipynb #3250e9c0
 def notebook_constant(path, name:str):
     "The value of the notebook's top-level assignment to `name`, read as a literal without running anything; `None` if absent."
     import nbformat
@@ -186,6 +195,7 @@ def notebook_constant(path, name:str):
         raise ValueError(f"{Path(path).stem}: {name} must be written as literals (numbers, strings, lists, dicts, "
                          f"dict(...), range(...)) so that it can be read without running the notebook: {e}") from None
 
+# %% ../nbs/15_experiments.ipynb #1f6b0da9
 def notebook_profiles(path) -> dict|None:
     "The notebook's `PROFILES` (profile -> settings), read as literals without running anything; `None` if it has none."
     prof = notebook_constant(path, 'PROFILES')
@@ -194,6 +204,7 @@ def notebook_profiles(path) -> dict|None:
         raise ValueError(f"{Path(path).stem}: PROFILES must be a non-empty dict of dicts (profile -> settings)")
     return prof
 
+# %% ../nbs/15_experiments.ipynb #85e192ff
 def notebook_bounds(path) -> dict:
     "The notebook's `BOUNDS` (parameter -> interval such as `'>= 2'` or `'(0, 1]'`), read as literals; `{}` if it has none."
     b = notebook_constant(path, 'BOUNDS')
@@ -238,6 +249,7 @@ def notebook_requires(path, profile:str) -> list[str]:
         raise ValueError(f"{Path(path).stem}: REQUIRES must be a list of data set names, or a dict profile -> list, got {r!r}")
     return list(r)
 
+# %% ../nbs/15_experiments.ipynb #3fbc6c14
 def missing_data(notebooks, profile:str, data_root=None) -> dict:
     "{notebook path: what is missing and how to provide it} for each notebook whose `REQUIRES` names a data set not under the data root."
     from entropic_ae.vision import IMAGE_SETS, DataMissing, find_files
@@ -259,6 +271,7 @@ def tuned_environ(environ=None) -> dict:
     env['GLIBC_TUNABLES'] = ':'.join(f'{k}={v}' for k, v in {**ALLOCATOR_TUNABLES, **have}.items())
     return env
 
+# %% ../nbs/15_experiments.ipynb #5c0c4239
 def use_tuned_allocator():
     "Put the tuned `GLIBC_TUNABLES` in this process's environment, for every kernel or worker it starts from now on."
     os.environ['GLIBC_TUNABLES'] = tuned_environ()['GLIBC_TUNABLES']
@@ -279,14 +292,20 @@ def check_writable(**folders):
                 except OSError: pass
             raise ValueError(f"{name} {d} is not writable: {e.strerror or e}") from None
 
-def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
+# %% ../nbs/15_experiments.ipynb #2448de35
+def utc_now() -> str:
+    "The current UTC time, to the second, in ISO 8601."
+    return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
+# %% ../nbs/15_experiments.ipynb #a4aa3c07
 def _json_default(v):
+    "The JSON form of a path, a numpy value or a set; a `TypeError` for anything else."
     if isinstance(v, Path): return str(v)
     if isinstance(v, (np.generic, np.ndarray)): return v.tolist()
     if isinstance(v, (set, frozenset)): return sorted(v, key=repr)
     raise TypeError(f"obj must hold only JSON data (numbers, strings, lists, dicts, paths), got {type(v).__name__}: {v!r}")
 
+# %% ../nbs/15_experiments.ipynb #7753e5c3
 def write_json(obj, path):
     "Write `obj` as indented JSON to `path` atomically; data JSON cannot hold (other than paths, numpy values, sets) is refused before anything is written."
     path, text = check_path('path', path), json.dumps(obj, indent=1, default=_json_default)
@@ -294,6 +313,7 @@ def write_json(obj, path):
 
 # %% ../nbs/15_experiments.ipynb #81a7ae8b
 def _git_commit(folder) -> str|None:
+    "The commit checked out at `folder` (`+dirty` with uncommitted changes to tracked files), or `None` outside git."
     try:
         run = lambda *a: subprocess.run(['git', '-C', str(folder), *a], capture_output=True, text=True, timeout=20)
         head = run('rev-parse', 'HEAD')
@@ -302,6 +322,7 @@ def _git_commit(folder) -> str|None:
         return head.stdout.strip() + ('+dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/15_experiments.ipynb #bf299ec9
 def _gpus() -> list[str]:
     "Names of the GPUs this process may use (nvidia-smi, honouring CUDA_VISIBLE_DEVICES), without initialising CUDA."
     if not shutil.which('nvidia-smi'): return []
@@ -314,6 +335,7 @@ def _gpus() -> list[str]:
     want = [v.strip() for v in vis.split(',') if v.strip()]
     return [r[2] for w in want for r in rows if w in (r[0], r[1])]
 
+# %% ../nbs/15_experiments.ipynb #ae52f728
 def provenance(notebook, parameters:dict) -> dict:
     "Where and with what a notebook run happens: git commit, package versions, machine, visible GPUs."
     def v(pkg):
@@ -339,7 +361,9 @@ def _move_tree(src:Path, dst:Path) -> list[str]:
         moved.append(str(f.relative_to(src)))
     return moved
 
+# %% ../nbs/15_experiments.ipynb #130a7e45
 def output_paths(out_notebook:Path) -> dict:
+    "The files a run of `out_notebook` leaves beside it: provenance, failure record, failed copy, and the staging folder."
     s = out_notebook.name.removesuffix('.ipynb')
     return dict(provenance=out_notebook.with_name(f'{s}.provenance.json'), failed=out_notebook.with_name(f'{s}.failed.json'),
                 failed_nb=out_notebook.with_name(f'{s}.failed.ipynb'), staging=out_notebook.parent/'.staging', stem=s)
@@ -417,6 +441,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
 
 # %% ../nbs/15_experiments.ipynb #035dd24d
 def _parser():
+    "The parser of the plain `eae-run` (the sweep options are added by `sweeps._parser`)."
     ap = argparse.ArgumentParser(prog='eae-run', description='Run the entropic_ae experiment notebooks with papermill.')
     ap.add_argument('--profile', default=None, help="quick | full | any profile the notebooks declare, e.g. thesis (default: full on CUDA, quick otherwise)")
     ap.add_argument('--only', nargs='+', action='extend', metavar='NOTEBOOK', help='run only these experiment notebooks (by name)')
@@ -440,6 +465,7 @@ def _runner_options(args) -> tuple[str|None, str]:
     args.parameter = [(k, v) for k, v in args.parameter if k not in RUNNER_OWNED]
     return given['profile'], given['figures_dir']
 
+# %% ../nbs/15_experiments.ipynb #6adbe6bb
 def _run_plain(args, profile:str|None, figures_dir:str|None) -> int:
     "The plain `eae-run`: `run_experiments` on the parsed `args`; the exit code."
     run_experiments(profile, only=args.only, runs_dir=args.runs_dir, figures_dir=figures_dir or 'figures',

@@ -4,15 +4,17 @@
 
 # %% ../nbs/07_flatness.ipynb #d6044de8
 from __future__ import annotations
-import copy, importlib, math, numbers
+import contextlib, copy, importlib, math, numbers, time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 import torch
 from torch import nn, Tensor
 from dataclasses import dataclass
+from fastcore.basics import patch
 from .core import check_int, check_float, check_sigmas, check_choice, check_module, make_generator, tidy
 from .data import check_data
-from .models import recon_error
-from .replicas import n_replicas, stack
+from .models import recon_error, StackedLinear
+from .replicas import n_replicas, stack, per_replica
 
 # %% auto #0
 __all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'local_energy', 'denoising', 'avg_diff', 'log_bins',
@@ -64,43 +66,172 @@ def replica_generators(seed, y:int, device) -> list[torch.Generator]:
     if len(seed) != y: raise ValueError(f"seed must have one entry per replica ({y}), got {len(seed)}")
     return [make_generator(check_int(f'seed[{i}]', s, lo=0), device) for i, s in enumerate(seed)]
 
+
+# %% ../nbs/07_flatness.ipynb #9100f985
+def _fill(o:Tensor, g:torch.Generator, kind:str) -> Tensor:
+    if kind == 'gauss': return o.normal_(generator=g)
+    return o.copy_(torch.randint(0, 2, o.shape, generator=g, device=g.device)).mul_(2).sub_(1)   # Rademacher ±1
+
 class _Noise:
-    "Standard normal draws from one shared generator (int seed) or one generator per replica (list of seeds)."
+    "Standard normal (or Rademacher) draws from one shared generator (int seed) or one generator per replica (list of seeds)."
     def __init__(self, seed, y:int, device):
         self.gens = replica_generators(seed, y, device)
         self.y, self.device = y, device
-
-    def draw(self, out:Tensor) -> Tensor:
-        "Fill `out` (leading axis of size `y`) with N(0,1): row `r` from stream `r`, or all rows equal to one shared draw."
+    def draw(self, out:Tensor, kind:str='gauss') -> Tensor:
+        "Fill `out` (leading axis of size `y`): row `r` from stream `r`, or all rows equal to one shared draw."
         if len(self.gens) == 1:
-            out[0].normal_(generator=self.gens[0])
+            _fill(out[0], self.gens[0], kind)
             if out.shape[0] > 1: out[1:].copy_(out[:1].expand_as(out[1:]))
         else:
-            for o, g in zip(out, self.gens): o.normal_(generator=g)
+            for o, g in zip(out, self.gens): _fill(o, g, kind)
         return out
+    def __call__(self, shape, dtype, kind:str='gauss') -> Tensor:
+        "A fresh draw [y, *shape]."
+        return self.draw(torch.empty(self.y, *shape, dtype=dtype, device=self.device), check_choice('kind', kind, ('gauss', 'rademacher')))
+
+# %% ../nbs/07_flatness.ipynb #205af445
+def _cache_bytes() -> int:
+    "The per-core L2 cache in bytes, as the OS reports it (1 MiB where it does not)."
+    try:
+        for d in sorted(Path('/sys/devices/system/cpu/cpu0/cache').glob('index*')):
+            if (d/'level').read_text().strip() == '2' and (d/'type').read_text().strip() in ('Unified', 'Data'):
+                s = (d/'size').read_text().strip().upper()
+                return int(s[:-1]) * {'K': 2**10, 'M': 2**20}[s[-1]] if s[-1] in 'KM' else int(s)
+    except (OSError, ValueError): pass
+    return 2**20
+
+# %% ../nbs/07_flatness.ipynb #a7eeb464
+class _PassSize:
+    "Points per pass `k`: `fixed`, or from `start` doubled (up to `cap`) while the time per point that `record` is told falls."
+    def __init__(self, cap:int, start:int, timed:bool=True):
+        self.cap, self.k, self.timed, self.best = cap, max(1, min(cap, start)), timed, None
+    def record(self, n:int, seconds:float):
+        "A pass of `n` points took `seconds`: while timing, double `k` or settle on the best size."
+        if not self.timed or n != self.k: return
+        dt = seconds / n
+        if self.best is None or dt < self.best[1]: self.best = (n, dt)
+        if self.best[0] == self.k and 2 * self.k <= self.cap: self.k *= 2
+        else: self.k, self.timed = self.best[0], False
+
+# %% ../nbs/07_flatness.ipynb #0d93c7ae
+def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
+    "The most points one pass may hold: weights plus first-layer activations within 256 MB on a GPU, 64 MB on a CPU."
+    budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
+    return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
+
+def _plan(device, y:int, n_params:int, x:Tensor, batch_size:int|None, points_per_pass:int|None) -> tuple[list, _PassSize]:
+    "Row chunks of `x` and the points-per-pass rule for a `y`-replica model with `n_params` parameters per replica."
+    cpu, per_row = torch.device(device).type != 'cuda', x.element_size() * y * x[0].numel()
+    if batch_size is None and cpu and per_row * x.shape[0] > _cache_bytes(): batch_size = max(128, _cache_bytes() // per_row)
+    parts = _chunks(x.shape[0], batch_size)
+    rows = parts[0][1] - parts[0][0]
+    cap = points_per_pass or _max_points(device, y, n_params, rows, x[0].numel())
+    if points_per_pass or not cpu: return parts, _PassSize(cap, cap, timed=False)
+    return parts, _PassSize(cap, _cache_bytes() // (per_row * rows))
+
+# %% ../nbs/07_flatness.ipynb #a7d3f45c
+class _FirstLayers:
+    "Every `StackedLinear` that reads the data chunk itself: its output at a point is the same combination of the per-basis outputs x·B_j + β_j, computed once per chunk."
+    def __init__(self, model, params, budget:int=2**28):
+        pos, self.layers, self.budget, self.y = {id(p): i for i, p in enumerate(params)}, {}, budget, n_replicas(model)
+        for name, m in model.named_modules():
+            if isinstance(m, StackedLinear) and id(m.weight) in pos and id(m.bias) in pos: self.layers[name] = (pos[id(m.weight)], pos[id(m.bias)])
+        self.reset([])
+    def reset(self, basis):
+        "A new basis: forget the products of the old one."
+        self.basis, self.cache, self.chunk, self.coef, self.used, self.extra_s = basis, {}, None, None, None, 0.
+    def patch(self, sc):
+        "Route the scratch copy's first layers through the shortcut (any other input goes the ordinary way)."
+        for name, m in sc.named_modules():
+            if name in self.layers: m.forward = lambda x, m=m, name=name: self.forward(name, m, x)
+        return sc
+
+# %% ../nbs/07_flatness.ipynb #116fb314
+@patch
+def forward(self:_FirstLayers, name, m, x):
+    key = (name, *self.chunk[1])
+    if x is not self.chunk[0] or (key not in self.cache and not self._fill(name, key, x)): return StackedLinear.forward(m, x)
+    c, P = self.coef, self.cache[key]                                         # c [k, nb], P [nb, y, rows, out]
+    out = P[0].unsqueeze(0) * c[:, 0].view(-1, 1, 1, 1)
+    for j in range(1, len(P)):
+        if self.used[j]: out.addcmul_(P[j].unsqueeze(0), c[:, j].view(-1, 1, 1, 1))
+    return out.view(-1, *out.shape[2:])
+
+@patch
+def _fill(self:_FirstLayers, name, key, x) -> bool:
+    wi, bi = self.layers[name]
+    need = len(self.basis) * self.y * x.shape[0] * self.basis[0][wi].shape[-1] * x.element_size()
+    if need + sum(t.nbytes for t in self.cache.values()) > self.budget: return False
+    t = time.perf_counter()
+    xe = x.expand(self.y, *x.shape)
+    self.cache[key] = torch.stack([torch.baddbmm(B[bi].expand(self.y, *B[bi].shape[1:]), xe, B[wi].expand(self.y, *B[wi].shape[1:])) for B in self.basis])
+    self.extra_s += time.perf_counter() - t
+    return True
+
+# %% ../nbs/07_flatness.ipynb #a77803ff
+def _points_loss(model, x, target, loss_fn, parts, first) -> Tensor:
+    "`dataset_loss` over the row chunks `parts`, telling `first` which chunk goes in."
+    n, total = x.shape[0], 0.
+    for a, b in parts:
+        xc = x if len(parts) == 1 else x[a:b]
+        first.chunk = (xc, (a, b))
+        l = loss_fn(model(xc), target if len(parts) == 1 else target[a:b])
+        total = l if len(parts) == 1 else total + l * ((b - a) / n)
+    return total
+
+# %% ../nbs/07_flatness.ipynb #3dea8167
+class _Points:
+    "Losses at many weight points Σ_j coef[g, j]·basis[j] of `model`'s `params` (default: the trainable ones), `k` points per pass as replicas of one stacked scratch copy."
+    def __init__(self, model, x, target, loss_fn, batch_size=None, points_per_pass=None, params=None, mode=None, fill_buffers=None):
+        ps = list(model.parameters())
+        self.params = [p for p in ps if p.requires_grad] if params is None else list(params)
+        ids = {id(p) for p in self.params}
+        self.pos = [i for i, p in enumerate(ps) if id(p) in ids]
+        self.model, self.x, self.target, self.loss_fn, self.y = model, x, x if target is None else target, loss_fn, n_replicas(model)
+        self.parts, self.size = _plan(model_device(model), self.y, sum(p[0].numel() for p in ps), x, batch_size, points_per_pass)
+        self.first, self.scratch = _FirstLayers(model, self.params), {}
+        self.mode, self.fill_buffers = mode or (lambda sc: contextlib.nullcontext()), fill_buffers
+    def _copy(self, k:int) -> tuple[nn.Module, list[Tensor]]:
+        "The scratch copy for `k` points (only the current size is kept) and views [k, y, ...] of its `params`."
+        if k not in self.scratch:
+            sc = copy.deepcopy(self.model) if k == 1 else stack([self.model] * k)
+            for p in sc.parameters(): p.grad = None
+            ps = list(sc.parameters())
+            self.scratch = {k: (self.first.patch(sc), [ps[i].view(k, self.y, *ps[i].shape[1:]) for i in self.pos])}
+        return self.scratch[k]
+
+# %% ../nbs/07_flatness.ipynb #629c8b4d
+@patch
+@torch.no_grad()
+def __call__(self:_Points, basis, coef:Tensor, out:Tensor, todo=None, on_pass=None, bar=None) -> Tensor:
+    "Losses of the points `todo` (default: all rows of `coef` [G, nb]) into `out` [G, y]; `on_pass(idx)` after each pass."
+    todo, i = list(range(len(coef))) if todo is None else todo, 0
+    self.first.reset(basis)
+    while i < len(todo):
+        idx = todo[i:i + self.size.k]; i += len(idx)
+        (sc, views), t0, extra = self._copy(len(idx)), time.perf_counter(), self.first.extra_s
+        c = coef[idx].to(self.x.device, self.params[0].dtype)
+        used = self.first.used = (c != 0).any(0).tolist()
+        for v, *bs in zip(views, *basis):                                    # w_g = Σ_j c[g, j]·B_j
+            v.copy_(bs[0].unsqueeze(0) * per_replica(c[:, 0], v))
+            for j in range(1, len(bs)):
+                if used[j]: v.add_(bs[j].unsqueeze(0) * per_replica(c[:, j], v))
+        if self.fill_buffers is not None:
+            self.fill_buffers([(b.view(len(idx), self.y, *b.shape[1:]), b0) for b, b0 in zip(sc.buffers(), self.model.buffers())], idx)
+        self.first.coef = c
+        with self.mode(sc): out[idx] = _points_loss(sc, self.x, self.target, self.loss_fn, self.parts, self.first).view(len(idx), self.y).to(out.device, out.dtype)
+        self.size.record(len(idx), time.perf_counter() - t0 - (self.first.extra_s - extra))
+        if on_pass is not None: on_pass(idx)
+        if bar is not None: bar.update(len(idx))
+    return out
 
 # %% ../nbs/07_flatness.ipynb #bd4d5c7f
-def _default_draws_per_pass(device, n_draws, y, rows, width, budget=2**28):
-    if torch.device(device).type != 'cuda': return 1
-    return max(1, min(n_draws, budget // max(1, y * rows * width)))
-
 def _perturbed(model:nn.Module, params:str) -> set[int]:
     "Indices (in `model.parameters()` order) of the parameters to perturb: all, or the weight matrices and kernels only."
     ps = list(model.named_parameters())
     if params == 'all': return set(range(len(ps)))
     # a weight: named `weight`, with at least two axes per replica (so not a bias, nor a norm layer's 1-d scale)
     return {i for i, (n, p) in enumerate(ps) if n.rsplit('.', 1)[-1] == 'weight' and p.dim() >= 3}
-
-class _Scratch:
-    "A scratch model holding `k` tiled copies of `model`'s replicas (`k * y` replicas), reused across draws and σ; `params`/`base` are the perturbed ones (`sel`)."
-    def __init__(self, model, k, sel=None):
-        self.k = k
-        self.model = copy.deepcopy(model) if k == 1 else stack([model] * k)
-        for p in self.model.parameters(): p.grad = None
-        keep = lambda ps: [p for i, p in enumerate(ps) if sel is None or i in sel]   # the perturbed ones only
-        self.params = keep(self.model.parameters())
-        # unperturbed tiled weights: the model's own tensors when k == 1, a frozen copy otherwise
-        self.base = [p.detach() for p in keep(model.parameters())] if k == 1 else [p.detach().clone() for p in self.params]
 
 class _Profile:
     "What both noise profiles share: checked arguments, the noise streams, the σ = 0 columns (the unperturbed loss), the sums over draws."
@@ -120,6 +251,16 @@ class _Profile:
         return self.out
 
 # %% ../nbs/07_flatness.ipynb #d162bbed
+def _draw_basis(params, sel, noise:_Noise, d:int) -> list[list[Tensor]]:
+    "`d` draws' tensors w ⊙ z for the parameters in `sel` (zero for the others), one flat draw [y, n_sel] per draw."
+    chosen = [p for i, p in enumerate(params) if i in sel]
+    sizes = [p[0].numel() for p in chosen]
+    out = []
+    for _ in range(d):
+        z = iter(noise.draw(torch.empty(noise.y, sum(sizes), dtype=chosen[0].dtype, device=chosen[0].device)).split(sizes, 1))
+        out.append([p.detach() * next(z).view(p.shape) if i in sel else torch.zeros_like(p) for i, p in enumerate(params)])
+    return out
+
 @torch.no_grad()
 def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
                  batch_size:int|None=None, target:Tensor|None=None, draws_per_pass:int|None=None,
@@ -129,23 +270,16 @@ def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss
     sel = _perturbed(model, check_choice('params', params, ('all', 'weights')))
     pr = _Profile(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target)
     if not pr.pos or not sel: return pr.result()
-    params = [p for i, p in enumerate(model.parameters()) if i in sel]
-    offs = [0] + torch.tensor([p[0].numel() for p in params]).cumsum(0).tolist()
-    d = min(draws_per_pass or _default_draws_per_pass(pr.dev, pr.n_draws, pr.y, pr.batch_size or pr.x.shape[0], pr.x[0].numel()), pr.n_draws)
-    scratches = {}
-    for j0 in range(0, pr.n_draws, d):
-        k = min(d, pr.n_draws - j0)
-        if k not in scratches: scratches[k] = _Scratch(model, k, sel)
-        sc = scratches[k]
-        z = torch.empty(k, pr.y, offs[-1], dtype=params[0].dtype, device=pr.dev)
-        for j in range(k): pr.noise.draw(z[j])
-        z = z.view(k * pr.y, offs[-1])
-        zs = [z[:, a:b].view(sc.base[i].shape) for i, (a, b) in enumerate(zip(offs[:-1], offs[1:]))]
-        wz = torch._foreach_mul(sc.base, zs)                      # w ⊙ z for every parameter
-        for i, q in enumerate(pr.pos):
-            torch._foreach_copy_(sc.params, sc.base)
-            torch._foreach_add_(sc.params, wz, alpha=pr.sigmas[q])   # w + σ w ⊙ z
-            pr.acc[i] += dataset_loss(sc.model, pr.x, loss_fn, pr.batch_size, pr.target).view(k, pr.y).sum(0)
+    ps, S = list(model.parameters()), len(pr.pos)
+    pts = _Points(model, pr.x, pr.target, loss_fn, pr.batch_size, draws_per_pass and draws_per_pass * S, ps)
+    sig = torch.tensor([pr.sigmas[q] for q in pr.pos], dtype=torch.float64)
+    j = 0
+    while j < pr.n_draws:
+        d = min(pr.n_draws - j, draws_per_pass or max(1, pts.size.k // S)); j += d
+        coef = torch.zeros(d * S, d + 1, dtype=torch.float64); coef[:, 0] = 1   # point (draw r, σ_q): w + σ_q·(w ⊙ z_r)
+        coef[torch.arange(d * S), 1 + torch.arange(d).repeat_interleave(S)] = sig.repeat(d)
+        out = pts([[p.detach() for p in ps], *_draw_basis(ps, sel, pr.noise, d)], coef, torch.empty(d * S, pr.y, dtype=pr.acc.dtype, device=pr.dev))
+        for r in range(d): pr.acc += out[r * S:(r + 1) * S]
     return pr.result()
 
 # %% ../nbs/07_flatness.ipynb #d166d76e

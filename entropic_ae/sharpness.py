@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from torch import nn, Tensor
 from .core import check_int, check_float, check_sigmas, check_choice, check_callable, make_generator, atomic_path, check_bool, check_module
 from .models import recon_error, error_rate, StackedLinear
-from .replicas import n_replicas, stack
-from .flatness import dataset_loss, local_energy, model_device, replica_generators
+from .replicas import n_replicas, stack, per_replica, replica_norm
+from .flatness import dataset_loss, local_energy, model_device, _chunks, _Noise, _Points
 
 # %% auto #0
 __all__ = ['BN_MODES', 'bn_mode', 'curvature_operator', 'dense_hessian', 'lanczos', 'hessian_eigs', 'hessian_trace', 'slq',
@@ -48,10 +48,6 @@ def bn_mode(model:nn.Module, bn:str='eval'):
 def _bar(total:int, desc:str, progress:bool):
     "A progress bar that appears only once the work has lasted 10 s (`progress=False`: never) and vanishes when done."
     return tqdm(total=total, desc=desc, leave=False, disable=not check_bool('progress', progress), delay=10)
-
-def _chunks(n:int, batch_size:int|None) -> list[tuple[int, int]]:
-    step = n if batch_size is None else batch_size
-    return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, subset:int|None=None):
     "Inputs and targets (None: the inputs) on the model's device, a fixed random `subset` of the rows if asked, and the row chunks."
@@ -86,22 +82,6 @@ class _Flat:
 
 def _rdot(a:Tensor, b:Tensor) -> Tensor: return (a * b).sum(1)
 
-def _rnorm(ts) -> Tensor:
-    "Per-replica Euclidean norm [y] of a list of stacked tensors."
-    return torch.stack([t.reshape(t.shape[0], -1).square().sum(1) for t in ts]).sum(0).sqrt()
-
-class _Draws:
-    "Random tensors [y, *shape]: one stream shared by all replicas (int seed) or one per replica (a list of y seeds)."
-    def __init__(self, seed, y:int, device):
-        self.gens = replica_generators(seed, y, device)
-        self.y = y
-    @staticmethod
-    def _one(g, shape, dtype, kind):
-        if kind == 'gauss': return torch.randn(shape, generator=g, device=g.device, dtype=dtype)
-        return torch.randint(0, 2, shape, generator=g, device=g.device).to(dtype).mul_(2).sub_(1)   # Rademacher ±1
-    def __call__(self, shape, dtype, kind:str='gauss') -> Tensor:
-        if len(self.gens) == 1: return self._one(self.gens[0], shape, dtype, kind).expand(self.y, *shape).clone()
-        return torch.stack([self._one(g, shape, dtype, kind) for g in self.gens])
 
 # %% ../nbs/08_sharpness.ipynb #22824452
 def _grads(loss, params, **kw) -> list[Tensor]:
@@ -228,7 +208,7 @@ def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=
     _check_common(bn, subset, gauss_newton); check_bool('vectors', vectors); check_bool('progress', progress)
     F = _Flat(model)
     if k > F.n: raise ValueError(f"k must be <= the number of parameters per replica ({F.n}), got {k}")
-    draw = _Draws(seed, F.y, F.params[0].device)                                # the seed is checked before the graph is built
+    draw = _Noise(seed, F.y, F.params[0].device)                                # the seed is checked before the graph is built
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         m = min(F.n, 2 * k + 20) if n_iter is None else min(n_iter, F.n)
@@ -247,7 +227,7 @@ def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Ca
     "Hutchinson estimate of each replica's Hessian trace [y] and its standard error [y], from `n_probes` Rademacher probes."
     n_probes = check_int('n_probes', n_probes, lo=1)
     _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
-    F = _Flat(model); draw = _Draws(seed, F.y, F.params[0].device)
+    F = _Flat(model); draw = _Noise(seed, F.y, F.params[0].device)
     with bn_mode(model, bn), _bar(n_probes, 'Hutchinson', progress) as bar:
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         mv = _counted(mv, bar)
@@ -262,7 +242,7 @@ def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_f
     "Stochastic Lanczos quadrature: nodes and weights [y, n_probes, m] of each replica's Hessian spectrum, one m-point Gauss rule per Gaussian probe."
     n_probes, n_iter = check_int('n_probes', n_probes, lo=1), check_int('n_iter', n_iter, lo=1)
     _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
-    F = _Flat(model); draw = _Draws(seed, F.y, F.params[0].device)
+    F = _Flat(model); draw = _Noise(seed, F.y, F.params[0].device)
     with bn_mode(model, bn):
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
         bar = _bar(n_probes * min(n_iter, F.n), 'SLQ', progress)
@@ -299,8 +279,6 @@ def _loss_grad(model:nn.Module, params, x, target, parts, loss_fn, weights:Tenso
         total = total + l.detach()
         grads = g if grads is None else [u + v for u, v in zip(grads, g)]
     return total, grads
-
-def _per(s:Tensor, t:Tensor) -> Tensor: return s.view(-1, *[1] * (t.dim() - 1)).to(t.dtype)
 
 @torch.no_grad()
 def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step, prepare=None, n_prepare=0,
@@ -384,7 +362,7 @@ def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn,
         def mv_delta(v):
             bar.update()
             return mv(v) if T is None else T * mv(T * v)
-        u = _Draws(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype)
+        u = _Noise(seed, F.y, F.params[0].device)((F.n,), F.params[0].dtype)
         return T, _krylov_model(mv_delta, g if T is None else T * g, u, k)
     def init(w0, rho, ready):
         T, (V, B, gV) = ready if k else (None, (None, None, None))
@@ -394,10 +372,10 @@ def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn,
         return dict(rho=rho, T=Tl, delta=delta, eps=delta if Tl is None else torch._foreach_mul(delta, Tl))
     def step(s, g):
         d = g if s['T'] is None else torch._foreach_mul(g, s['T'])          # gradient in the δ variable
-        a = s['rho'] / _rnorm(d).clamp_min(1e-30)
-        delta = [u + _per(a, v) * v for u, v in zip(s['delta'], d)]
-        c = (s['rho'] / _rnorm(delta).clamp_min(1e-30)).clamp(max=1.)     # back onto the ball
-        s['delta'] = [_per(c, u) * u for u in delta]
+        a = s['rho'] / replica_norm(d).clamp_min(1e-30)
+        delta = [u + per_replica(a, v) * v for u, v in zip(s['delta'], d)]
+        c = (s['rho'] / replica_norm(delta).clamp_min(1e-30)).clamp(max=1.)     # back onto the ball
+        s['delta'] = [per_replica(c, u) * u for u in delta]
         s['eps'] = s['delta'] if s['T'] is None else torch._foreach_mul(s['delta'], s['T'])
     return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step, prepare if k else None,
                    k, progress, 'ASAM sharpness' if adaptive else 'ρ-sharpness')
@@ -424,7 +402,7 @@ def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, seed=0
     epsilons, n_steps = check_sigmas('epsilons', epsilons), check_int('n_steps', n_steps, lo=1)
     _check_common(bn, subset); check_bool('progress', progress)
     F = _Flat(model)
-    corner = lambda *_: (lambda d: [d(tuple(p.shape[1:]), p.dtype, 'rademacher') for p in F.params])(_Draws(seed, F.y, F.params[0].device))
+    corner = lambda *_: (lambda d: [d(tuple(p.shape[1:]), p.dtype, 'rademacher') for p in F.params])(_Noise(seed, F.y, F.params[0].device))
     def init(w0, e, signs):
         c = [w.abs().add(1.).mul(e) for w in w0]
         return dict(c=c, eps=[ci * s for ci, s in zip(c, signs)])
@@ -460,7 +438,7 @@ def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn'
     n = check_int('n', n, lo=1)
     check_choice('ignore', ignore, ('biasbn', None))
     F = _Flat(model)
-    draw, dims = _Draws(seed, F.y, F.params[0].device), _unit_dims(model, F.params)
+    draw, dims = _Noise(seed, F.y, F.params[0].device), _unit_dims(model, F.params)
     out = []
     for _ in range(n):
         d = []
@@ -474,98 +452,6 @@ def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn'
                 r = (rw * (nw / (nr + 1e-10)).view(F.y, -1, *[1] * (rw.dim() - 2))).movedim(1, k)
             d.append(r)
         out.append(d)
-    return out
-
-# %% ../nbs/08_sharpness.ipynb #a8b5b84b
-def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
-    "The most grid points one pass may hold: weights plus first-layer activations within 256 MB on a GPU, 64 MB on a CPU."
-    budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
-    return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
-
-def _cache_bytes() -> int:
-    "The per-core L2 cache in bytes, as the OS reports it (1 MiB where it does not)."
-    try:
-        for d in sorted(Path('/sys/devices/system/cpu/cpu0/cache').glob('index*')):
-            if (d/'level').read_text().strip() == '2' and (d/'type').read_text().strip() in ('Unified', 'Data'):
-                s = (d/'size').read_text().strip().upper()
-                return int(s[:-1]) * {'K': 2**10, 'M': 2**20}[s[-1]] if s[-1] in 'KM' else int(s)
-    except (OSError, ValueError): pass
-    return 2**20
-
-class _FirstLayers:
-    "Every `StackedLinear` that reads the data chunk itself: its output at a point is the same combination of the per-basis outputs x·B_j + β_j, computed once per chunk."
-    def __init__(self, model, params, basis, budget:int=2**28):
-        pos, self.layers, self.cache, self.chunk, self.coef, self.extra_s = {id(p): i for i, p in enumerate(params)}, {}, {}, None, None, 0.
-        for name, m in model.named_modules():
-            if isinstance(m, StackedLinear) and id(m.weight) in pos and id(m.bias) in pos: self.layers[name] = (pos[id(m.weight)], pos[id(m.bias)])
-        self.basis, self.budget, self.y = basis, budget, n_replicas(model)
-    def patch(self, sc):
-        "Route the scratch copy's first layers through the shortcut (any other input goes the ordinary way)."
-        for name, m in sc.named_modules():
-            if name in self.layers: m.forward = lambda x, m=m, name=name: self.forward(name, m, x)
-        return sc
-    def forward(self, name, m, x):
-        key = (name, *self.chunk[1])
-        if x is not self.chunk[0] or (key not in self.cache and not self._fill(name, key, x)): return StackedLinear.forward(m, x)
-        c, P = self.coef, self.cache[key]                                         # c [k, nb], P [nb, y, rows, out]
-        out = P[0].unsqueeze(0) * c[:, 0].view(-1, 1, 1, 1)
-        for j in range(1, len(P)): out.addcmul_(P[j].unsqueeze(0), c[:, j].view(-1, 1, 1, 1))
-        return out.view(-1, *out.shape[2:])
-    def _fill(self, name, key, x) -> bool:
-        wi, bi = self.layers[name]
-        need = len(self.basis) * self.y * x.shape[0] * self.basis[0][wi].shape[-1] * x.element_size()
-        if need + sum(t.nbytes for t in self.cache.values()) > self.budget: return False
-        t = time.perf_counter()
-        xe = x.expand(self.y, *x.shape)
-        self.cache[key] = torch.stack([torch.baddbmm(B[bi].expand(self.y, *B[bi].shape[1:]), xe, B[wi].expand(self.y, *B[wi].shape[1:])) for B in self.basis])
-        self.extra_s += time.perf_counter() - t
-        return True
-
-def _loss(model, x, target, loss_fn, parts, first) -> Tensor:
-    "`dataset_loss` over the row chunks `parts`, telling `first` which chunk goes in."
-    n, total = x.shape[0], 0.
-    for a, b in parts:
-        xc = x if len(parts) == 1 else x[a:b]
-        first.chunk = (xc, (a, b))
-        l = loss_fn(model(xc), target if len(parts) == 1 else target[a:b])
-        total = l if len(parts) == 1 else total + l * ((b - a) / n)
-    return total
-
-@torch.no_grad()
-def _eval_points(model, basis, coef, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, on_pass=None,
-                 progress=True, desc='points', fill_buffers=None):
-    "Losses of the points `todo` into `out` [G, y], point g's weights Σ_j coef[g, j]·basis[j]: `points_per_pass` points at a time (None: on a CPU, first as many as keep one pass's activations in L2, doubled while the time per point falls) as replicas of one stacked scratch copy."
-    y, params = n_replicas(model), [p for p in model.parameters() if p.requires_grad]
-    rows, dev = min(x.shape[0], batch_size or x.shape[0]), model_device(model)
-    cap = points_per_pass or _max_points(dev, y, _Flat(model).n, rows, x[0].numel())
-    if points_per_pass or torch.device(dev).type == 'cuda': k, trial = cap, False       # a GPU: as many as the budget allows
-    else: k, trial = min(cap, max(1, _cache_bytes() // (x.element_size() * y * rows * x[0].numel()))), True   # a CPU: activations L2-sized, then timed
-    best = None
-    first, parts = _FirstLayers(model, params, basis), _chunks(x.shape[0], batch_size)
-    scratch, bar, i = {}, _bar(len(todo), desc, progress), 0
-    while i < len(todo):
-        idx = todo[i:i + k]; i += len(idx)
-        if len(idx) not in scratch:
-            sc = copy.deepcopy(model) if len(idx) == 1 else stack([model] * len(idx))
-            for p in sc.parameters(): p.grad = None
-            scratch = {len(idx): first.patch(sc)}                                 # only the current size is kept
-        sc, t0, extra = scratch[len(idx)], time.perf_counter(), first.extra_s
-        c = coef[idx].to(x.device, params[0].dtype)
-        for v, *bs in zip((p.view(len(idx), y, *p.shape[1:]) for p in sc.parameters() if p.requires_grad), *basis):
-            for j, B in enumerate(bs):
-                if j == 0: v.copy_(B.unsqueeze(0) * _per(c[:, 0], v))
-                else: v.add_(B.unsqueeze(0) * _per(c[:, j], v))
-        if fill_buffers is not None: fill_buffers([(b.view(len(idx), y, *b.shape[1:]), b0) for b, b0 in zip(sc.buffers(), model.buffers())], idx)
-        first.coef = c
-        with bn_mode(sc, bn): out[idx] = _loss(sc, x, target, loss_fn, parts, first).view(len(idx), y).to(out.device, out.dtype)
-        if trial and len(idx) == k:                                                # double k while the time per point falls
-            dt = (time.perf_counter() - t0 - (first.extra_s - extra)) / k
-            if best is None or dt < best[1]: best = (k, dt)
-            if best[0] == k and 2 * k <= cap: k *= 2
-            else: k, trial = best[0], False
-        if on_pass is not None: on_pass(idx)
-        bar.update(len(idx))
-    bar.close()
     return out
 
 # %% ../nbs/08_sharpness.ipynb #914711a6
@@ -615,7 +501,8 @@ def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=r
         if path is not None:
             with atomic_path(path) as tmp: torch.save(dict(grid=grid, values=out, done=done, check=check), tmp)
     todo = [i for i in range(len(grid)) if not done[i]]
-    _eval_points(model, basis, coef, todo, x, target, loss_fn, batch_size, points_per_pass, bn, out, save, progress, 'slice')
+    with _bar(len(todo), 'slice', progress) as bar:
+        _Points(model, x, target, loss_fn, batch_size, points_per_pass, mode=lambda sc: bn_mode(sc, bn))(basis, coef, out, todo, save, bar)
     return out.T.reshape(F.y, *[len(a) for a in axes]).to(F.params[0].device, F.params[0].dtype)
 
 # %% ../nbs/08_sharpness.ipynb #d88115f4
@@ -641,8 +528,8 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
     lo = ts < 0.5                                                                # torch.lerp's two forms: exact at both ends
     coef = torch.stack([lo.double(), (~lo).double(), torch.where(lo, ts, ts - 1)], 1)   # w_a + t·(w_b − w_a) | w_b − (1 − t)·(w_b − w_a)
     out = torch.full((len(ts), ya), float('nan'), dtype=torch.float64)
-    _eval_points(model_a, basis, coef, list(range(len(ts))), x, target, loss_fn, batch_size,
-                 points_per_pass, bn, out, None, progress, 'path', fill_buffers)
+    with _bar(len(ts), 'path', progress) as bar:
+        _Points(model_a, x, target, loss_fn, batch_size, points_per_pass, mode=lambda sc: bn_mode(sc, bn), fill_buffers=fill_buffers)(basis, coef, out, bar=bar)
     return ts, out.T.to(pa[0].device, pa[0].dtype)
 
 def barrier(ts, losses:Tensor) -> Tensor:

@@ -43,7 +43,7 @@ def test_trace_within_its_standard_error(clf):
     true = torch.stack([H.trace() for H in Hs])
     assert (se > 0).all() and ((tr - true).abs() < 3 * se).all()
     # the per-probe values are exactly v'Hv with the dense Hessian
-    v = S._Draws(0, 3, 'cpu')((Hs[0].shape[0],), f64, 'rademacher')
+    v = S._Noise(0, 3, 'cpu')((Hs[0].shape[0],), f64, 'rademacher')
     one, nan_se = S.hessian_trace(m, x, n_probes=1, **kw(t))
     torch.testing.assert_close(one, torch.stack([vr @ H @ vr for H, vr in zip(Hs, v)]), rtol=1e-11, atol=1e-12)
     assert nan_se.isnan().all()
@@ -51,7 +51,7 @@ def test_trace_within_its_standard_error(clf):
 def test_slq_moments_are_exact(clf):
     m, x, t, Hs = clf
     nodes, w = S.slq(m, x, n_probes=2, n_iter=5, **kw(t))
-    draws = S._Draws(0, 3, 'cpu')
+    draws = S._Noise(0, 3, 'cpu')
     for p_ in range(2):
         v = draws((Hs[0].shape[0],), f64)[0]; v = v / v.norm()
         for r in range(3):
@@ -442,7 +442,7 @@ def test_lanczos_tolerance_is_a_guarantee(clf):
     F, mv = S.curvature_operator(m, x, cross_entropy, t)
     for tol, k in ((1e-2, 1), (1e-5, 2)):
         steps = []
-        T, _ = S.lanczos(lambda v: steps.append(1) or mv(v), S._Draws(0, 3, 'cpu')((F.n,), f64), F.n, tol=tol, k=k)
+        T, _ = S.lanczos(lambda v: steps.append(1) or mv(v), S._Noise(0, 3, 'cpu')((F.n,), f64), F.n, tol=tol, k=k)
         theta = torch.linalg.eigvalsh(T).flip(-1)[:, :k]
         assert T.shape[-1] == len(steps) < F.n
         assert ((theta[..., None] - exact[:, None, :]).abs().amin(-1) <= tol * theta.abs()).all()

@@ -28,7 +28,7 @@ from entropic_ae.core import default_device, write_csv
 from entropic_ae.data import random_features
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.vision import fake_images, image_classifier, small_convnet
-from entropic_ae.flatness import dataset_loss
+from entropic_ae.flatness import dataset_loss, _max_points as F_max_points
 from entropic_ae import sharpness as S
 
 def sync(dev):
@@ -128,7 +128,7 @@ def slice_bench(a, dev, rows):
     nets, x = [plain_ae(model, r) for r in range(a.y)], data.x_train
     dirs = S.filter_directions(model, 2, seed=0)
     ab = torch.linspace(-1, 1, a.grid)
-    old = S._max_points(dev, a.y, S._Flat(model).n, x.shape[0], x.shape[1])      # the old default: a 2^26-byte budget on a CPU
+    old = F_max_points(dev, a.y, S._Flat(model).n, x.shape[0], x.shape[1])      # the old default: a 2^26-byte budget on a CPU
     res = {}
     ways = {'point loop': lambda: res.__setitem__('loop', point_loop(model, nets, dirs, ab, x)),
             'ours': lambda: res.__setitem__('ours', S.loss_slice(model, x, dirs, (ab, ab), progress=False)),

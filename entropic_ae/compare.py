@@ -14,12 +14,12 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
-from .core import check_int, check_float, check_choice, check_sigmas, check_path, tidy
+from .core import check_int, check_float, check_choice, check_sigmas, check_path, tidy, default_device
 from .models import deep_ae, shallow_ae, recon_error, INITS
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
 from .optim import adam, prepare_base, Replicated, Exponential, Scoping, COUPLINGS
 from .sam import SAM
-from .train import fit, evaluate, check_metrics, StopAtLoss
+from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoint
 
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
@@ -140,11 +140,17 @@ def optimizers(self:Protocol, lr:float, rho:float, gamma0:float, gamma1:float, t
                                    groups=trials, **kw))
 
 # %% ../nbs/10_compare.ipynb #53f1dedb
-def _arm_run(arm, protocol, targets, every, ckpt_dir) -> tuple[dict, list[StopAtLoss]]:
-    "`fit`'s extra arguments for one arm: a snapshot at each target loss (never stopping), and its own checkpoint (saved at every record) to resume from."
-    at = [StopAtLoss(t, on='barycentre' if arm == 'replicated' else 'replicas', every=every, stop=False) for t in targets]
-    ck = {} if ckpt_dir is None else dict(ckpt_path=Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', resume=True, ckpt_every=every)
-    return dict(cbs=at, **ck), at
+def _arm_cbs(arm:str, protocol:Protocol, metrics:dict, targets:list[float], every:int, ckpt_dir) -> list:
+    "One arm's callbacks for `fit`: its Recorder, one StopAtLoss keeping a snapshot at each target loss (never stopping), and its own checkpoint (saved at every record) to resume from."
+    on = 'barycentre' if arm == 'replicated' else 'replicas'
+    cbs = [Recorder(metrics, on=('barycentre', 'replicas') if arm == 'replicated' else on, every=every, run=arm)]
+    if targets: cbs.append(StopAtLoss(targets, on=on, every=every, stop=False))
+    if ckpt_dir is not None: cbs.append(Checkpoint(Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', every=every, resume=True))
+    return cbs
+
+def _stop(cbs:list) -> StopAtLoss:
+    "The StopAtLoss among an arm's callbacks."
+    return next(c for c in cbs if isinstance(c, StopAtLoss))
 
 def _check_targets(targets) -> list[float]:
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
@@ -153,6 +159,8 @@ def _check_targets(targets) -> list[float]:
     if len(set(ts)) < len(ts): raise ValueError(f"targets must be distinct, got {ts}")
     return ts
 
+
+# %% ../nbs/10_compare.ipynb #95b133ca
 def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float, gamma0:float, gamma1:float,
                rho:float=0.05, bs:int=64, seed:int=0, record_every:int=1, arms:Sequence[str]=ARMS,
                loss_fn:Callable=recon_error, columns:dict|None=None, device=None, from_one_point:bool=False,
@@ -164,8 +172,7 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     lr = check_float('lr', lr, lo=0.)
     if lr == 0: raise ValueError("lr must be > 0, got 0.0")
     gamma0, gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
-    rho, proto = check_float('rho', rho, lo=0.), as_protocol(protocol)
-    targets = _check_targets(targets)
+    rho, proto, targets, dev = check_float('rho', rho, lo=0.), as_protocol(protocol), _check_targets(targets), default_device(device)
     if ckpt_dir is not None: ckpt_dir = check_path('ckpt_dir', ckpt_dir)
     if not isinstance(from_one_point, bool): raise TypeError(f"from_one_point must be a bool, got {from_one_point!r}")
     if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
@@ -173,25 +180,25 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
     for a in arms: check_choice('arms', a, ARMS)
     if not callable(build): raise TypeError(f"build must be callable (seeds -> stacked model), got {build!r}")
     columns, nets, reps = _check_columns(columns), *arm_seeds(trials, y, seed)
-    kw = dict(epochs=epochs, bs=bs, record_every=record_every, metrics={'train_loss': {}, 'test_loss': {}, **check_metrics(metrics)},
-              histograms=False, progress=False, loss_fn=loss_fn, device=device)
+    cbs = partial(_arm_cbs, protocol=proto, metrics={'train_loss': {}, 'test_loss': {}, **check_metrics(metrics)},
+                  targets=targets, every=record_every, ckpt_dir=ckpt_dir)
     opts, models, at, rows = proto.optimizers(lr, rho, gamma0, gamma1, trials), {}, {}, []
     for arm in ('adam', 'sam'):                 # all trials in one stack: replica r = trial r
         if arm not in arms: continue
-        extra, snaps = _arm_run(arm, proto, targets, record_every, ckpt_dir)
-        r = fit(_build(build, nets), data, seeds=nets, opt_func=opts[arm], run=arm, **kw, **extra)
+        c = cbs(arm)
+        r = fit(_build(build, nets).to(dev), data, epochs, bs, opts[arm], loss_fn=loss_fn, seeds=nets, cbs=c)
         models[arm] = r.model
-        for t, sn in zip(targets, snaps): at.setdefault(t, {})[arm] = sn.at_target(r.model)
+        for t in targets: at.setdefault(t, {})[arm] = _stop(c).at_target(r.model, t)
         rows += _relabel(r.rows, lambda q: q['replica'], lambda q: 0, arm=arm, **columns)
     if 'replicated' in arms:
         seeds = [s for rs in reps for s in rs]     # group t = trial t's y replicas
-        m = _build(build, seeds)
+        m = _build(build, seeds).to(dev)
         if from_one_point: same_start(m, groups=trials)
-        extra, snaps = _arm_run('replicated', proto, targets, record_every, ckpt_dir)
-        r = fit(m, data, seeds=seeds, opt_func=opts['replicated'], run='replicated', eval_on=('barycentre', 'replicas'), **kw, **extra)
+        c = cbs('replicated')
+        r = fit(m, data, epochs, bs, opts['replicated'], loss_fn=loss_fn, seeds=seeds, cbs=c)
         rows += _replicated_rows(r, trials, y, columns)
         models.update(_ensemble_targets(r.model, r.active, trials, y))
-        for t, sn in zip(targets, snaps): at.setdefault(t, {}).update(_ensemble_targets(sn.at_target(r.model), r.active, trials, y))
+        for t in targets: at.setdefault(t, {}).update(_ensemble_targets(_stop(c).at_target(r.model, t), r.active, trials, y))
     if targets: models['at_target'] = at
     return models, rows
 

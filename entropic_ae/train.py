@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #47a17091
 from __future__ import annotations
-import copy, hashlib, inspect, math, os, tempfile, warnings
+import copy, hashlib, inspect, math, numbers, os, tempfile, warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -63,12 +63,19 @@ def check_metrics(metrics) -> dict[str, dict]:
         if axis is not None and axis not in opts: raise ValueError(f"metrics[{name!r}] needs the option {axis!r}")
     return ms
 
-def check_eval_on(eval_on) -> tuple[str, ...]:
+def check_eval_on(eval_on, name:str='eval_on') -> tuple[str, ...]:
+    "`eval_on` as a tuple of views from `EVAL_ON`; errors name the parameter `name`."
     eval_on = (eval_on,) if isinstance(eval_on, str) else eval_on
-    if not isinstance(eval_on, Sequence) or not eval_on: raise TypeError(f"eval_on must name some of {list(EVAL_ON)}, got {eval_on!r}")
-    return tuple(check_choice('eval_on', e, EVAL_ON) for e in eval_on)
+    if not isinstance(eval_on, Sequence) or not eval_on: raise TypeError(f"{name} must name some of {list(EVAL_ON)}, got {eval_on!r}")
+    return tuple(check_choice(name, e, EVAL_ON) for e in eval_on)
 
 # %% ../nbs/09_train.ipynb #417a6ef0
+def _bn_net(model:nn.Module) -> nn.Module:
+    "The network whose batch-norm statistics a barycentre re-estimates: an image model's bare net (`vision.ImageModel`: no augmentation, no autocast, as `vision.bn_barycentre`), else `model`."
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()): return model
+    from .vision import ImageModel                 # vision builds on this module: imported when a BN model needs it
+    return model.model if isinstance(model, ImageModel) else model
+
 def _view(model, on, groups, active, x_bn=None):
     "The model seen `on` one of `EVAL_ON`, and the labels of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."
     if on == 'replicas': return model, [dict(replica=r) if ok else None for r, ok in enumerate(active.tolist())]
@@ -76,7 +83,9 @@ def _view(model, on, groups, active, x_bn=None):
     who = [dict(replica=-1, group=g) if ok else None for g, ok in enumerate(some)]
     if on == 'ensemble': return EnsembleOutput(model, groups, active), who
     bary = barycentre(model, groups, active)
-    return (bary if x_bn is None else recompute_bn(bary, x_bn).eval()), who
+    if x_bn is not None: recompute_bn(_bn_net(bary), x_bn)
+    return bary.eval(), who
+
 
 # %% ../nbs/09_train.ipynb #6692d188
 def _check_active(active, y) -> Tensor:
@@ -141,6 +150,17 @@ def evaluate(model:nn.Module, data, metrics, on=('replicas',), *, loss_fn:Callab
     finally: model.train(was)
     return rows
 
+# %% ../nbs/09_train.ipynb #3883da24
+def _train_loss(model, x, t, loss_fn, on, groups, active, batch_size) -> Tensor:
+    "The `train_loss` that `evaluate` records `on` the replicas or barycentres ([y] or [groups], on the CPU), without building rows or a graph."
+    was = model.training
+    model.eval()
+    try:
+        m, _ = _view(model, on, groups, active.cpu(), x)
+        with torch.no_grad(): return dataset_loss(m, x, loss_fn, batch_size, t).cpu()
+    finally: model.train(was)
+
+
 # %% ../nbs/09_train.ipynb #91f6c0aa
 class CancelFit(Exception): "Raised by a callback to end training cleanly."
 
@@ -176,6 +196,8 @@ class Loop:
     loss_fn: Callable
     run: object = 'run'
     cbs: list = field(default_factory=list)
+    x_test: Tensor|None = None      # test inputs and targets, read by the Recorder
+    t_test: Tensor|None = None
     def __post_init__(self):
         self.bs, self.epochs = check_int('bs', self.bs, lo=1), check_int('epochs', self.epochs, lo=1)
         if not isinstance(self.x, Tensor): raise TypeError(f"x must be a tensor of training inputs, got {type(self.x).__name__}")
@@ -188,6 +210,7 @@ class Loop:
         self.streams = self.gens[::self.y // (self.hooks.groups or 1)] if shared else self.gens   # shared: a group's first replica's
         self.active = torch.ones(self.y, dtype=torch.bool, device=self.dev)
         self.rows, self.start, self.epoch, self.step, self.loss = [], 0, 0, 0, None
+        self.measured = {}           # full training-set losses of this step, keyed (step, on, batch_size, groups): see StopAtLoss.loss
         self.cbs = sorted(self.cbs, key=lambda c: c.order)
 
     def __call__(self, event:str):
@@ -272,65 +295,117 @@ class Guard(Callback):
         if not bool(L.active.any()): raise CancelFit()
 
 # %% ../nbs/09_train.ipynb #a2f6c0a4
+def _check_targets(targets) -> list[float]:
+    "`targets` (one training loss or several) as distinct floats ≥ 0, highest first: the order a falling loss meets them."
+    ts = [targets] if isinstance(targets, numbers.Real) and not isinstance(targets, bool) else targets
+    if isinstance(ts, (str, bytes)) or not isinstance(ts, Sequence) or not ts:
+        raise TypeError(f"targets must be a training loss or a non-empty sequence of them, got {targets!r}")
+    ts = [check_float(f'targets[{i}]', t, lo=0.) for i, t in enumerate(ts)]
+    if len(set(ts)) < len(ts): raise ValueError(f"targets must be distinct, got {ts}")
+    return sorted(ts, reverse=True)
+
 class StopAtLoss(Callback):
-    "Once its full training-set loss is below `target`, freeze each replica (`on='replicas'`) or group read at its barycentre (`on='barycentre'`); `stop=False` keeps a copy of its weights there and trains on."
+    "Every `every` epochs, mark each replica (`on='replicas'`) or group barycentre (`on='barycentre'`) whose training loss is below a target and keep its weights there; `stop=True` freezes it at the lowest target."
     order = 15                                          # after the Recorder has seen the epoch, before Checkpoint
-    def __init__(self, target:float, on:str='replicas', every:int=1, batch_size:int|None=None, stop:bool=True):
-        self.target, self.on = check_float('target', target, lo=0.), check_choice('on', on, ('replicas', 'barycentre'))
+    def __init__(self, targets:float|Sequence[float], on:str='replicas', every:int=1, batch_size:int|None=None, stop:bool=True):
+        self.targets, self.on = _check_targets(targets), check_choice('on', on, ('replicas', 'barycentre'))
         self.every, self.stop = check_int('every', every, lo=1), check_bool('stop', stop)
         self.batch_size = None if batch_size is None else check_int('batch_size', batch_size, lo=1)
     def before_fit(self, L):
         self.guard = next((c for c in L.cbs if isinstance(c, Guard)), None)
         if self.guard is None: raise ValueError("StopAtLoss needs fit's Guard (it freezes replicas through the Guard's active set)")
         self.groups = (L.hooks.groups or 1) if self.on == 'barycentre' else L.y
-        self.reached, self.snapshot = torch.zeros(L.y, dtype=torch.bool), {}
-    def after_epoch(self, L):
-        todo = L.active & ~self.reached.to(L.dev)
-        if ((L.epoch + 1) % self.every and L.epoch + 1 < L.epochs) or not bool(todo.any()): return
-        m = L.model if self.on == 'replicas' else barycentre(L.model, self.groups, L.active)
-        loss = dataset_loss(m, L.x, L.loss_fn, self.batch_size, L.t).to(L.dev)   # [y] or [groups]
-        hit = (loss < self.target).repeat_interleave(L.y // self.groups) & todo
-        self.reached |= hit.cpu()
-        if self.stop: return self.guard.drop(L, hit, L.step, status='reached', target=self.target)
-        for r in hit.nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='reached', target=self.target))
-        if bool(hit.any()): self.keep(L.model, hit.cpu())
-    def after_fit(self, L):
-        for r in (L.active.cpu() & ~self.reached).nonzero().flatten().tolist():
-            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached', target=self.target))
+        self.reached = torch.zeros(len(self.targets), L.y, dtype=torch.bool)   # [target, replica]
+        self.snapshots = [{} for _ in self.targets]
 
 
 # %% ../nbs/09_train.ipynb #0bf62d59
+@patch
+def loss(self:StopAtLoss, L) -> Tensor:
+    "This step's full training-set loss [y] or [groups], as `evaluate` records it: the Recorder's if it has just measured it (`L.measured`), else measured here, once for every target."
+    key = (L.step, self.on, self.batch_size, self.groups if self.on == 'barycentre' else None)
+    if key not in L.measured: L.measured[key] = _train_loss(L.model, L.x, L.t, L.loss_fn, self.on, self.groups, L.active, self.batch_size)
+    return L.measured[key]
+
+
+# %% ../nbs/09_train.ipynb #59f7dc90
+@patch
+def after_epoch(self:StopAtLoss, L):
+    todo = L.active.cpu() & ~self.reached                              # [target, replica]
+    if ((L.epoch + 1) % self.every and L.epoch + 1 < L.epochs) or not bool(todo.any()): return
+    loss = self.loss(L)
+    for k, t in enumerate(self.targets):
+        hit = (loss < t).repeat_interleave(L.y // self.groups) & todo[k]
+        if not bool(hit.any()): continue
+        self.reached[k] |= hit
+        if self.stop and k == len(self.targets) - 1: self.guard.drop(L, hit.to(L.dev), L.step, status='reached', target=t); continue
+        for r in hit.nonzero().flatten().tolist():
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='reached', target=t))
+        self.keep(k, L.model, hit)
+
+@patch
+def after_fit(self:StopAtLoss, L):
+    for k, t in enumerate(self.targets):                    # a run that never got there is reported, not dropped
+        for r in (L.active.cpu() & ~self.reached[k]).nonzero().flatten().tolist():
+            L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached', target=t))
+
+
+# %% ../nbs/09_train.ipynb #6f7ba32b
 def _stacked(model:nn.Module) -> dict[str, Tensor]:
     "The entries of `model.state_dict()` that carry the replica axis."
     y = n_replicas(model)
     return {k: v for k, v in model.state_dict().items() if v.ndim and v.shape[0] == y}
 
 @patch
-def keep(self:StopAtLoss, model, hit:Tensor):
-    "Copy the weights (and buffers) of the replicas flagged in `hit` into the snapshot."
+def keep(self:StopAtLoss, k:int, model, hit:Tensor):
+    "Copy the weights (and buffers) of the replicas flagged in `hit` into target `k`'s snapshot."
     with torch.no_grad():
-        for k, v in _stacked(model).items():
-            self.snapshot.setdefault(k, v.detach().clone())[hit.to(v.device)] = v[hit.to(v.device)]
+        for key, v in _stacked(model).items():
+            self.snapshots[k].setdefault(key, v.detach().clone())[hit.to(v.device)] = v[hit.to(v.device)]
 
+
+# %% ../nbs/09_train.ipynb #f0bb13c5
 @patch
-def at_target(self:StopAtLoss, model:nn.Module) -> nn.Module:
-    "A copy of `model` in which every replica that reached the target holds its weights of that moment (with `stop=True`, `model` itself already does)."
+def at_target(self:StopAtLoss, model:nn.Module, target:float|None=None) -> nn.Module:
+    "A copy of `model` in which every replica that reached `target` (name it when there are several) holds its weights of that moment; with `stop=True` the lowest target's are `model`'s own."
+    if target is None and len(self.targets) > 1: raise ValueError(f"target: this StopAtLoss has several targets {self.targets}; name one")
+    t = self.targets[0] if target is None else check_float('target', target, lo=0.)
+    if t not in self.targets: raise ValueError(f"target must be one of this StopAtLoss's targets {self.targets}, got {t}")
+    k = self.targets.index(t)
     m = copy.deepcopy(model)
     with torch.no_grad():
-        for k, v in _stacked(m).items():               # views of m's tensors: written in place
-            if k in self.snapshot: v[self.reached.to(v.device)] = self.snapshot[k][self.reached.to(v.device)]
+        for key, v in _stacked(m).items():               # views of m's tensors: written in place
+            if key in self.snapshots[k]: v[self.reached[k].to(v.device)] = self.snapshots[k][key][self.reached[k].to(v.device)]
     return m
 
+
+# %% ../nbs/09_train.ipynb #a25f0416
 @patch
 def state_dict(self:StopAtLoss) -> dict:
-    return dict(target=self.target, on=self.on, reached=self.reached.clone(), snapshot=dict(self.snapshot))
+    "What a checkpoint keeps: the targets and the view (a resume with others is refused), who reached which target, the snapshots."
+    return dict(targets=list(self.targets), on=self.on, reached=self.reached.clone(), snapshots=[dict(s) for s in self.snapshots])
+
 @patch
 def load_state_dict(self:StopAtLoss, sd:dict):
-    for k in ('target', 'on'):
+    if isinstance(sd, list) or 'target' in sd: sd = _merge_one_target_states(sd)     # TEMPORARY, see below
+    for k in ('targets', 'on'):
         if sd.get(k, getattr(self, k)) != getattr(self, k):
             raise ValueError(f"resume: the checkpoint's StopAtLoss has {k}={sd[k]!r}, this run's has {k}={getattr(self, k)!r}")
-    self.reached, self.snapshot = sd['reached'].cpu().clone(), dict(sd['snapshot'])
+    self.reached, self.snapshots = sd['reached'].cpu().clone(), [dict(s) for s in sd['snapshots']]
+
+
+# %% ../nbs/09_train.ipynb #d1c9dbee
+def _merge_one_target_states(sd) -> dict:
+    "TEMPORARY: the states of one-target StopAtLoss callbacks (one, or a list) as one multi-target state."
+    sds = sorted(sd if isinstance(sd, list) else [sd], key=lambda s: -s['target'])
+    return dict(targets=[s['target'] for s in sds], reached=torch.stack([s['reached'].cpu() for s in sds]),
+                snapshots=[s['snapshot'] for s in sds], **({'on': sds[0]['on']} if 'on' in sds[0] else {}))
+
+def _one_stop_state(states:dict, keys:dict) -> dict:
+    "TEMPORARY: a checkpoint's callback states with those of several one-target StopAtLoss given, as a list, to this run's one StopAtLoss."
+    old, new = [k for k in states if k.endswith('.StopAtLoss')], [k for k in keys if k.endswith('.StopAtLoss')]
+    if len(old) < 2 or len(new) != 1: return states
+    return {**{k: v for k, v in states.items() if k not in old}, new[0]: [states[k] for k in old]}
 
 
 # %% ../nbs/09_train.ipynb #52973ee8
@@ -343,26 +418,66 @@ class Schedules(Callback):
 
 # %% ../nbs/09_train.ipynb #efde2ae7
 class Recorder(Callback):
-    "Tidy rows from `evaluate` at epoch 0, every `every` epochs and at the last; weight/gradient histograms if asked."
+    "The tidy rows of a run labelled `run`: `evaluate` of `metrics` `on` each view at epoch 0, every `every` epochs and the last; weight/gradient histograms if asked."
     order = 10
-    def __init__(self, data, metrics, eval_on, every=1, groups=1, batch_size=None, histograms=False):
-        split_data(data)                                      # refuses what is not a data set, naming data
-        self.data, self.metrics, self.eval_on = data, check_metrics(metrics), check_eval_on(eval_on)
+    def __init__(self, metrics=('train_loss', 'test_loss'), on=('replicas',), every:int=1, batch_size:int|None=None,
+                 histograms:bool=False, run='run', groups:int|None=None, data=None):
+        if isinstance(metrics, SimpleNamespace): data, metrics, on, every = _old_recorder_args(metrics, on, every, batch_size)  # TEMPORARY
+        if data is not None: split_data(data)                 # refuses what is not a data set, naming data
+        self.data, self.metrics, self.on = data, check_metrics(metrics), check_eval_on(on, 'on')
         self.every, self.histograms = check_int('every', every, lo=1), check_bool('histograms', histograms)
-        if batch_size is not None: batch_size = check_int('batch_size', batch_size, lo=1)
-        self.kw = dict(groups=check_int('groups', groups, lo=1), batch_size=batch_size)
-    def record(self, L, epoch):
-        L.rows += evaluate(L.model, self.data, self.metrics, self.eval_on, loss_fn=L.loss_fn, active=L.active,
-                           seed=L.seeds, run=L.run, epoch=epoch, **self.kw)
-        if self.histograms:
-            L.rows += param_histograms(L.model, run=L.run, epoch=epoch, eval_on='replicas',
-                                       replicas=L.active.nonzero().flatten().tolist())
-    def before_epoch(self, L):
-        if L.epoch == 0: self.record(L, 0)                    # a fresh run (a resumed one starts later)
-    def after_epoch(self, L):
-        if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.record(L, L.epoch + 1)
-    def after_fit(self, L):   # stopped early (every replica diverged): record where it stopped
-        if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
+        self.batch_size = None if batch_size is None else check_int('batch_size', batch_size, lo=1)
+        self.run, self.groups = run, None if groups is None else check_int('groups', groups, lo=1)
+
+def _old_recorder_args(data, metrics, on, every):
+    "TEMPORARY: the old positional `Recorder(data, metrics, eval_on, every)` (18_distributed) read as the new one."
+    warnings.warn("Recorder(data, metrics, eval_on, every) is deprecated: Recorder(metrics, on, every, data=data)", DeprecationWarning, stacklevel=3)
+    return data, metrics, on, 1 if every is None else every
+
+
+# %% ../nbs/09_train.ipynb #ab90845a
+@patch
+def before_fit(self:Recorder, L):
+    coupled = L.hooks.groups
+    if self.groups is not None and coupled is not None and coupled != self.groups:
+        raise ValueError(f"groups={self.groups}, but the optimizer couples its replicas in {coupled} groups: leave groups out, or pass groups={coupled}")
+    self.n_groups = check_groups(L.y, self.groups or coupled or 1)
+
+@patch
+def record(self:Recorder, L, epoch:int):
+    "Evaluate now, as `epoch`; rows to `L.rows`, and the training losses to `L.measured` for the other callbacks."
+    data = SimpleNamespace(x_train=L.x, x_test=L.x_test, t_train=L.t, t_test=L.t_test) if self.data is None else self.data
+    rows = evaluate(L.model, data, self.metrics, self.on, loss_fn=L.loss_fn, groups=self.n_groups, active=L.active,
+                    batch_size=self.batch_size, seed=L.seeds, run=L.run, epoch=epoch)
+    L.rows += rows
+    if self.data is None: self.share(L, rows)
+    if self.histograms:
+        L.rows += param_histograms(L.model, run=L.run, epoch=epoch, eval_on='replicas', replicas=L.active.nonzero().flatten().tolist())
+
+@patch
+def before_epoch(self:Recorder, L):
+    if L.epoch == 0: self.record(L, 0)                    # a fresh run (a resumed one starts later)
+@patch
+def after_epoch(self:Recorder, L):
+    if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.record(L, L.epoch + 1)
+@patch
+def after_fit(self:Recorder, L):   # stopped early (every replica diverged): record where it stopped
+    if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
+
+
+# %% ../nbs/09_train.ipynb #7a0c7de0
+@patch
+def share(self:Recorder, L, rows:list[dict]):
+    "Put the `train_loss` values just recorded on fit's data in `L.measured`, keyed as `StopAtLoss.loss` reads them (nan: not evaluated)."
+    if self.metrics.get('train_loss') != {}: return
+    L.measured = {}
+    for on, n, col in (('replicas', L.y, 'replica'), ('barycentre', self.n_groups, 'group')):
+        if on not in self.on: continue
+        v = torch.full((n,), math.nan, dtype=L.x.dtype)
+        for r in rows:
+            if r['metric'] == 'train_loss' and r['eval_on'] == on: v[r[col]] = r['value']
+        L.measured[(L.step, on, self.batch_size, self.n_groups if on == 'barycentre' else None)] = v
+
 
 # %% ../nbs/09_train.ipynb #37151a64
 class Progress(Callback):
@@ -393,18 +508,26 @@ class LRSchedule(Callback):
             g.setdefault('initial_lr', g['lr'])
             for k in self.scale:
                 if k in g: g.setdefault(f'initial_{k}', g[k])
-    def before_epoch(self, L):
-        if self.sched is None:                             # built after a resume has restored the groups
-            self.sched = self.make(L.opt)
-            if L.epoch: self.sched.last_epoch = L.epoch
-        for i, g in enumerate(L.opt.param_groups):
-            L.rows.append(tidy(L.run, -1, L.epoch + 1, 'lr', g['lr'], eval_on='optimizer', param_group=i))
-    def after_epoch(self, L):
-        self.sched.step()
-        for g in L.opt.param_groups:
-            for k in self.scale:
-                if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
 
+
+# %% ../nbs/09_train.ipynb #607c827a
+@patch
+def before_epoch(self:LRSchedule, L):
+    if self.sched is None:
+        self.sched = self.make(L.opt)
+        if L.epoch: self.sched.last_epoch = L.epoch
+    for i, g in enumerate(L.opt.param_groups):
+        L.rows.append(tidy(L.run, -1, L.epoch + 1, 'lr', g['lr'], eval_on='optimizer', param_group=i))
+
+@patch
+def after_epoch(self:LRSchedule, L):
+    self.sched.step()
+    for g in L.opt.param_groups:
+        for k in self.scale:
+            if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
+
+
+# %% ../nbs/09_train.ipynb #f43698a1
 def cosine_lr(epochs:int, eta_min:float=0.) -> LRSchedule:
     "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`); the γ schedule of that shape is `optim.Cosine`."
     return LRSchedule(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=check_int('epochs', epochs, lo=1),
@@ -423,6 +546,7 @@ def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     if any(b <= a for a, b in zip(ms, ms[1:])): raise ValueError(f"milestones must be strictly increasing, got {ms}")
     return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=ms, gamma=check_float('gamma', gamma, lo=0.)))
 
+
 # %% ../nbs/09_train.ipynb #e2f9bab8
 def _fingerprint(*tensors) -> str:
     "A hash of the data a run trains on."
@@ -436,35 +560,52 @@ def _changed(saved:dict, now:dict) -> list[str]:
     gone = object()
     return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
             for k in dict.fromkeys([*saved, *now]) if saved.get(k, gone) != now.get(k, gone)]
+def _check_ckpt_path(path) -> Path:
+    "`path` as a `Path` in a folder that exists (made if need be) and takes a new file: tried by writing one, before any work."
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"path must be a checkpoint file path (str or os.PathLike), got {path!r}")
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"path must name a file, but {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.stem}.'): pass
+    except OSError as e: raise ValueError(f"path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
+    return path
+
 
 # %% ../nbs/09_train.ipynb #1efff99e
 class Checkpoint(Callback):
-    "Save the run every `every` epochs (and at the end) to `path`; with `resume`, continue from it when it exists."
+    "Save the run every `every` epochs (and at the end) to `path`, a file that can be written there (tried now); with `resume`, continue from it when it exists."
     order = 20
-    def __init__(self, path, every=1, resume=False):
-        self.path, self.every = check_path('path', path), check_int('every', every, lo=1)
+    def __init__(self, path, every:int=1, resume:bool=False):
+        self.path, self.every = _check_ckpt_path(path), check_int('every', every, lo=1)
         self.resume = check_bool('resume', resume)
     def meta(self, L): return dict(epochs=L.epochs, data=_fingerprint(L.x, L.t), optimizer=L.hooks.hyperparameters(), y=L.y, bs=L.bs)
     def before_fit(self, L):
         self.made_for = self.meta(L)                    # the fresh optimizer's settings; the data hashed once, not at every save
         for orphan in self.path.parent.glob(f'.{self.path.stem}.*'): orphan.unlink(missing_ok=True)   # from a killed write
-        if not (self.resume and self.path.exists()): return
-        try: ck = torch.load(self.path, map_location=L.dev, weights_only=True)
-        except Exception as e: raise RuntimeError(f"could not load checkpoint {self.path} with weights_only=True: {e}") from e
-        self.check(ck['meta'], L)
-        if ck['seeds'] != L.seeds: raise ValueError(f"resume: seeds {L.seeds} differ from the checkpoint's {ck['seeds']}")
-        L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
-        L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
-        for g, s in zip(L.gens, ck['gens']): g.set_state(s)
-        keys = {f'{i}.{type(c).__name__}': c for i, c in enumerate(L.cbs)}
-        for k, sd in ck.get('callbacks', {}).items():
-            if k not in keys: raise ValueError(f"resume: checkpoint {self.path} holds the state of callback {k}, which this run does not have")
-            keys[k].load_state_dict(sd)
-        torch.set_rng_state(ck['torch_rng'])
-        if torch.cuda.is_available() and len(ck['cuda_rng']): torch.cuda.set_rng_state_all(list(ck['cuda_rng']))
-        if not bool(L.active.all()):                    # frozen replicas stay frozen at their saved weights
-            guard = next(c for c in L.cbs if isinstance(c, Guard))
-            guard.frozen = [p.detach().clone() for p in L.params]
+        if self.resume and self.path.exists(): self.load(L)
+
+
+# %% ../nbs/09_train.ipynb #967ee2d6
+@patch
+def load(self:Checkpoint, L):
+    "Restore model, optimizer, counters, rows, active set, generators and callback states from `path`."
+    try: ck = torch.load(self.path, map_location=L.dev, weights_only=True)
+    except Exception as e: raise RuntimeError(f"could not load checkpoint {self.path} with weights_only=True: {e}") from e
+    self.check(ck['meta'], L)
+    if ck['seeds'] != L.seeds: raise ValueError(f"resume: seeds {L.seeds} differ from the checkpoint's {ck['seeds']}")
+    L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
+    L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
+    for g, s in zip(L.gens, ck['gens']): g.set_state(s)
+    keys = {f'{i}.{type(c).__name__}': c for i, c in enumerate(L.cbs)}
+    for k, sd in _one_stop_state(ck.get('callbacks', {}), keys).items():
+        if k not in keys: raise ValueError(f"resume: checkpoint {self.path} holds the state of callback {k}, which this run does not have")
+        keys[k].load_state_dict(sd)
+    torch.set_rng_state(ck['torch_rng'])
+    if torch.cuda.is_available() and len(ck['cuda_rng']): torch.cuda.set_rng_state_all(list(ck['cuda_rng']))
+    if not bool(L.active.all()):                    # frozen replicas stay frozen at their saved weights
+        next(c for c in L.cbs if isinstance(c, Guard)).frozen = [p.detach().clone() for p in L.params]
+
 
 # %% ../nbs/09_train.ipynb #f306e1d2
 @patch
@@ -503,53 +644,55 @@ def after_fit(self:Checkpoint, L):
     if not bool(L.active.any()): self.save(L, L.epoch + 1)
 
 # %% ../nbs/09_train.ipynb #522514d0
-def _check_ckpt_path(path) -> Path:
-    "`path` as a `Path` in a folder that exists (made if need be) and takes a new file: tried by writing one, before any work."
-    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"ckpt_path must be a path, got {path!r}")
-    path = Path(path)
-    if path.is_dir(): raise ValueError(f"ckpt_path must name a file, but {path} is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.stem}.'): pass
-    except OSError as e: raise ValueError(f"ckpt_path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
-    return path
-
 def _check_seeds(seeds, model, y) -> list[int]:
     "`seeds` by the one rule `core.check_seeds`; `None` takes the seeds the model was built with, else `range(y)`."
     return check_seeds((getattr(model, 'seeds', None) or None) if seeds is None else seeds, y)
 
+
 # %% ../nbs/09_train.ipynb #31520740
 def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,
-        seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, metrics=('train_loss', 'test_loss'),
-        eval_on=('replicas',), record_every:int=1, groups:int|None=None, eval_bs:int|None=None, histograms:bool=False,
-        ckpt_path=None, ckpt_every:int=1, resume:bool=False, progress:bool=True, run='run', device=None, cbs=()) -> FitResult:
-    "Train all stacked replicas of `model` on `data` for `epochs` epochs with `opt_func(params)`, recording tidy rows."
-    epochs, bs, record_every = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1), check_int('record_every', record_every, lo=1)
-    ckpt_every = check_int('ckpt_every', ckpt_every, lo=1)
-    if eval_bs is not None: eval_bs = check_int('eval_bs', eval_bs, lo=1)
-    metrics, eval_on = check_metrics(metrics), check_eval_on(eval_on)
+        loss_fn:Callable=recon_error, seeds:Sequence[int]|None=None, cbs:Sequence[Callback]=(), **legacy) -> FitResult:
+    "Train the stacked replicas of `model`, on the device its parameters are on, on `data` for `epochs` epochs with `opt_func(params)`; the rows are the `Recorder`'s (by default the training and test loss, every epoch)."
+    cbs = _check_cbs(cbs) + _legacy_cbs(model, legacy, cbs)           # TEMPORARY: fit's old keywords (see below)
+    epochs, bs = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-    histograms, progress, resume = [check_bool(k, v) for k, v in (('histograms', histograms), ('progress', progress), ('resume', resume))]
-    if resume and ckpt_path is None: raise ValueError("resume=True needs a ckpt_path")
-    cbs = _check_cbs(cbs)
-    if ckpt_path is not None: ckpt_path = _check_ckpt_path(ckpt_path)
+    recs = [c for c in cbs if isinstance(c, Recorder)]
+    if len(recs) > 1: raise ValueError(f"cbs must hold at most one Recorder (it names the run and records every metric), got {len(recs)}")
+    rec = recs[0] if recs else Recorder()
     y = n_replicas(model)
-    if groups is not None: groups = check_groups(y, groups)
-    seeds = _check_seeds(seeds, model, y)
-    model.to(default_device(device))
-    params = [p for p in model.parameters() if p.requires_grad]
+    seeds, params = _check_seeds(seeds, model, y), [p for p in model.parameters() if p.requires_grad]
     if not params: raise ValueError("model has no trainable parameters")
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
-    opt = opt_func(params)
-    coupled = fit_hooks(opt).groups                                  # (fit_hooks refuses anything that is not an optimizer)
-    if groups is None: groups = 1 if coupled is None else coupled    # one source: the optimizer's groups
-    elif coupled is not None and coupled != groups:
-        raise ValueError(f"groups={groups}, but the optimizer couples its replicas in {coupled} groups: leave groups out, or pass groups={coupled}")
-    data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
-    cbs = [Guard(), Schedules(), Recorder(data, metrics, eval_on, record_every, groups, eval_bs, histograms), *cbs]
-    if ckpt_path is not None: cbs.append(Checkpoint(ckpt_path, ckpt_every, resume))
-    if progress: cbs.append(Progress())
-    L = Loop(model.train(), opt, x, t, seeds, bs, epochs, loss_fn, run, cbs)
+    L = Loop(model.train(), opt_func(params), x, t, seeds, bs, epochs, loss_fn, rec.run,
+             [Guard(), Schedules(), *cbs, *([] if recs else [rec])], x_test, t_test)
     L.fit()
-    return FitResult(model, opt, L.rows, L.active.cpu(), L.epoch + 1 if L.epochs > L.start else L.start)
+    return FitResult(model, L.opt, L.rows, L.active.cpu(), L.epoch + 1 if L.epochs > L.start else L.start)
+
+
+# %% ../nbs/09_train.ipynb #0f85f295
+_LEGACY = dict(metrics=('Recorder', 'metrics'), eval_on=('Recorder', 'on'), record_every=('Recorder', 'every'),
+               eval_bs=('Recorder', 'batch_size'), histograms=('Recorder', 'histograms'), run=('Recorder', 'run'),
+               groups=('Recorder', 'groups'), ckpt_path=('Checkpoint', 'path'), ckpt_every=('Checkpoint', 'every'),
+               resume=('Checkpoint', 'resume'), progress=('Progress', 'on'), device=('model.to', 'device'))
+
+def _legacy_cbs(model, legacy:dict, cbs) -> list[Callback]:
+    "TEMPORARY: fit's old keywords as the callbacks that carry them now (Recorder, Checkpoint, Progress; `device`: `model.to`), with a warning."
+    if not legacy: return []
+    for k in legacy:
+        if k not in _LEGACY: raise TypeError(f"fit() got an unexpected keyword argument {k!r}")
+    kw = {}
+    for k, v in legacy.items(): kw.setdefault(_LEGACY[k][0], {})[_LEGACY[k][1]] = v
+    if 'Recorder' in kw and any(isinstance(c, Recorder) for c in cbs): raise ValueError("fit: give the Recorder's settings to the Recorder in cbs")
+    new = [Recorder(**kw['Recorder'])] if 'Recorder' in kw else []
+    ck = kw.get('Checkpoint', {})
+    if ck.get('path') is not None: new.append(Checkpoint(**ck))
+    elif check_bool('resume', ck.get('resume', False)): raise ValueError("resume=True needs a ckpt_path")
+    if check_bool('progress', kw.get('Progress', {}).get('on', False)): new.append(Progress())
+    if 'model.to' in kw: model.to(default_device(kw['model.to']['device']))
+    spell = [f"{c}({', '.join(f'{p}=...' for p in ps)})" for c, ps in kw.items() if c in ('Recorder', 'Checkpoint')]
+    spell += ['Progress()'] * (Progress in map(type, new))
+    warnings.warn(f"fit({', '.join(legacy)}) is deprecated: pass cbs=[{', '.join(spell)}]"
+                  + (", and move the model with model.to(device) first" if 'model.to' in kw else ''), DeprecationWarning, stacklevel=3)
+    return new
+

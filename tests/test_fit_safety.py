@@ -10,10 +10,10 @@ from entropic_ae.data import random_features
 from entropic_ae.models import shallow_ae, recon_error
 from entropic_ae.replicas import barycentre
 from entropic_ae.optim import Replicated, Exponential
-from entropic_ae.train import fit
+from entropic_ae.train import fit, Recorder, Checkpoint, Progress
 
 SEEDS = [3, 7, 11]
-KW = dict(bs=12, metrics=('train_loss', 'test_loss'), progress=False)    # 48 patterns, bs 12: 4 steps per epoch
+KW = dict(bs=12)    # 48 patterns, bs 12: 4 steps per epoch; fit's default Recorder: train and test loss
 
 @pytest.fixture(scope='module')
 def data(): return random_features(N=12, D=3, P=48, P_test=24, seed=0, dtype=torch.float64)
@@ -45,7 +45,7 @@ def test_nonfinite_weights_leave_at_once(data, opt, at):
     base = inf_grad_at(torch.optim.Adam if opt == 'adam' else torch.optim.SGD, at)
     opt_func = (partial(base, lr=1e-2) if opt == 'adam' else
                 lambda ps: Replicated(ps, base=base, gamma=0.5, lr=0.05))
-    res = fit(ae(), data, epochs=2, opt_func=opt_func, seeds=SEEDS, eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+    res = fit(ae(), data, epochs=2, opt_func=opt_func, seeds=SEEDS, **KW, cbs=[Recorder(on=('replicas', 'barycentre', 'ensemble'))])
     assert res.active.tolist() == [True, False, True]
     if opt == 'replicated': assert res.optimizer.active.tolist() == res.active.tolist()
     st = res.df[res.df.metric == 'status']
@@ -102,24 +102,25 @@ CHANGES = [('replicated', partial(torch.optim.SGD, lr=0.05, momentum=0.9), "clas
 @pytest.mark.parametrize('kind, now, message', CHANGES, ids=[m.split(':')[0] for _, _, m in CHANGES])
 def test_resume_refuses_a_changed_optimizer(data, tmp_path, kind, now, message):
     ck = tmp_path / 'ck.pt'
-    fit(ae(), data, epochs=1, opt_func=RUNS[kind](), seeds=SEEDS, ckpt_path=ck, **KW)
+    fit(ae(), data, epochs=1, opt_func=RUNS[kind](), seeds=SEEDS, **KW, cbs=[Checkpoint(ck)])
     with pytest.raises(ValueError, match='resume') as e:
-        fit(ae(), data, epochs=2, opt_func=now, seeds=SEEDS, ckpt_path=ck, resume=True, **KW)
+        fit(ae(), data, epochs=2, opt_func=now, seeds=SEEDS, **KW, cbs=[Checkpoint(ck, resume=True)])
     assert message in str(e.value)
-    fit(ae(), data, epochs=2, opt_func=RUNS[kind](), seeds=SEEDS, ckpt_path=ck, resume=True, **KW)   # the same settings resume
+    fit(ae(), data, epochs=2, opt_func=RUNS[kind](), seeds=SEEDS, **KW, cbs=[Checkpoint(ck, resume=True)])   # the same settings resume
 
 @pytest.mark.parametrize('kind', ['replicated', 'esgd'])
 def test_resume_extends_a_finished_run(data, tmp_path, kind):
     "A finished 2-epoch run resumed with epochs=3 is the 3-epoch run; epochs=1 is refused."
     ck = tmp_path / 'ck.pt'
-    run = lambda epochs, **kw: fit(ae(), data, epochs=epochs, opt_func=RUNS[kind](), seeds=SEEDS, eval_on=('replicas', 'barycentre'), **KW, **kw)
+    run = lambda epochs, *kw: fit(ae(), data, epochs=epochs, opt_func=RUNS[kind](), seeds=SEEDS, **KW,
+                                   cbs=[Recorder(on=('replicas', 'barycentre')), *kw])
     whole = run(3)
-    run(2, ckpt_path=ck)
-    more = run(3, ckpt_path=ck, resume=True)
+    run(2, Checkpoint(ck))
+    more = run(3, Checkpoint(ck, resume=True))
     for a, b in zip(whole.model.parameters(), more.model.parameters()): assert torch.equal(a, b)
     pd.testing.assert_frame_equal(whole.df, more.df)
     assert more.epochs == 3 and torch.load(ck, weights_only=True)['epoch'] == 3
-    with pytest.raises(ValueError, match=r'epochs=3.*epochs=1'): run(1, ckpt_path=ck, resume=True)
+    with pytest.raises(ValueError, match=r'epochs=3.*epochs=1'): run(1, Checkpoint(ck, resume=True))
 
 # ---------------------------------------------------------------- D3: batch-norm statistics move once per step under fit
 from entropic_ae.replicas import replicate
@@ -182,10 +183,10 @@ def test_progress_counts_steps(data, tmp_path, monkeypatch):
     from entropic_ae import train
     monkeypatch.setattr(train, 'tqdm', Bar)
     ck = tmp_path / 'ck.pt'
-    fit(ae(), data, epochs=2, seeds=SEEDS, ckpt_path=ck, **{**KW, 'progress': True})
+    fit(ae(), data, epochs=2, seeds=SEEDS, **KW, cbs=[Checkpoint(ck), Progress()])
     bar = Bar.made[-1]
     assert (bar.total, bar.n) == (8, 8) and bar.posts[0] == 'epoch 1/2' and bar.posts[-1].startswith('epoch 2/2, loss ')
-    fit(ae(), data, epochs=3, seeds=SEEDS, ckpt_path=ck, resume=True, **{**KW, 'progress': True})
+    fit(ae(), data, epochs=3, seeds=SEEDS, **KW, cbs=[Checkpoint(ck, resume=True), Progress()])
     bar = Bar.made[-1]
     assert (bar.total, bar.n) == (12, 12)                              # a resumed run starts its bar where it stopped
 
@@ -227,14 +228,12 @@ def test_replicated_add_param_group_checks_the_replica_axis():
     assert opt.param_groups[1]['momentum'] == 0                         # the base's defaults filled in
 
 @pytest.mark.parametrize('make, name', [
-    (lambda d, p: dict(groups=2, opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
-    (lambda d, p: dict(groups=1, opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
+    (lambda d, p: dict(cbs=[Recorder(groups=2)], opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
+    (lambda d, p: dict(cbs=[Recorder(groups=1)], opt_func=partial(Replicated, base=Spy, groups=3, lr=0.1), model=ae(6, list(range(6)))), 'groups'),
     (lambda d, p: dict(cbs=[3]), 'cbs'),
     (lambda d, p: dict(cbs=3), 'cbs'),
     (lambda d, p: dict(data=(d.x_train.long(), d.x_test)), 'x_train'),
-    (lambda d, p: dict(data=(d.x_train, d.x_test.int())), 'x_test'),
-    (lambda d, p: dict(ckpt_path=p / 'a_file' / 'ck.pt'), 'ckpt_path'),
-    (lambda d, p: dict(ckpt_path=p), 'ckpt_path')])
+    (lambda d, p: dict(data=(d.x_train, d.x_test.int())), 'x_test')])
 def test_fit_refuses_before_any_step(data, tmp_path, make, name):
     (tmp_path / 'a_file').write_text('not a folder')
     kw = dict(model=ae(), data=data, epochs=1, opt_func=partial(Spy, lr=0.1), **KW)
@@ -243,12 +242,17 @@ def test_fit_refuses_before_any_step(data, tmp_path, make, name):
     with pytest.raises((ValueError, TypeError), match=name): fit(**kw)
     assert Spy.steps == 0
 
+@pytest.mark.parametrize('where, name', [(lambda p: p / 'a_file' / 'ck.pt', 'path'), (lambda p: p, 'path'), (lambda p: 3, 'path')])
+def test_checkpoint_refuses_a_path_it_cannot_write_at_construction(tmp_path, where, name):
+    (tmp_path / 'a_file').write_text('not a folder')
+    with pytest.raises((ValueError, TypeError), match=name): Checkpoint(where(tmp_path))
+
 def test_fit_refuses_a_folder_it_cannot_write(data, tmp_path):
     import os
     ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK): pytest.skip('running as a user who may write anywhere')
-        with pytest.raises(ValueError, match='ckpt_path'): fit(ae(), data, epochs=1, ckpt_path=ro / 'ck.pt', **KW)
+        with pytest.raises(ValueError, match='path'): Checkpoint(ro / 'ck.pt')
     finally: ro.chmod(0o700)
 
 def test_evaluate_refuses_a_wrong_active_mask(data):

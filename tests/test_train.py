@@ -8,14 +8,15 @@ from entropic_ae.models import shallow_ae, deep_ae, recon_error
 from entropic_ae.replicas import barycentre, replica
 from entropic_ae.optim import Replicated, EntropySGD, Exponential
 from entropic_ae.sam import SAM
-from entropic_ae.train import fit, FitResult
+from entropic_ae.train import fit, FitResult, Recorder, Checkpoint, StopAtLoss
 
 SEEDS = [3, 7, 11]
 # 48 patterns, bs 12: 4 steps per epoch
 METRICS = {'train_loss': {}, 'test_loss': {}, 'local_energy': dict(sigmas=(0., 0.1, 0.3), n_draws=3),
            'denoising': dict(sigmas=(0., 0.2), n_draws=3)}
-KW = dict(bs=12, record_every=1, metrics=METRICS, progress=False)
-LOSSES = dict(KW, metrics=('train_loss', 'test_loss'))
+KW = dict(bs=12)
+rec = lambda **kw: Recorder(METRICS, **kw)                         # the METRICS, every epoch
+losses = lambda **kw: Recorder(('train_loss', 'test_loss'), **kw)
 
 @pytest.fixture(scope='module')
 def data():
@@ -34,10 +35,10 @@ def params(m): return [p.detach().clone() for p in m.parameters()]
                          ids=['adam', 'replicated-gamma0', 'sam-per-replica'])
 def test_stacked_equals_one_by_one(data, opt_func):
     "THE key property: a stack of k independent replicas trains exactly like k separate runs with the same seeds."
-    st = fit(ae(deep=True), data, epochs=3, opt_func=opt_func, seeds=SEEDS, **KW)
+    st = fit(ae(deep=True), data, epochs=3, opt_func=opt_func, seeds=SEEDS, **KW, cbs=[rec()])
     sdf = st.df
     for r, s in enumerate(SEEDS):
-        one = fit(ae(1, [s], deep=True), data, epochs=3, opt_func=opt_func, seeds=[s], **KW)
+        one = fit(ae(1, [s], deep=True), data, epochs=3, opt_func=opt_func, seeds=[s], **KW, cbs=[rec()])
         for a, b in zip(st.model.parameters(), one.model.parameters()):
             torch.testing.assert_close(a[r], b[0], rtol=1e-9, atol=1e-11)
         mine = sdf[sdf.replica == r].drop(columns='replica').reset_index(drop=True)
@@ -47,7 +48,7 @@ def test_stacked_equals_one_by_one(data, opt_func):
 
 def test_records(data):
     res = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              eval_on=('replicas', 'barycentre', 'ensemble'), histograms=True, **KW)
+              **KW, cbs=[rec(on=('replicas', 'barycentre', 'ensemble'), histograms=True)])
     df = res.df
     assert isinstance(res, FitResult) and res.epochs == 2 and res.active.all()
     assert set(df.epoch) == {0, 1, 2}
@@ -68,13 +69,13 @@ def test_records(data):
 
 def test_record_every_and_last_epoch(data):
     res = fit(ae(), data, epochs=5, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              **{**LOSSES, 'record_every': 2})
+              **KW, cbs=[losses(every=2)])
     assert sorted(set(res.df.epoch)) == [0, 2, 4, 5]
     assert set(res.df.metric) == {'train_loss', 'test_loss'}
 
 def test_csv_roundtrip(data, tmp_path):
     res = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-              eval_on=('replicas', 'barycentre'), histograms=True, **KW)
+              **KW, cbs=[rec(on=('replicas', 'barycentre'), histograms=True)])
     path = res.save_csv(tmp_path / 'sub' / 'run.csv')
     df = pd.read_csv(path)
     assert {'run', 'replica', 'epoch', 'metric', 'sigma', 'value', 'eval_on', 'layer', 'bin', 'lo', 'hi'} <= set(df.columns)
@@ -96,8 +97,8 @@ class PoisonedAdam(torch.optim.Adam):
 
 def test_divergence_freezes_one_replica(data):
     "Replica 1's weights are poisoned in step 5: it is dropped right after that step, frozen; the others never notice."
-    clean = fit(ae(), data, epochs=3, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
-    bad = fit(ae(), data, epochs=3, opt_func=partial(PoisonedAdam, lr=1e-2, at=5), seeds=SEEDS, **KW)
+    clean = fit(ae(), data, epochs=3, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW, cbs=[rec()])
+    bad = fit(ae(), data, epochs=3, opt_func=partial(PoisonedAdam, lr=1e-2, at=5), seeds=SEEDS, **KW, cbs=[rec()])
     assert bad.active.tolist() == [True, False, True] and bad.epochs == 3
     st = bad.df[bad.df.metric == 'status']
     assert len(st) == 1 and st.replica.item() == 1 and st.epoch.item() == 2 and st.value.item() == 5
@@ -122,9 +123,9 @@ class NanLossAfter:
 def test_divergence_with_coupling(data):
     "A replica whose loss overflows under γ > 0: dropped from the ensemble before that step's coupling, frozen (finite) from then on."
     opt = lambda ps: Replicated(ps, base=torch.optim.Adam, gamma=0.5, lr=1e-2)
-    two = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, loss_fn=NanLossAfter(at=6), **LOSSES)
-    res = fit(ae(), data, epochs=3, opt_func=opt, seeds=SEEDS, eval_on=('replicas', 'barycentre'),
-              loss_fn=NanLossAfter(at=6), **KW)
+    two = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, loss_fn=NanLossAfter(at=6), **KW, cbs=[losses()])
+    res = fit(ae(), data, epochs=3, opt_func=opt, seeds=SEEDS,
+              loss_fn=NanLossAfter(at=6), **KW, cbs=[rec(on=('replicas', 'barycentre'))])
     assert res.active.tolist() == [True, False, True]
     assert res.optimizer.active.tolist() == [True, False, True]      # and out of the barycentre the others are pulled to
     st = res.df[res.df.metric == 'status']
@@ -147,12 +148,12 @@ def test_nonfinite_weights_never_reach_the_others(data):
                         for p in g['params']: p[1] = float('inf')
             return out
     opt = lambda ps: Replicated(ps, base=partial(InfAt, at=5), gamma=0.5, lr=0.05)
-    res = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, **LOSSES)
+    res = fit(ae(), data, epochs=2, opt_func=opt, seeds=SEEDS, **KW, cbs=[losses()])
     assert res.optimizer.active.tolist() == [True, False, True] and res.active.tolist() == [True, False, True]
     for p in res.model.parameters(): assert torch.isfinite(p[[0, 2]]).all()
 
 def test_all_diverge_stops_cleanly(data):
-    res = fit(ae(), data, epochs=4, opt_func=partial(PoisonedAdam, lr=1e-2, at=2, who=(0, 1, 2)), seeds=SEEDS, **KW)
+    res = fit(ae(), data, epochs=4, opt_func=partial(PoisonedAdam, lr=1e-2, at=2, who=(0, 1, 2)), seeds=SEEDS, **KW, cbs=[rec()])
     assert not res.active.any() and res.epochs == 1
     st = res.df[res.df.metric == 'status']
     assert sorted(st.replica) == [0, 1, 2] and set(st.value) == {2}              # poisoned in step 2, dropped right after it
@@ -174,14 +175,14 @@ def test_resume_equals_uninterrupted(data, tmp_path, kind):
         if kind == 'replicated-scoped': return lambda ps: Replicated(ps, base=base, gamma=Exponential(0.05, 0.5), lr=1e-2)
         sgd = lambda ps, **kw: CrashingSGD(ps, at=10 if crash else 0, **kw)
         return lambda ps: SAM(ps, base=sgd, rho=0.05, per_replica=True, lr=0.3, momentum=0.9)
-    run = lambda crash, **kw: fit(ae(), data, epochs=4, opt_func=opt_func(crash), seeds=SEEDS,
-                                  eval_on=('replicas', 'barycentre'), **KW, **kw)
+    run = lambda crash, *ck: fit(ae(), data, epochs=4, opt_func=opt_func(crash), seeds=SEEDS, **KW,
+                                 cbs=[rec(on=('replicas', 'barycentre')), *ck])
     full = run(False)
     ck = tmp_path / 'ck.pt'
-    with pytest.raises(RuntimeError, match='simulated crash'): run(True, ckpt_path=ck)
+    with pytest.raises(RuntimeError, match='simulated crash'): run(True, Checkpoint(ck))
     saved = torch.load(ck, weights_only=True)
     assert saved['epoch'] == 2
-    again = run(False, ckpt_path=ck, resume=True)
+    again = run(False, Checkpoint(ck, resume=True))
     for a, b in zip(full.model.parameters(), again.model.parameters()): assert torch.equal(a, b)
     pd.testing.assert_frame_equal(full.df, again.df)
     if kind == 'replicated-scoped':
@@ -197,37 +198,48 @@ class CrashingSGD(torch.optim.SGD):
         return super().step(closure)
 
 def test_resume_without_checkpoint_starts_fresh(data, tmp_path):
-    a = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW)
+    a = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW, cbs=[rec()])
     b = fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS,
-            ckpt_path=tmp_path / 'none.pt', resume=True, **KW)
+            **KW, cbs=[rec(), Checkpoint(tmp_path / 'none.pt', resume=True)])
     pd.testing.assert_frame_equal(a.df, b.df)
     assert (tmp_path / 'none.pt').exists()
 
 def test_gamma_and_entropy_sgd(data):
     res = fit(ae(), data, epochs=2, opt_func=lambda ps: EntropySGD(ps, lr=0.5, gamma=0.03, L=3, seed=0), seeds=SEEDS,
-              **LOSSES)
+              **KW, cbs=[losses()])
     g = res.df[res.df.metric == 'gamma']
     assert list(g.epoch) == [1, 2] and (g.eval_on == 'optimizer').all()
     assert res.active.all() and res.df.value.map(math.isfinite).all()
 
 def test_device_and_default_seeds(data):
     m = ae(2, [5, 6])
-    res = fit(m, (data.x_train, None), epochs=1, device='cpu', **LOSSES)
-    assert res.model is m and next(m.parameters()).device.type == 'cpu'
+    res = fit(m, (data.x_train, None), epochs=1, **KW, cbs=[losses()])
+    assert res.model is m and next(m.parameters()).device.type == 'cpu'      # fit trains where the model is
     assert 'test_loss' not in set(res.df.metric)
 
 def test_bad_input(data):
-    f = lambda **kw: fit(ae(), data, **{'epochs': 1, 'progress': False, **kw})
+    f = lambda **kw: fit(ae(), data, **{'epochs': 1, **kw})
     for kw, name in [(dict(epochs=0), 'epochs'), (dict(epochs=1.5), 'epochs'), (dict(bs=0), 'bs'),
-                     (dict(record_every=0), 'record_every'), (dict(metrics=['sharpest']), 'metrics'),
-                     (dict(metrics={'local_energy': {}}), 'sigmas'), (dict(metrics={'denoising': dict(sigmas=[float('nan')])}), 'sigmas'),
-                     (dict(seeds=[1, 1, 2]), 'seeds'), (dict(groups=2), 'groups'),
-                     (dict(opt_func=lambda ps: None), 'opt_func'),
-                     (dict(eval_on='centroid'), 'eval_on'), (dict(eval_on=None), 'eval_on'), (dict(eval_on=('replicas', 'mean')), 'eval_on'),
-                     (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(resume=True), 'ckpt_path'),
-                     (dict(ckpt_every=0), 'ckpt_every'), (dict(eval_bs=0), 'eval_bs')]:
+                     (dict(seeds=[1, 1, 2]), 'seeds'), (dict(cbs=[Recorder(groups=2)]), 'groups'),
+                     (dict(opt_func=lambda ps: None), 'opt_func'), (dict(cbs=Recorder()), 'cbs'), (dict(cbs=[Recorder(), Recorder()]), 'Recorder'),
+                     (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(ckpt_every=0, resume=True), 'ckpt_path'),
+                     (dict(record_every=1, cbs=[Recorder()]), 'Recorder'), (dict(learning_rate=1), 'learning_rate'),
+                     (dict(cbs=[Recorder({'denoising': dict(sigmas=[float('nan')])})]), 'sigmas')]:   # at epoch 0, before any step
         with pytest.raises((ValueError, TypeError), match=name): f(**kw)
+    for kw, name in [(dict(every=0), 'every'), (dict(metrics=['sharpest']), 'metrics'), (dict(metrics={'local_energy': {}}), 'sigmas'),
+                     (dict(on='centroid'), 'on'), (dict(on=None), 'on'), (dict(on=('replicas', 'mean')), 'on'), (dict(batch_size=0), 'batch_size')]:
+        with pytest.raises((ValueError, TypeError), match=name): Recorder(**kw)          # refused at construction
+    with pytest.raises(ValueError, match='every'): Checkpoint('ck.pt', every=0)
     with pytest.raises(TypeError, match='data'): fit(ae(), 'data', epochs=1)
+
+def test_old_fit_keywords_still_work_with_a_warning(data, tmp_path):
+    "TEMPORARY bridge (until /tmp/migrate_fit.py has run): the old keywords give the same run as the callbacks, and say how to write it."
+    new = fit(ae(), data, epochs=2, seeds=SEEDS, **KW, cbs=[rec(on=('replicas', 'barycentre'), every=2, run='x'), Checkpoint(tmp_path / 'a.pt')])
+    with pytest.warns(DeprecationWarning, match=r"cbs=\[Recorder\(metrics=..., on=..., every=..., run=...\), Checkpoint\(path=...\)\]"):
+        old = fit(ae(), data, epochs=2, seeds=SEEDS, **KW, metrics=METRICS, eval_on=('replicas', 'barycentre'), record_every=2, run='x',
+                  ckpt_path=tmp_path / 'b.pt', progress=False, device='cpu')
+    pd.testing.assert_frame_equal(new.df, old.df)
+    assert (tmp_path / 'b.pt').exists()
 
 def _batches_seen(data, opt_func, **kw):
     "Per step, the batches (row sums per replica) that each closure call trained on."
@@ -235,7 +247,7 @@ def _batches_seen(data, opt_func, **kw):
     def loss_fn(xhat, x):
         if x.ndim == 3: seen.append(x.detach().sum(-1).clone())   # training batches [y, b, N]; not the evaluations
         return recon_error(xhat, x)
-    res = fit(ae(), data, epochs=1, opt_func=opt_func, loss_fn=loss_fn, **LOSSES, **kw)
+    res = fit(ae(), data, epochs=1, opt_func=opt_func, loss_fn=loss_fn, **KW, cbs=[losses()], **kw)
     return res, seen
 
 def test_entropy_sgd_draws_a_minibatch_per_langevin_step(data):
@@ -270,10 +282,10 @@ def mlp(y=3, seeds=SEEDS): return MLP([12, 8, 2], y=y, seeds=seeds, dtype=torch.
 def test_supervised_stacked_equals_one_by_one(data):
     sup = labelled(data)
     kw = dict(KW, loss_fn=cross_entropy, opt_func=partial(torch.optim.Adam, lr=1e-2))
-    st = fit(mlp(), sup, epochs=3, seeds=SEEDS, eval_on=('replicas', 'barycentre'), **kw)
+    st = fit(mlp(), sup, epochs=3, seeds=SEEDS, cbs=[rec(on=('replicas', 'barycentre'))], **kw)
     df = st.df
     for r, s in enumerate(SEEDS):
-        one = fit(mlp(1, [s]), sup, epochs=3, seeds=[s], **kw)
+        one = fit(mlp(1, [s]), sup, epochs=3, seeds=[s], cbs=[rec()], **kw)
         for a, b in zip(st.model.parameters(), one.model.parameters()):
             torch.testing.assert_close(a[r], b[0], rtol=1e-9, atol=1e-11)
     last = df[(df.epoch == 3) & (df.eval_on == 'replicas')]
@@ -303,12 +315,12 @@ def test_supervised_fresh_batches_keep_targets_with_inputs(data):
             assert torch.equal(rows, t); checked.append(1)
         return cross_entropy(logits, t)
     fit(model, sup, epochs=1, loss_fn=loss_fn, opt_func=partial(EntropySGD, lr=0.1, gamma=0.5, L=3, inner_lr=0.05),
-        seeds=SEEDS, **LOSSES)
+        seeds=SEEDS, **KW, cbs=[losses()])
     assert len(checked) == 4 * 3
 
 def test_supervised_bad_targets(data):
     sup = labelled(data)
-    f = lambda d: fit(mlp(), d, epochs=1, loss_fn=cross_entropy, progress=False)
+    f = lambda d: fit(mlp(), d, epochs=1, loss_fn=cross_entropy)
     with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': sup.t_train[:-1]}))
     with pytest.raises(ValueError, match='t_test'): f(SimpleNamespace(**{**vars(sup), 't_test': None}))
     with pytest.raises(ValueError, match='t_train'): f(SimpleNamespace(**{**vars(sup), 't_train': None}))
@@ -323,11 +335,11 @@ def test_lr_schedule_rows_and_scaled_keys(data):
         o = groups(list(ps))
         for g in o.param_groups: g['inner_lr'] = 2 * g['lr']
         return o
-    r = fit(m, data, epochs=4, opt_func=opt_func, cbs=[step_lr([1, 3], gamma=0.5)], **LOSSES)
+    r = fit(m, data, epochs=4, opt_func=opt_func, cbs=[step_lr([1, 3], gamma=0.5), losses()], **KW)
     lr = r.df[r.df.metric == 'lr'].pivot_table(index='epoch', columns='param_group', values='value')
     assert lr[0].tolist() == pytest.approx([0.1, 0.05, 0.05, 0.025]) and lr[1].tolist() == pytest.approx([0.2, 0.1, 0.1, 0.05])
     assert [g['inner_lr'] for g in r.optimizer.param_groups] == pytest.approx([0.05, 0.1])     # twice the lr after the last step
-    c = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.SGD, lr=0.1), cbs=[cosine(2)], **LOSSES)
+    c = fit(ae(), data, epochs=2, opt_func=partial(torch.optim.SGD, lr=0.1), cbs=[cosine(2), losses()], **KW)
     assert c.df[c.df.metric == 'lr'].value.tolist() == pytest.approx([0.1, 0.05])
     with pytest.raises(TypeError, match='milestones'): step_lr(3)
     with pytest.raises(ValueError, match='milestones'): step_lr([0, 2])
@@ -339,7 +351,7 @@ def test_fit_takes_groups_from_the_optimizer(data):
     "Replicated(groups=2) trains two ensembles; fit, not told, evaluates their two barycentres (it refused, or averaged both, before)."
     seeds = [1, 2, 3, 4]
     opt = partial(Replicated, base=torch.optim.SGD, gamma=Exponential(0.2, 0.5), lr=0.05, groups=2)
-    r = fit(ae(4, seeds), data, epochs=2, opt_func=opt, seeds=seeds, eval_on=('barycentre', 'ensemble'), **LOSSES)
+    r = fit(ae(4, seeds), data, epochs=2, opt_func=opt, seeds=seeds, **KW, cbs=[losses(on=('barycentre', 'ensemble'))])
     for ev in ('barycentre', 'ensemble'):
         rows = r.df[r.df.eval_on == ev]
         assert sorted(rows.group.unique()) == [0, 1] and set(rows.replica) == {-1}
@@ -347,16 +359,16 @@ def test_fit_takes_groups_from_the_optimizer(data):
     for g in range(2):
         got = r.df[(r.df.eval_on == 'barycentre') & (r.df.group == g) & (r.df.metric == 'train_loss') & (r.df.epoch == 2)].value.item()
         assert got == pytest.approx(want[g].item(), rel=1e-12)
-    with pytest.raises(ValueError, match='groups=1'): fit(ae(4, seeds), data, epochs=1, opt_func=opt, seeds=seeds, groups=1, **LOSSES)
+    with pytest.raises(ValueError, match='groups=1'): fit(ae(4, seeds), data, epochs=1, opt_func=opt, seeds=seeds, **KW, cbs=[losses(groups=1)])
 
 def test_barycentre_rows_carry_the_group_not_the_replica(data):
     "One group: replica -1 and group 0; independent trials evaluated in groups (an optimizer without groups) take fit's."
-    r = fit(ae(), data, epochs=1, seeds=SEEDS, eval_on=('replicas', 'barycentre'), **LOSSES)
+    r = fit(ae(), data, epochs=1, seeds=SEEDS, **KW, cbs=[losses(on=('replicas', 'barycentre'))])
     b = r.df[r.df.eval_on == 'barycentre']
     assert set(b.replica) == {-1} and set(b.group) == {0}
     assert r.df[r.df.eval_on == 'replicas'].group.isna().all()        # a replica's row has no group
     seeds = [1, 2, 3, 4]
-    r = fit(ae(4, seeds), data, epochs=1, seeds=seeds, groups=2, eval_on='ensemble', **LOSSES)
+    r = fit(ae(4, seeds), data, epochs=1, seeds=seeds, **KW, cbs=[losses(groups=2, on='ensemble')])
     assert sorted(r.df[r.df.eval_on == 'ensemble'].group.unique()) == [0, 1]
 
 def test_one_name_per_idea():
@@ -373,10 +385,10 @@ def test_stop_at_loss_freezes_each_replica_where_it_reached_the_target():
     d = random_features(N=16, D=3, P=64, P_test=16, seed=4)
     data = (d.x_train.double(), d.x_test.double())
     mk = lambda: shallow_ae(16, 4, y=4, seeds=[0, 1, 2, 3], dtype=torch.float64)
-    ref = fit(mk(), data, 10, bs=16, metrics=('train_loss',), progress=False)
+    ref = fit(mk(), data, 10, bs=16, cbs=[Recorder(['train_loss'])])
     curve = ref.df[ref.df.metric == 'train_loss'].pivot(index='epoch', columns='replica', values='value')
     target = float(curve.loc[10].sort_values().iloc[1:3].mean())          # two replicas below, two above at the end
-    res = fit(mk(), data, 10, bs=16, metrics=('train_loss',), progress=False, cbs=[StopAtLoss(target)])
+    res = fit(mk(), data, 10, bs=16, cbs=[Recorder(['train_loss']), StopAtLoss(target)])
     st = res.df[res.df.metric == 'status'].set_index('replica')
     assert sorted(st.index) == [0, 1, 2, 3] and sorted(st.status) == ['not reached'] * 2 + ['reached'] * 2
     loss = dataset_loss(res.model, data[0])
@@ -391,7 +403,8 @@ def test_stop_at_loss_freezes_each_replica_where_it_reached_the_target():
 def test_stop_at_loss_ends_the_run_and_refuses_bad_options():
     from entropic_ae.train import StopAtLoss
     d = random_features(N=16, D=3, P=64, P_test=16, seed=4)
-    res = fit(shallow_ae(16, 4, y=2, seeds=[0, 1]), d, 5, progress=False, cbs=[StopAtLoss(1e9)])
+    res = fit(shallow_ae(16, 4, y=2, seeds=[0, 1]), d, 5, cbs=[StopAtLoss(1e9)])
     assert res.epochs == 1 and not res.active.any()
-    for kw, name in ((dict(target=-0.1), 'target'), (dict(target=0.1, on='ensemble'), 'on'), (dict(target=0.1, every=0), 'every')):
+    for kw, name in ((dict(targets=-0.1), 'target'), (dict(targets=0.1, on='ensemble'), 'on'), (dict(targets=0.1, every=0), 'every'),
+                     (dict(targets=[]), 'targets'), (dict(targets=[0.1, 0.1]), 'distinct')):
         with pytest.raises((TypeError, ValueError), match=name): StopAtLoss(**kw)

@@ -3,6 +3,7 @@ import math
 from functools import partial
 import pandas as pd
 import pytest, torch
+from torch import nn
 from entropic_ae.data import random_features
 from entropic_ae.models import shallow_ae, deep_ae, recon_error
 from entropic_ae.replicas import barycentre, replica
@@ -408,3 +409,89 @@ def test_stop_at_loss_ends_the_run_and_refuses_bad_options():
     for kw, name in ((dict(targets=-0.1), 'target'), (dict(targets=0.1, on='ensemble'), 'on'), (dict(targets=0.1, every=0), 'every'),
                      (dict(targets=[]), 'targets'), (dict(targets=[0.1, 0.1]), 'distinct')):
         with pytest.raises((TypeError, ValueError), match=name): StopAtLoss(**kw)
+
+# ------------------------------------------------------------------ one StopAtLoss for every target (issue 18)
+TARGETS5 = [0.12, 0.1, 0.08, 0.06, 0.05]
+
+def _deep_run(cbs, epochs=6, **kw):
+    d = random_features(N=12, D=3, P=48, P_test=24, seed=1)
+    m = deep_ae(12, 3, H=8, y=3, seeds=SEEDS)
+    return fit(m, d, epochs, bs=12, opt_func=partial(torch.optim.Adam, lr=2e-2), seeds=SEEDS, cbs=cbs, **kw)
+
+def test_one_stop_at_loss_equals_one_per_target():
+    "Every target's snapshot, reached mask and status rows are bit for bit those of five one-target callbacks, whether it reuses the Recorder's loss or measures its own."
+    one = StopAtLoss(TARGETS5, stop=False)
+    a = _deep_run([one])
+    many = [StopAtLoss(t, stop=False) for t in TARGETS5]
+    b = _deep_run(many)
+    alone = StopAtLoss(TARGETS5, stop=False)
+    c = _deep_run([Recorder(metrics=()), alone])                        # nothing recorded: it measures the loss itself
+    assert 0 < int(one.reached.sum()) < one.reached.numel()             # some targets reached by some replicas, not all
+    for k, (t, s) in enumerate(zip(TARGETS5, many)):
+        assert torch.equal(one.reached[k], s.reached[0]) and torch.equal(alone.reached[k], s.reached[0])
+        for ma, mb, mc in zip(one.at_target(a.model, t).state_dict().values(), s.at_target(b.model).state_dict().values(),
+                              alone.at_target(c.model, t).state_dict().values()):
+            assert torch.equal(ma, mb) and torch.equal(mc, mb)
+    key = ['replica', 'epoch', 'target', 'status']
+    st = lambda r: r.df[r.df.metric == 'status'].sort_values(key)[key + ['value']].reset_index(drop=True)
+    pd.testing.assert_frame_equal(st(a), st(b)); pd.testing.assert_frame_equal(st(c), st(b))
+    with pytest.raises(ValueError, match='name one'): one.at_target(a.model)
+    with pytest.raises(ValueError, match='targets'): one.at_target(a.model, 0.07)
+
+def test_one_stop_at_loss_resumes_and_reads_old_checkpoints(tmp_path):
+    "A run stopped after 3 epochs and resumed has the uninterrupted run's snapshots; so has one resumed from a checkpoint written with one StopAtLoss per target."
+    full = StopAtLoss(TARGETS5, stop=False)
+    a = _deep_run([full])
+    first = StopAtLoss(TARGETS5, stop=False)
+    _deep_run([first, Checkpoint(tmp_path / 'ck.pt')], epochs=3)
+    ck = torch.load(tmp_path / 'ck.pt', weights_only=True)
+    (sd,) = ck['callbacks'].values()
+    old = {f'{3 + k}.StopAtLoss': dict(target=t, on='replicas', reached=sd['reached'][k], snapshot=sd['snapshots'][k])
+           for k, t in enumerate(sd['targets'])}                          # the layout of one callback per target
+    torch.save({**ck, 'callbacks': old}, tmp_path / 'old.pt')
+    for f in ('ck.pt', 'old.pt'):
+        again = StopAtLoss(TARGETS5, stop=False)
+        b = _deep_run([again, Checkpoint(tmp_path / f, resume=True)])
+        assert torch.equal(again.reached, full.reached)
+        for t in TARGETS5:
+            for x, y in zip(full.at_target(a.model, t).state_dict().values(), again.at_target(b.model, t).state_dict().values()):
+                assert torch.equal(x, y)
+    with pytest.raises(ValueError, match='targets'):
+        _deep_run([StopAtLoss(TARGETS5[:2], stop=False), Checkpoint(tmp_path / 'ck.pt', resume=True)])
+
+def test_stop_at_loss_stops_at_the_lowest_target_and_keeps_the_others():
+    stop = StopAtLoss([0.08, 1e9])                                      # everyone is below 1e9 at the first check
+    r = _deep_run([stop], epochs=6)
+    st = r.df[r.df.metric == 'status']
+    assert set(st[st.target == 1e9].epoch) == {1} and len(st[st.target == 1e9]) == 3      # kept at 1e9, trained on
+    assert not r.active.any() and stop.reached.all() and r.epochs == st[st.target == 0.08].epoch.max() > 1
+    x = random_features(N=12, D=3, P=48, P_test=24, seed=1).x_train
+    assert (dataset_loss(r.model, x) < 0.08).all()                      # frozen at the lowest: the model holds those weights
+
+def test_stop_at_loss_measures_in_eval_mode():
+    "Its loss pass neither moves batch-norm statistics nor draws dropout masks: training is the same with it as without (before, it ran the net in training mode)."
+    from entropic_ae.replicas import replicate
+    net = lambda: nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 12))
+    d = random_features(N=12, D=3, P=48, P_test=24, seed=1)
+    def run(cbs):
+        torch.manual_seed(0)                                            # the dropout masks
+        return fit(replicate(net, 2, seeds=[0, 1]), d, 3, bs=12, seeds=[0, 1], opt_func=partial(torch.optim.SGD, lr=0.1),
+                   cbs=[Recorder(metrics=()), *cbs]).model
+    a, b = run([]), run([StopAtLoss(0., stop=False)])
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()): assert torch.equal(x, y)
+
+def test_barycentre_view_of_an_augmented_image_model_is_bn_barycentre():
+    "evaluate's barycentre of an ImageModel with augmentation recomputes BN on the bare net, as vision.bn_barycentre does (before: on augmented images)."
+    from types import SimpleNamespace
+    from entropic_ae.vision import image_classifier, bn_barycentre
+    from entropic_ae.train import evaluate
+    g = torch.Generator().manual_seed(0)
+    im = SimpleNamespace(x_train=torch.randn(32, 3, 8, 8, generator=g), t_train=torch.randint(0, 4, (32,), generator=g),
+                         x_test=torch.randn(16, 3, 8, 8, generator=g), t_test=torch.randint(0, 4, (16,), generator=g))
+    m = image_classifier('small_convnet', 2, seeds=[0, 1], shape=(3, 8, 8), classes=4, augment=True)
+    with torch.no_grad():
+        for mod in m.modules():                     # BN statistics far from the recomputed ones, so that a recompute shows
+            if isinstance(mod, nn.BatchNorm2d): mod.running_mean.fill_(3.)
+    via_evaluate = evaluate(m, im, ['train_loss', 'test_loss'], on='barycentre', loss_fn=cross_entropy)
+    direct = evaluate(bn_barycentre(m, im.x_train), im, ['train_loss', 'test_loss'], loss_fn=cross_entropy, recompute_bn=False)
+    assert [r['value'] for r in via_evaluate] == [r['value'] for r in direct]

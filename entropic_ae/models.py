@@ -10,6 +10,7 @@ import torch
 from torch import nn, Tensor
 from .core import check_choice, check_int, check_seeds, default_device, make_generator
 from .data import check_float_dtype
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['INITS', 'StackedLinear', 'AutoEncoder', 'shallow_ae', 'deep_ae', 'recon_error', 'cross_entropy', 'error_rate', 'MLP']
@@ -48,16 +49,20 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(w.transpose(1, 2).contiguous().to(dev))
         self.bias = nn.Parameter(b.to(dev))
 
-    def forward(self, x:Tensor) -> Tensor:
-        "`x` [b, n_in] (same batch for every replica) or [y, b, n_in] (one batch per replica) -> [y, b, n_out]."
-        if not isinstance(x, Tensor) or (x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)):
-            raise TypeError(f"x must be a tensor of the weights' dtype {self.weight.dtype}, got {getattr(x, 'dtype', type(x).__name__)}")
-        if x.dim() == 2 and x.shape[1] == self.n_in: x = x.expand(self.y, *x.shape)   # a view: no copy
-        elif x.dim() != 3 or x.shape[0] != self.y or x.shape[2] != self.n_in:
-            raise ValueError(f"x must have shape [b, {self.n_in}] or [{self.y}, b, {self.n_in}], got {tuple(x.shape)}")
-        return torch.baddbmm(self.bias, x, self.weight)
+# %% ../nbs/03_models.ipynb #128a9c0d
+@patch
+def forward(self:StackedLinear, x:Tensor) -> Tensor:
+    "`x` [b, n_in] (same batch for every replica) or [y, b, n_in] (one batch per replica) -> [y, b, n_out]."
+    if not isinstance(x, Tensor) or (x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)):
+        raise TypeError(f"x must be a tensor of the weights' dtype {self.weight.dtype}, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() == 2 and x.shape[1] == self.n_in: x = x.expand(self.y, *x.shape)   # a view: no copy
+    elif x.dim() != 3 or x.shape[0] != self.y or x.shape[2] != self.n_in:
+        raise ValueError(f"x must have shape [b, {self.n_in}] or [{self.y}, b, {self.n_in}], got {tuple(x.shape)}")
+    return torch.baddbmm(self.bias, x, self.weight)
 
-    def extra_repr(self): return f'n_in={self.n_in}, n_out={self.n_out}, y={self.y}' + ('' if self.init == 'default' else f', init={self.init!r}')
+# %% ../nbs/03_models.ipynb #f8c1f044
+@patch
+def extra_repr(self:StackedLinear): return f'n_in={self.n_in}, n_out={self.n_out}, y={self.y}' + ('' if self.init == 'default' else f', init={self.init!r}')
 
 # %% ../nbs/03_models.ipynb #43e2a061
 def _stacked_layers(sizes:Sequence[int], y:int, seeds:Sequence[int], device, dtype, init:str='default') -> nn.ModuleList:
@@ -66,6 +71,7 @@ def _stacked_layers(sizes:Sequence[int], y:int, seeds:Sequence[int], device, dty
     return nn.ModuleList(StackedLinear(a, b, y=y, device=device, dtype=dtype, generators=gens, init=init)
                          for a,b in zip(sizes[:-1], sizes[1:]))
 
+# %% ../nbs/03_models.ipynb #dadc90c9
 class AutoEncoder(nn.Module):
     "A stack of `y` MLP autoencoders with widths `sizes`: ReLU hidden layers, optional ReLU code, sigmoid (or linear) output."
     def __init__(self, sizes:Sequence[int], bottleneck_relu:bool=False, y:int=1, seeds:Sequence[int]|None=None,
@@ -86,27 +92,35 @@ class AutoEncoder(nn.Module):
         self.N, self.B = self.sizes[0], self.sizes[self.bottleneck]
         self.layers = _stacked_layers(self.sizes, self.y, self.seeds, device, dtype, init)
 
-    def encode(self, x:Tensor) -> Tensor:
-        "Bottleneck codes [y, b, B] of `x` ([b, N] or [y, b, N])."
-        for i,l in enumerate(self.layers[:self.bottleneck]):
-            x = l(x)
-            if i < self.bottleneck-1 or self.bottleneck_relu: x = torch.relu(x)
-        return x
+# %% ../nbs/03_models.ipynb #fe3e199d
+@patch
+def encode(self:AutoEncoder, x:Tensor) -> Tensor:
+    "Bottleneck codes [y, b, B] of `x` ([b, N] or [y, b, N])."
+    for i,l in enumerate(self.layers[:self.bottleneck]):
+        x = l(x)
+        if i < self.bottleneck-1 or self.bottleneck_relu: x = torch.relu(x)
+    return x
 
-    def decode(self, z:Tensor) -> Tensor:
-        "Reconstructions [y, b, N] (in (0, 1) with the sigmoid output) from codes `z` [y, b, B] (or [b, B])."
-        dec = self.layers[self.bottleneck:]
-        for l in dec[:-1]: z = torch.relu(l(z))
-        z = dec[-1](z)
-        return z if self.output is None else torch.sigmoid(z)
+# %% ../nbs/03_models.ipynb #1c12fc91
+@patch
+def decode(self:AutoEncoder, z:Tensor) -> Tensor:
+    "Reconstructions [y, b, N] (in (0, 1) with the sigmoid output) from codes `z` [y, b, B] (or [b, B])."
+    dec = self.layers[self.bottleneck:]
+    for l in dec[:-1]: z = torch.relu(l(z))
+    z = dec[-1](z)
+    return z if self.output is None else torch.sigmoid(z)
 
-    def forward(self, x:Tensor) -> Tensor:
-        "Reconstruct `x`: [b, N] (one batch shared by all replicas) or [y, b, N] -> [y, b, N]."
-        return self.decode(self.encode(x))
+# %% ../nbs/03_models.ipynb #3aad0607
+@patch
+def forward(self:AutoEncoder, x:Tensor) -> Tensor:
+    "Reconstruct `x`: [b, N] (one batch shared by all replicas) or [y, b, N] -> [y, b, N]."
+    return self.decode(self.encode(x))
 
-    def extra_repr(self):
-        extra = ('' if self.output == 'sigmoid' else f', output={self.output}') + ('' if self.init == 'default' else f', init={self.init!r}')
-        return f'sizes={self.sizes}, y={self.y}, bottleneck_relu={self.bottleneck_relu}' + extra
+# %% ../nbs/03_models.ipynb #25dd5b39
+@patch
+def extra_repr(self:AutoEncoder):
+    extra = ('' if self.output == 'sigmoid' else f', output={self.output}') + ('' if self.init == 'default' else f', init={self.init!r}')
+    return f'sizes={self.sizes}, y={self.y}, bottleneck_relu={self.bottleneck_relu}' + extra
 
 # %% ../nbs/03_models.ipynb #48b2275b
 def shallow_ae(N:int, B:int, **kw) -> AutoEncoder:
@@ -114,6 +128,7 @@ def shallow_ae(N:int, B:int, **kw) -> AutoEncoder:
     N = check_int('N', N, lo=1); B = check_int('B', B, lo=1, hi=N)
     return AutoEncoder([N, B, N], **kw)
 
+# %% ../nbs/03_models.ipynb #25f77c45
 def deep_ae(N:int, B:int, H:int|None=None, **kw) -> AutoEncoder:
     "Three-hidden-layer autoencoder $[N, H, B, H, N]$, with $H = N$ unless given; `kw` go to `AutoEncoder`."
     N = check_int('N', N, lo=1); B = check_int('B', B, lo=1, hi=N)
@@ -130,6 +145,7 @@ def recon_error(xhat:Tensor, x:Tensor) -> Tensor:
 
 # %% ../nbs/03_models.ipynb #5c1e2a71
 def _flat_labels(logits:Tensor, labels:Tensor) -> tuple[Tensor, Tensor]:
+    "`logits` [y, b, C] as [y*b, C] and `labels` ([b] or [y, b], integers) as [y*b], checked."
     if logits.dim() != 3: raise ValueError(f"logits must have shape [y, b, C], got {tuple(logits.shape)}")
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
@@ -137,12 +153,14 @@ def _flat_labels(logits:Tensor, labels:Tensor) -> tuple[Tensor, Tensor]:
     if labels.shape not in ((b,), (y, b)): raise ValueError(f"labels must have shape [{b}] or [{y}, {b}], got {tuple(labels.shape)}")
     return logits.reshape(y*b, C), labels.expand(y, b).reshape(y*b)
 
+# %% ../nbs/03_models.ipynb #fc4a09f2
 def cross_entropy(logits:Tensor, labels:Tensor) -> Tensor:
     "Per-replica mean cross-entropy [y] of `logits` [y, b, C] against integer `labels` ([b] or [y, b])."
     flat, lab = _flat_labels(logits, labels)
     try: return nn.functional.cross_entropy(flat, lab, reduction='none').view(logits.shape[:2]).mean(1)
     except IndexError as e: raise ValueError(f"labels must lie in 0..{logits.shape[-1] - 1} ({e})") from None
 
+# %% ../nbs/03_models.ipynb #6fe77dd5
 def error_rate(logits:Tensor, labels:Tensor) -> Tensor:
     "Per-replica fraction [y] of rows whose arg-max logit is not the label."
     flat, lab = _flat_labels(logits, labels)

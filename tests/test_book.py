@@ -1,6 +1,6 @@
 """eae-book on a tiny book made in a temporary folder: outputs kept and cleaned, stale outputs caught while float
 noise passes, an HTML edition with working links, and (where Debian's chromium is installed) the browser check."""
-import copy, json, re, shutil
+import copy, html, json, re, shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbdev.clean import clean_nb
 
-from entropic_ae import book
+from entropic_ae import book, website
 
 FIG = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1], [0, 1]);"
 
@@ -30,17 +30,31 @@ def _anchors(page):
     return res
 
 
+SETTINGS = (Path(__file__).resolve().parent.parent/'settings.ini').read_text().replace('lib_path = entropic_ae', 'lib_path = pkg')
+WIDGET = "import ipywidgets as W\nW.interact(lambda a: print(2 * a), a=W.FloatSlider(value=1.5, description='alpha'));"
+
+
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    "A two-page book, executed once with `eae-book execute`."
-    d = tmp_path_factory.mktemp('book')
+    "A two-page book in a tiny project (settings.ini, module pkg/m.py), executed once with `eae-book execute`; its nbs folder."
+    root = tmp_path_factory.mktemp('proj')
+    (root/'settings.ini').write_text(SETTINGS)
+    (root/'pkg').mkdir(); (root/'pkg'/'m.py').write_text('import os\n\ndef exported_f(x):\n    "Twice `x`."\n    return 2 * x\n')
+    d = root/'nbs'; d.mkdir()
     _write(d/'index.ipynb', [('md', '# Tiny\n\nThe first page; read [the chapter](01_ch.ipynb#A-section).')])
-    _write(d/'01_ch.ipynb', [('code', '#| hide\nimport math'),
+    _write(d/'01_ch.ipynb', [('code', '#| hide\nimport math\nfrom nbdev.showdoc import show_doc'),
                              ('md', '# Chapter one\n\n> What it shows.\n\n## A section\n\nEnergy $E = mc^2$ and\n\n$$\\int_0^1 x\\,dx = \\frac12$$'),
                              ('code', 'print(f"pi {math.pi:.6f}, seven 7")'),
                              ('code', FIG),
                              ('code', '#| eval: false\nraise RuntimeError("never runs")'),
-                             ('md', 'Back to [the start](index.ipynb).')])
+                             ('md', 'Back to [the start](index.ipynb).\n\n## Reference'),
+                             ('code', '#| export\ndef exported_f(x):\n    "Twice `x`."\n    return 2 * x'),
+                             ('code', 'show_doc(exported_f)'),
+                             ('code', 'assert exported_f(2) == 4  # a test stays on the page'),
+                             ('code', WIDGET)])
+    nb = json.loads((d/'01_ch.ipynb').read_text())
+    nb['cells'].insert(0, nbformat.v4.new_code_cell('#| default_exp m'))
+    (d/'01_ch.ipynb').write_text(json.dumps(nb))
     assert book.execute([d/'01_ch.ipynb'], quiet=True) == []
     return d
 
@@ -48,9 +62,9 @@ def tiny(tmp_path_factory):
 def test_execute_keeps_outputs_clean(tiny):
     nb = json.loads((tiny/'01_ch.ipynb').read_text())
     cells = nb['cells']
-    assert cells[2]['outputs'][0]['text'] == ['pi 3.141593, seven 7\n']
-    assert cells[4]['outputs'] == []                                           # eval: false stays unexecuted
-    (img,) = [o for o in cells[3]['outputs'] if 'image/png' in o.get('data', {})]
+    assert cells[3]['outputs'][0]['text'] == ['pi 3.141593, seven 7\n']
+    assert cells[5]['outputs'] == []                                           # eval: false stays unexecuted
+    (img,) = [o for o in cells[4]['outputs'] if 'image/png' in o.get('data', {})]
     w, h = book.image_size('image/png', img['data']['image/png'])
     assert 300 < w < 600 and 200 < h < 450, (w, h)                             # plain PNG at 80 dpi, not retina
     assert all(c.get('execution_count') is None for c in cells) and nb['metadata'].keys() <= {'kernelspec'}
@@ -60,22 +74,22 @@ def test_execute_keeps_outputs_clean(tiny):
 
 
 def test_check_catches_stale_and_errors_tolerates_noise(tiny, tmp_path):
-    d = tmp_path/'nbs'
-    shutil.copytree(tiny, d)
+    shutil.copytree(tiny.parent, tmp_path/'proj')
+    d = tmp_path/'proj'/'nbs'
     p, bad = d/'01_ch.ipynb', _write(d/'02_bad.ipynb', [('code', 'x = 1'), ('code', 'raise ValueError("boom")')])
     committed = json.loads(p.read_text())
     nb = copy.deepcopy(committed)
-    nb['cells'][2]['outputs'][0]['text'] = ['pi 3.141593, seven 8\n']        # an integer changed: stale
-    nb['cells'][3]['outputs'] = []                                           # a figure missing: stale
+    nb['cells'][3]['outputs'][0]['text'] = ['pi 3.141593, seven 8\n']        # an integer changed: stale
+    nb['cells'][4]['outputs'] = []                                           # a figure missing: stale
     p.write_text(json.dumps(nb))
     problems = sorted(book.check([p, bad], keep=tmp_path/'fresh', quiet=True))  # one run: two notebooks at once
     assert len(problems) == 3, problems
-    assert problems[0].startswith("01_ch.ipynb cell 2 ('print(f\"pi") and '+pi 3.141593, seven 7' in problems[0]
-    assert problems[1].startswith('01_ch.ipynb cell 3') and 'no committed output' in problems[1]
+    assert problems[0].startswith("01_ch.ipynb cell 3 ('print(f\"pi") and '+pi 3.141593, seven 7' in problems[0]
+    assert problems[1].startswith('01_ch.ipynb cell 4') and 'no committed output' in problems[1]
     assert '02_bad.ipynb: raised while executing' in problems[2] and 'ValueError: boom' in problems[2]
     fresh = json.loads((tmp_path/'fresh'/'01_ch.ipynb').read_text())
     assert book.compare_nbs(committed, fresh) == []                          # the committed outputs were current
-    committed['cells'][2]['outputs'][0]['text'] = ['pi 3.141598, seven 7\n']  # noise in the 6th digit: fine
+    committed['cells'][3]['outputs'][0]['text'] = ['pi 3.141598, seven 7\n']  # noise in the 6th digit: fine
     assert book.compare_nbs(committed, fresh) == []
 
 
@@ -115,33 +129,97 @@ def test_cli_showdoc(tmp_path, capsys):
         '#| hide\nfrom nbdev.showdoc import show_doc', '#| export\ndef f(): "F."', 'show_doc(f)']
 
 
-def test_html(tiny, tmp_path):
-    pages = book.build_html(tiny, tmp_path/'site', title='Tiny', quiet=True)
-    assert [p.name for p in pages] == ['index.html', '01_ch.html']
-    index, ch = (p.read_text() for p in pages)
+@pytest.fixture(scope='module')
+def site(tiny, tmp_path_factory):
+    "The tiny book's HTML edition, built once."
+    dest = tmp_path_factory.mktemp('site')/'site'
+    website.build_html(tiny, dest, title='Tiny', quiet=True)
+    return dest
+
+
+def _text(page):
+    "What a reader reads on html `page`: tags dropped, entities decoded."
+    return html.unescape(re.sub(r'<[^>]+>', '', page))
+
+
+def test_html(tiny, site):
+    index, ch = (site/'index.html').read_text(), (site/'01_ch.html').read_text()
     ai, ac = _anchors(index), _anchors(ch)
     assert {'href': '01_ch.html#A-section'} in ai and {'href': 'index.html'} in ac      # links rewritten
     assert {'class': 'eae-next', 'rel': 'next', 'href': '01_ch.html'} in ai               # prev / next
     assert {'class': 'eae-prev', 'rel': 'prev', 'href': 'index.html'} in ac
     assert re.search(r'<li class="current"><a href="01_ch.html">01 Chapter one</a>', ch)  # sidebar, reading order
     assert 'import math' not in ch and 'never runs' in ch and 'data:image/png;base64' in ch
-    assert (tmp_path/'site'/'_static'/'mathjax'/'MathJax.js').exists() and 'cdn' not in ch.lower()
-    book.build_html(tiny, tmp_path/'site', title='Tiny', quiet=True)                    # rebuilds its own folder
+    assert (site/'_static'/'mathjax'/'MathJax.js').exists() and 'cdn' not in ch.lower()
+    assert book.build_html is website.build_html                                         # the old import path still works
+    website.build_html(tiny, site, title='Tiny', quiet=True)                              # rebuilds its own folder
+
+
+def test_site_has_contents_and_search(site):
+    "Issue 20: each page has a table of contents of its headings, and the site a search index of every section."
+    ch = (site/'01_ch.html').read_text()
+    toc = re.search(r'<nav class="eae-toc".*?</nav>', ch, re.S)
+    assert toc and 'href="#A-section"' in toc[0] and 'href="#exported_f"' in toc[0]
+    js = (site/'_static'/'search_index.js').read_text()
+    index = json.loads(js[js.index('['):js.rindex(']') + 1])
+    sec = next(e for e in index if e['href'] == '01_ch.html#A-section')
+    assert sec['title'] == 'A section' and sec['page'] == '01 Chapter one' and 'Energy' in sec['text']
+    assert 'id="eae-search"' in ch and (site/'_static'/'search.js').exists()
+
+
+def test_site_shows_entries_not_exported_code(tiny, site):
+    "Issue 20: an exported cell's code is left out of the page (its show_doc entry stays); examples and tests stay."
+    text = _text((site/'01_ch.html').read_text())
+    assert 'return 2 * x' not in text and 'Twice x.' in text.replace('`', '') and 'assert exported_f(2) == 4' in text
+    assert any('return 2 * x' in ''.join(c['source']) for c in json.loads((tiny/'01_ch.ipynb').read_text())['cells'])  # the notebook keeps it
+
+
+def test_widget_is_a_note_not_a_repr(tiny, site):
+    "Issue 20: a widget's stored text names its controls and settings; the page shows it as a note, not `interactive(children=...`."
+    outs = json.loads((tiny/'01_ch.ipynb').read_text())['cells'][10]['outputs']
+    (view,) = [o for o in outs if 'application/vnd.jupyter.widget-view+json' in o.get('data', {})]
+    assert ''.join(view['data']['text/plain']).startswith('Interactive widget (alpha = 1.5): in Jupyter')
+    ch = (site/'01_ch.html').read_text()
+    assert 'children=' not in ch and '<p class="eae-widget">Interactive widget (alpha = 1.5)' in ch
+
+
+def test_source_links_are_relative_and_resolve(tiny, site):
+    "Issue 20: [source] leads to the definition's file and line relative to the notebook; the site renders that file."
+    entry = ''.join(json.loads((tiny/'01_ch.ipynb').read_text())['cells'][8]['outputs'][0]['data']['text/markdown'])
+    assert entry.startswith('---\n\n[source](../pkg/m.py#L3){target="_blank"'), entry[:80]
+    ch = (site/'01_ch.html').read_text()
+    assert 'href="_source/pkg/m.py.html#L3"' in ch and 'entropic-ae.invalid' not in ch
+    assert '<span id="L3">' in (site/'_source'/'pkg'/'m.py.html').read_text()
+    assert website.link_problems(site, {'01_ch.html': ch}) == []
+    assert website.link_problems(site, {'01_ch.html': ch.replace('m.py.html#L3', 'm.py.html#L99')}) == [
+        "01_ch.html: link '_source/pkg/m.py.html#L99': no #L99 in _source/pkg/m.py.html"]
 
 
 @pytest.mark.skipif(shutil.which('chromium') is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
-def test_browser(tiny, tmp_path):
-    site = tmp_path/'site'
-    book.build_html(tiny, site, title='Tiny', quiet=True)
-    assert book.browse(site, screenshot=tmp_path/'shot.png', shot_page='01_ch.html#A-section', quiet=True) == []
+def test_browser(site, tmp_path):
+    copy = tmp_path/'site'
+    shutil.copytree(site, copy)
+    assert website.browse(copy, screenshot=tmp_path/'shot.png', shot_page='01_ch.html#A-section', quiet=True) == []
     assert (tmp_path/'shot.png').stat().st_size > 5_000
-    ch = site/'01_ch.html'
+    dom = website.chromium(['--dump-dom', (copy/'index.html').as_uri() + '?q=energy'])     # the search box answers
+    results = re.search(r'<ol id="eae-results">(.*?)</ol>', dom, re.S)
+    assert results and 'href="01_ch.html#A-section"' in results[1], dom[:2000]
+    ch = copy/'01_ch.html'
     ch.write_text(ch.read_text().replace('href="index.html"', 'href="gone.html"', 1)
                   .replace('data:image/png;base64,', 'data:image/png;base64,AAAA', 1)
                   .replace('$E = mc^2$', '$E = \\frac{$', 1))
-    problems = '\n'.join(book.browse(site, quiet=True))
+    (copy/'_static'/'search_index.js').write_text('window.eaeSearchIndex = [];')
+    problems = '\n'.join(website.browse(copy, quiet=True))
     assert "link 'gone.html' does not resolve" in problems and 'image did not load' in problems
     assert 'TeX errors' in problems or 'not typeset' in problems, problems
+    assert "searching its title 'Chapter one' does not find the page" in problems
+
+
+def test_cli_showdoc_flags_several_show_docs_in_one_cell(tmp_path, capsys):
+    "Issue 20: a cell holding show_doc(f) and show_doc(g) renders g only; eae-book showdoc fails on it."
+    p = _write(tmp_path/'01_x.ipynb', [('code', '#| export\ndef f(): "F."\ndef g(): "G."'), ('code', 'show_doc(f)\nshow_doc(g)')])
+    with pytest.raises(SystemExit, match='1 cells with several show_doc calls'): book.main(['showdoc', str(p)])
+    assert '01_x.ipynb cell 1: 2 show_doc calls (f, g); only the last one renders' in capsys.readouterr().out
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -192,12 +192,13 @@ class _Points:
         self.first, self.scratch = _FirstLayers(model, self.params), {}
         self.mode, self.fill_buffers = mode or (lambda sc: contextlib.nullcontext()), fill_buffers
     def _copy(self, k:int) -> tuple[nn.Module, list[Tensor]]:
-        "The scratch copy for `k` points (only the current size is kept) and views [k, y, ...] of its `params`."
+        "The scratch copy for `k` points and views [k, y, ...] of its `params` (kept for the full pass size and one other)."
         if k not in self.scratch:
+            self.scratch = {j: v for j, v in self.scratch.items() if j == self.size.k}
             sc = copy.deepcopy(self.model) if k == 1 else stack([self.model] * k)
             for p in sc.parameters(): p.grad = None
             ps = list(sc.parameters())
-            self.scratch = {k: (self.first.patch(sc), [ps[i].view(k, self.y, *ps[i].shape[1:]) for i in self.pos])}
+            self.scratch[k] = (self.first.patch(sc), [ps[i].view(k, self.y, *ps[i].shape[1:]) for i in self.pos])
         return self.scratch[k]
 
 # %% ../nbs/07_flatness.ipynb #629c8b4d
@@ -261,6 +262,7 @@ def _draw_basis(params, sel, noise:_Noise, d:int) -> list[list[Tensor]]:
         out.append([p.detach() * next(z).view(p.shape) if i in sel else torch.zeros_like(p) for i, p in enumerate(params)])
     return out
 
+# %% ../nbs/07_flatness.ipynb #6b4eadd6
 @torch.no_grad()
 def local_energy(model:nn.Module, x:Tensor, sigmas, n_draws:int=20, seed=0, loss_fn:Callable=recon_error,
                  batch_size:int|None=None, target:Tensor|None=None, draws_per_pass:int|None=None,

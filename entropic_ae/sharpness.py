@@ -88,6 +88,7 @@ def _grads(loss, params, **kw) -> list[Tensor]:
     gs = torch.autograd.grad(loss, params, allow_unused=True, **kw)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
 
+# %% ../nbs/08_sharpness.ipynb #4da9b104
 def _hess_graph(loss, params) -> Callable:
     "`vs -> H vs` (lists of tensors shaped like `params`) from one gradient graph of `loss`, reused by every call."
     g = _grads(loss, params, create_graph=True)
@@ -97,6 +98,7 @@ def _hess_graph(loss, params) -> Callable:
         return _grads([g[i] for i in live], params, grad_outputs=[vs[i] for i in live], retain_graph=True)
     return hv
 
+# %% ../nbs/08_sharpness.ipynb #38e024be
 def _ggn_graph(out, loss, params) -> Callable:
     "`vs -> G vs`, G = Jᵀ H_out J, from the graphs of Jᵀu (dummy u) and of the output gradient, built once."
     u = torch.zeros_like(out, requires_grad=True)
@@ -109,6 +111,7 @@ def _ggn_graph(out, loss, params) -> Callable:
         return _grads(out, params, grad_outputs=torch.zeros_like(out) if hjv is None else hjv, retain_graph=True)
     return gv
 
+# %% ../nbs/08_sharpness.ipynb #377a53d2
 def curvature_operator(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, target:Tensor|None=None,
                        batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False, keep_graph:bool=True):
     "`(F, matvec)`: `matvec(v)` maps per-replica vectors v [y, n] to (H_a v_a) [y, n], H_a replica a's Hessian (or Gauss–Newton matrix) of the training loss; each chunk's gradient graph is built once and reused (`keep_graph=False`: rebuilt at every product, one chunk's memory)."
@@ -149,6 +152,7 @@ def _converged(T:Tensor, b:Tensor, k:int, tol:float) -> bool:
     theta, S = torch.linalg.eigh(T)
     return bool((b.double()[:, None] * S[:, -1, -k:].abs() <= tol * theta[:, -k:].abs()).all())
 
+# %% ../nbs/08_sharpness.ipynb #dad1c99d
 def lanczos(matvec:Callable, v0:Tensor, n_iter:int, tol:float|None=None, k:int=1) -> tuple[Tensor, Tensor]:
     "Lanczos with full reorthogonalisation on `y` symmetric operators at once: start vectors `v0` [y, n] -> tridiagonal T [y, m, m] (float64) and basis Q [m, y, n]; `tol`: stop before `n_iter` steps once every replica's top-`k` Ritz values have residual ≤ tol·|θ|."
     check_callable('matvec', matvec)
@@ -193,11 +197,13 @@ def _counted(fn:Callable, bar) -> Callable:
         out = fn(*a); bar.update(); return out
     return f
 
+# %% ../nbs/08_sharpness.ipynb #aafbb46c
 def _check_common(bn, subset, gauss_newton=False):
     check_choice('bn', bn, BN_MODES)
     if subset is not None: check_int('subset', subset, lo=1)
     if not isinstance(gauss_newton, bool): raise TypeError(f"gauss_newton must be a bool, got {gauss_newton!r}")
 
+# %% ../nbs/08_sharpness.ipynb #280f8ad3
 def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=0, loss_fn:Callable=recon_error,
                  target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
                  bn:str='eval', vectors:bool=False, progress:bool=True, tol:float|None=None):
@@ -221,19 +227,30 @@ def hessian_eigs(model:nn.Module, x:Tensor, k:int=1, n_iter:int|None=None, seed=
     return top, [t.reshape(F.y, k, *p.shape[1:]) for t, p in zip(V.split(F.sizes, 2), F.params)]
 
 # %% ../nbs/08_sharpness.ipynb #bf707c15
+def _hutch_pp(mv:Callable, probe:Callable, m:int) -> tuple[Tensor, Tensor]:
+    "Hutch++ with `m` products of `mv` on [y, n] vectors: tr(QᵀHQ) [y] for Q = orth(H S), S the first m // 3 probes, and the values vᵀHv [y, m − 2k] of the remaining probes projected off Q."
+    k = m // 3
+    if k == 0: return 0., torch.stack([_rdot(v, mv(v)) for v in (probe() for _ in range(m))], 1)
+    Q = torch.linalg.qr(torch.stack([mv(probe()) for _ in range(k)], 2)).Q               # [y, n, k], per replica
+    low = sum(_rdot(Q[..., i], mv(Q[..., i].contiguous())) for i in range(k))
+    def off(v): return v - torch.einsum('ynk,yk->yn', Q, torch.einsum('ynk,yn->yk', Q, v))
+    return low, torch.stack([_rdot(v, mv(v)) for v in (off(probe()) for _ in range(m - 2 * k))], 1)
+
+# %% ../nbs/08_sharpness.ipynb #d7cae320
 def hessian_trace(model:nn.Module, x:Tensor, n_probes:int=32, seed=0, loss_fn:Callable=recon_error,
                   target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False,
-                  bn:str='eval', progress:bool=True) -> tuple[Tensor, Tensor]:
-    "Hutchinson estimate of each replica's Hessian trace [y] and its standard error [y], from `n_probes` Rademacher probes."
+                  bn:str='eval', progress:bool=True, method:str='hutchinson') -> tuple[Tensor, Tensor]:
+    "Estimate of each replica's Hessian trace [y] and its standard error [y] from `n_probes` Hessian-vector products with Rademacher probes: Hutchinson's mean, or (`method='hutch++'`) Meyer et al.'s Hutch++."
     n_probes = check_int('n_probes', n_probes, lo=1)
     _check_common(bn, subset, gauss_newton); check_bool('progress', progress)
+    pp = check_choice('method', method, ('hutchinson', 'hutch++')) == 'hutch++'
     F = _Flat(model); draw = _Noise(seed, F.y, F.params[0].device)
     with bn_mode(model, bn), _bar(n_probes, 'Hutchinson', progress) as bar:
         F, mv = curvature_operator(model, x, loss_fn, target, batch_size, subset, gauss_newton)
-        mv = _counted(mv, bar)
-        vals = torch.stack([_rdot(v, mv(v)) for v in (draw((F.n,), F.params[0].dtype, 'rademacher') for _ in range(n_probes))], 1)
-    se = vals.std(1) / math.sqrt(n_probes) if n_probes > 1 else torch.full_like(vals[:, 0], float('nan'))
-    return vals.mean(1), se
+        mv, probe = _counted(mv, bar), lambda: draw((F.n,), F.params[0].dtype, 'rademacher')
+        low, vals = _hutch_pp(mv, probe, n_probes) if pp else (0., torch.stack([_rdot(v, mv(v)) for v in (probe() for _ in range(n_probes))], 1))
+    se = vals.std(1) / math.sqrt(vals.shape[1]) if vals.shape[1] > 1 else torch.full_like(vals[:, 0], float('nan'))
+    return low + vals.mean(1), se
 
 # %% ../nbs/08_sharpness.ipynb #629828f5
 def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_fn:Callable=recon_error,
@@ -253,6 +270,7 @@ def slq(model:nn.Module, x:Tensor, n_probes:int=4, n_iter:int=30, seed=0, loss_f
         bar.close()
     return torch.stack(nodes, 1), torch.stack(weights, 1)
 
+# %% ../nbs/08_sharpness.ipynb #ff0fed0f
 def spectral_density(nodes:Tensor, weights:Tensor, grid, sigma:float|None=None) -> Tensor:
     "Gaussian-broadened density [y, G] on `grid` from SLQ `nodes`, `weights` [y, P, m]; `sigma` defaults to 1% of the nodes' range."
     if not isinstance(nodes, Tensor) or nodes.dim() != 3: raise ValueError(f"nodes must be a tensor [y, P, m], got {type(nodes).__name__} {tuple(getattr(nodes, 'shape', ()))}")
@@ -280,6 +298,7 @@ def _loss_grad(model:nn.Module, params, x, target, parts, loss_fn, weights:Tenso
         grads = g if grads is None else [u + v for u, v in zip(grads, g)]
     return total, grads
 
+# %% ../nbs/08_sharpness.ipynb #b6e15b0d
 @torch.no_grad()
 def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, init, step, prepare=None, n_prepare=0,
             progress=True, desc='ascent'):
@@ -306,13 +325,13 @@ def _ascent(model, x, target, loss_fn, batch_size, subset, bn, radii, n_steps, i
         finally: torch._foreach_copy_(params, w0)
     return base, out
 
-
 # %% ../nbs/08_sharpness.ipynb #ac49ccb5
 def _orth(c:Tensor, V:Tensor) -> Tensor:
     "`c` [y, n] without its components along the rows of `V` [j, y, n] (orthonormal per replica), twice."
     for _ in range(2): c = c - torch.einsum('jy,jyn->yn', torch.einsum('jyn,yn->jy', V, c), V)
     return c
 
+# %% ../nbs/08_sharpness.ipynb #84349a4f
 def _krylov_model(matvec:Callable, g:Tensor, u:Tensor, k:int) -> tuple[Tensor, Tensor, Tensor]:
     "Orthonormal basis V [k, y, n] of the Krylov space of H from `g` and `u` (a random vector where it closes), B = VᵀHV [y, k, k] and Vᵀg [y, k] (float64)."
     y, n = g.shape; k = min(k, n)
@@ -326,6 +345,7 @@ def _krylov_model(matvec:Callable, g:Tensor, u:Tensor, k:int) -> tuple[Tensor, T
     B = torch.einsum('iyn,jyn->yij', V.double(), torch.stack(HV).double())
     return V, (B + B.mT) / 2, torch.einsum('jyn,yn->yj', V.double(), g.double())
 
+# %% ../nbs/08_sharpness.ipynb #aa081a73
 def _tr_max(g:Tensor, B:Tensor, rho:float) -> Tensor:
     "Per replica, the z [y, k] that maximises g·z + z·Bz/2 over ‖z‖ ≤ ρ (g [y, k], B [y, k, k], float64): eigendecomposition, then the secular equation by bisection on a log scale."
     lam, U = torch.linalg.eigh(B)
@@ -346,7 +366,6 @@ def _tr_max(g:Tensor, B:Tensor, rho:float) -> Tensor:
         nz = math.sqrt(sum(t * t for t in z))
         out.append([t * rho / nz for t in z] if nz > 0 else z)
     return torch.einsum('yki,yi->yk', U, torch.tensor(out, dtype=B.dtype, device=B.device))
-
 
 # %% ../nbs/08_sharpness.ipynb #e4826d98
 def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress):
@@ -380,6 +399,7 @@ def _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn,
     return _ascent(model, x, target, loss_fn, batch_size, subset, bn, rhos, n_steps, init, step, prepare if k else None,
                    k, progress, 'ASAM sharpness' if adaptive else 'ρ-sharpness')
 
+# %% ../nbs/08_sharpness.ipynb #4fd3411e
 def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01, n_krylov:int=16,
                     seed=0, loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
                     subset:int|None=None, bn:str='eval', progress:bool=True) -> Tensor:
@@ -392,7 +412,6 @@ def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=
     "SAM's sharpness [y, S]: `worst_case_loss` minus the training loss (ASAM's with `adaptive=True`)."
     base, worst = _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)
     return worst - base[:, None]
-
 
 # %% ../nbs/08_sharpness.ipynb #b42e0ec4
 def keskar_sharpness(model:nn.Module, x:Tensor, epsilons, n_steps:int=10, seed=0, loss_fn:Callable=recon_error,
@@ -433,6 +452,7 @@ def _unit_dims(model:nn.Module, params) -> list[int|None]:
             else: dims[p] = p.dim() - 1 if isinstance(m, StackedLinear) else 1
     return [dims[p] for p in params]
 
+# %% ../nbs/08_sharpness.ipynb #ed465a06
 def filter_directions(model:nn.Module, n:int=1, seed=0, ignore:str|None='biasbn') -> list[list[Tensor]]:
     "`n` random directions, each a list of tensors shaped like the trainable parameters, normalised filter by filter to the weights (Li et al. 2018); biases and normalisation parameters zero (`ignore='biasbn'`) or equal to the parameters (`ignore=None`)."
     n = check_int('n', n, lo=1)
@@ -463,10 +483,12 @@ def _as_coords(name, c) -> Tensor:
     if c.numel() == 0 or not torch.isfinite(c).all(): raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
     return c
 
+# %% ../nbs/08_sharpness.ipynb #a1397d63
 def _checksum(model, directions) -> Tensor:
     ts = [p.detach() for p in model.parameters() if p.requires_grad] + [t for d in directions for t in d]
     return torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in ts]).cpu()
 
+# %% ../nbs/08_sharpness.ipynb #0eacbd54
 def loss_slice(model:nn.Module, x:Tensor, directions, coords, loss_fn:Callable=recon_error, target:Tensor|None=None,
                batch_size:int|None=None, subset:int|None=None, points_per_pass:int|None=None, path=None,
                bn:str='eval', progress:bool=True) -> Tensor:
@@ -532,6 +554,7 @@ def interpolate(model_a:nn.Module, model_b:nn.Module, x:Tensor, ts=21, loss_fn:C
         _Points(model_a, x, target, loss_fn, batch_size, points_per_pass, mode=lambda sc: bn_mode(sc, bn), fill_buffers=fill_buffers)(basis, coef, out, bar=bar)
     return ts, out.T.to(pa[0].device, pa[0].dtype)
 
+# %% ../nbs/08_sharpness.ipynb #e2722df0
 def barrier(ts, losses:Tensor) -> Tensor:
     "Barrier height [y]: max over t of L(t) − [(1 − t) L(0) + t L(1)], for a path sampled at `ts` (first 0, last 1)."
     if not isinstance(losses, Tensor): raise TypeError(f"losses must be a tensor [y, T], got {type(losses).__name__}")
@@ -586,6 +609,7 @@ def _sgld(model, x, target, parts, loss_fn, gamma, beta, lr, n_steps, C, K, burn
     chains = -beta * torch.einsum('k,kcy->yc', torch.as_tensor(wq / 2, dtype=torch.float64, device=dev), Eb[:K])
     return chains, Eb[:K], [s / kept for s in S], lams[:K]
 
+# %% ../nbs/08_sharpness.ipynb #5480b029
 def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps:int=500, lr:float=1e-3,
                   n_chains:int=4, n_lambdas:int=8, burn_in:float=0.5, seed:int=0, loss_fn:Callable=recon_error,
                   target:Tensor|None=None, batch_size:int|None=None, subset:int|None=None, bn:str='eval',
@@ -614,7 +638,6 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
                         [(2 * b.mean(0) - a.mean(0)).to(w.dtype) for a, b, w in zip(means, means2, w0)],
                         [(4 * sem(b, 0) ** 2 + sem(a, 0) ** 2).sqrt().to(w.dtype) for a, b, w in zip(means, means2, w0)])
 
-
 # %% ../nbs/08_sharpness.ipynb #722b7ff2
 def _first_seed(seed): return seed if isinstance(seed, numbers.Integral) else check_int('seed[0]', list(seed)[0], lo=0)
 
@@ -627,8 +650,8 @@ def _m_top(model, x, target, loss_fn, ranks, n_iter=None, seed=0, batch_size=Non
 def _m_max(model, x, target, loss_fn, n_iter=None, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval'):
     return _m_top(model, x, target, loss_fn, [1], n_iter, seed, batch_size, subset, gauss_newton, bn)[:, 0]
 
-def _m_trace(model, x, target, loss_fn, n_probes=32, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval'):
-    return hessian_trace(model, x, n_probes, seed, loss_fn, target, batch_size, subset, gauss_newton, bn)[0]
+def _m_trace(model, x, target, loss_fn, n_probes=32, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval', method='hutchinson'):
+    return hessian_trace(model, x, n_probes, seed, loss_fn, target, batch_size, subset, gauss_newton, bn, method=method)[0]
 
 def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=30, seed=0, batch_size=None, subset=None,
                gauss_newton=False, bn='eval'):

@@ -6,7 +6,11 @@
    defaults maxIter=100, tol=1e-3, and `.trace(maxIter=8, tol=0)`) looping over the 5 replicas as plain torch models.
    Ours is timed three ways for the eigenvalue: the exact default (2k + 20 = 22 Lanczos steps, full reorthogonalisation)
    and with `tol=1e-2` and `1e-3` (stop once the Ritz residual guarantees 1 % / 0.1 % to an eigenvalue). Accuracy is the largest
-   relative error over the replicas against a 60-step Lanczos reference.
+   relative error over the replicas against a 60-step Lanczos reference. The trace also by Hutch++ (`method='hutch++'`)
+   with the same 8 products; accuracy as the RMS relative error over replicas and `--seeds` seeds against Hutch++ with
+   `--ref-probes` products, and the time PyHessian would need to reach Hutch++'s error, from Hutchinson's 1/sqrt(m)
+   law (`time_to_equal_error_vs_peer`: PyHessian's time for that error / ours; PyHessian's estimator is Hutchinson's,
+   so its error at 8 probes is our Hutchinson's).
 2. A 21 x 21 filter-normalised 2-D slice of the deep AE: `sharpness.loss_slice` (points per pass chosen by timing the
    first passes; the first layer's products computed once) vs the point loop as loss-landscape writes it (for each
    replica, a plain model; for each grid point, `p.data = w + a d1 + b d2`, then the loss in `torch.no_grad`), and vs
@@ -14,7 +18,8 @@
 
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
-go to two CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv and bench_slice_<device>.csv.
+go to three CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv (eigenvalue), bench_trace_<device>.csv
+and bench_slice_<device>.csv.
 
     python tests/benchmarks/bench_sharpness.py                      # CPU, 1 thread (OMP_NUM_THREADS=1)
     python tests/benchmarks/bench_sharpness.py --device cuda
@@ -70,7 +75,7 @@ def pyhessian_loop(nets, criterion, x, t, what):
         out.append(h.eigenvalues()[0][0] if what == 'eig' else sum(h.trace(maxIter=8, tol=0.)) / 8)
     return torch.tensor(out)
 
-def curvature(a, dev, rows):
+def curvature(a, dev, rows, trace_rows):
     torch.manual_seed(0)
     cases = {}
     im = fake_images(n_train=a.images, n_test=1, shape=(3, a.image_size, a.image_size), seed=0, device=dev)
@@ -87,26 +92,44 @@ def curvature(a, dev, rows):
             ref_loss = S.dataset_loss(model, x, loss_fn, target=t)
             plain_loss = torch.stack([crit(n(x), tt) for n in nets])
         assert torch.allclose(ref_loss, plain_loss, rtol=1e-4), (ref_loss, plain_loss)
-        ref = S.hessian_eigs(model, x, n_iter=60, **kw)[:, 0]
-        err = lambda e: ((e.cpu() - ref.cpu()).abs() / ref.cpu().abs()).max().item()
-        res = {}
-        ways = dict(pyhessian=lambda: res.__setitem__('pyhessian', pyhessian_loop(nets, crit, x, tt, 'eig')),
-                    exact=lambda: res.__setitem__('exact', S.hessian_eigs(model, x, **kw)[:, 0]),
-                    **{f'tol={tol:g}': (lambda tol=tol: res.__setitem__(f'tol={tol:g}', S.hessian_eigs(model, x, tol=tol, **kw)[:, 0])) for tol in a.tol})
-        times = interleaved(ways, a.rounds, dev)
-        for w, label in (('pyhessian', 'PyHessian loop over replicas (power iteration, maxIter=100, tol=1e-3)'),
-                         ('exact', 'ours, 22 Lanczos steps (exact default)'), *[(f'tol={t:g}', f'ours, Lanczos with tol={t:g}') for t in a.tol]):
-            rows.append(dict(task=f'top-1 Hessian eigenvalue, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w),
-                             rel_error=err(res[w]), rounds=a.rounds, device=str(dev)))
-            print(rows[-1], flush=True)
-        ways = dict(pyhessian=lambda: res.__setitem__('tr_py', pyhessian_loop(nets, crit, x, tt, 'trace')),
-                    ours=lambda: res.__setitem__('tr', S.hessian_trace(model, x, n_probes=8, **kw)))
-        times = interleaved(ways, a.rounds, dev)
-        for w, label in (('pyhessian', 'PyHessian loop over replicas (trace, 8 probes)'), ('ours', 'ours, hessian_trace, 8 probes')):
-            rows.append(dict(task=f'Hutchinson trace 8 probes, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w),
-                             rel_error=float('nan'), rounds=a.rounds, device=str(dev)))
-            print(rows[-1], flush=True)
-        print(f"  trace estimates, ours {res['tr'][0].tolist()} ± {res['tr'][1].tolist()}; PyHessian {res['tr_py'].tolist()}")
+        if 'eig' not in a.skip: top_eigenvalue(a, dev, rows, name, model, x, kw, nets, crit, tt)
+        if 'trace' not in a.skip: trace(a, dev, trace_rows, name, model, x, kw, nets, crit, tt)
+
+def top_eigenvalue(a, dev, rows, name, model, x, kw, nets, crit, tt):
+    ref = S.hessian_eigs(model, x, n_iter=60, **kw)[:, 0]
+    err = lambda e: ((e.cpu() - ref.cpu()).abs() / ref.cpu().abs()).max().item()
+    res = {}
+    ways = dict(pyhessian=lambda: res.__setitem__('pyhessian', pyhessian_loop(nets, crit, x, tt, 'eig')),
+                exact=lambda: res.__setitem__('exact', S.hessian_eigs(model, x, **kw)[:, 0]),
+                **{f'tol={tol:g}': (lambda tol=tol: res.__setitem__(f'tol={tol:g}', S.hessian_eigs(model, x, tol=tol, **kw)[:, 0])) for tol in a.tol})
+    times = interleaved(ways, a.rounds, dev)
+    for w, label in (('pyhessian', 'PyHessian loop over replicas (power iteration, maxIter=100, tol=1e-3)'),
+                     ('exact', 'ours, 22 Lanczos steps (exact default)'), *[(f'tol={t:g}', f'ours, Lanczos with tol={t:g}') for t in a.tol]):
+        rows.append(dict(task=f'top-1 Hessian eigenvalue, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w),
+                         rel_error=err(res[w]), rounds=a.rounds, device=str(dev)))
+        print(rows[-1], flush=True)
+
+def trace(a, dev, rows, name, model, x, kw, nets, crit, tt):
+    "Hutchinson (ours and PyHessian's) and Hutch++ at 8 products: speed, RMS error, and time to Hutch++'s error."
+    res = {}
+    ways = dict(pyhessian=lambda: res.__setitem__('tr_py', pyhessian_loop(nets, crit, x, tt, 'trace')),
+                ours=lambda: res.__setitem__('tr', S.hessian_trace(model, x, n_probes=8, **kw)),
+                hutchpp=lambda: res.__setitem__('pp', S.hessian_trace(model, x, n_probes=8, method='hutch++', **kw)))
+    times = interleaved(ways, a.rounds, dev)
+    # accuracy at 8 products: RMS relative error over replicas and seeds, against Hutch++ with --ref-probes products
+    true = S.hessian_trace(model, x, n_probes=a.ref_probes, method='hutch++', **kw)[0].cpu()
+    rms = lambda m: torch.stack([(S.hessian_trace(model, x, n_probes=8, seed=s, method=m, **kw)[0].cpu() - true) / true.abs()
+                                 for s in range(a.seeds)]).square().mean().sqrt().item()
+    e_h, e_pp = rms('hutchinson'), rms('hutch++')
+    m_eq = 8 * (e_h / e_pp) ** 2                      # Hutchinson's error falls as 1/sqrt(m): products it needs to match
+    for w, label, e in (('pyhessian', 'PyHessian loop over replicas (Hutchinson, 8 probes; its error is that of Hutchinson)', e_h),
+                        ('ours', 'ours, hessian_trace, Hutchinson, 8 probes', e_h), ('hutchpp', 'ours, hessian_trace, Hutch++, 8 products', e_pp)):
+        rows.append(dict(task=f'Hessian trace 8 products, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w), rel_error=e,
+                         time_to_equal_error_vs_peer=ratio(times, 'pyhessian', w) * (m_eq / 8 if w == 'hutchpp' else 1.),
+                         rounds=a.rounds, device=str(dev)))
+        print(rows[-1], flush=True)
+    print(f"  trace: reference {true.tolist()}; Hutchinson {res['tr'][0].tolist()}; Hutch++ {res['pp'][0].tolist()}; PyHessian {res['tr_py'].tolist()}; "
+          f"PyHessian needs ~{m_eq:.0f} probes for Hutch++'s error at 8")
 
 def point_loop(model, nets, dirs, ab, x):
     "The loss-landscape loop: per replica a plain model; per grid point set p.data = w + a d1 + b d2 and evaluate."
@@ -153,15 +176,17 @@ def main():
     ap.add_argument('--tol', type=float, nargs='+', default=[1e-2, 1e-3])
     ap.add_argument('--slice-N', type=int, default=200); ap.add_argument('--slice-B', type=int, default=40)
     ap.add_argument('--slice-P', type=int, default=500); ap.add_argument('--grid', type=int, default=21)
-    ap.add_argument('--skip', choices=['curvature', 'slice'], default=None)
+    ap.add_argument('--skip', nargs='*', choices=['curvature', 'slice', 'eig', 'trace'], default=[])
+    ap.add_argument('--seeds', type=int, default=5); ap.add_argument('--ref-probes', type=int, default=240)
     a = ap.parse_args()
     dev = default_device(a.device)
     print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
     tag = 'cuda' if dev.type == 'cuda' else 'cpu'
-    if a.skip != 'curvature':
-        rows = []; curvature(a, dev, rows)
-        write_csv(rows, Path(a.out_dir)/f'bench_curvature_{tag}.csv'); print('wrote', Path(a.out_dir)/f'bench_curvature_{tag}.csv')
-    if a.skip != 'slice':
+    if 'curvature' not in a.skip:
+        rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)
+        for r, what in ((rows, 'curvature'), (trace_rows, 'trace')):
+            if r: write_csv(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv'); print('wrote', Path(a.out_dir)/f'bench_{what}_{tag}.csv')
+    if 'slice' not in a.skip:
         rows = []; slice_bench(a, dev, rows)
         write_csv(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv'); print('wrote', Path(a.out_dir)/f'bench_slice_{tag}.csv')
 

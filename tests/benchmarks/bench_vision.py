@@ -1,10 +1,10 @@
-"""Benchmark: CIFAR crop + flip for a minibatch of y replicas x b images, vectorised (`vision.crop_flip`, one gather)
+"""Benchmark: CIFAR crop + flip for a minibatch of y replicas x b images, vectorised (`images.crop_flip`, one gather)
 against the per-image Python loop a torchvision-style transform pipeline runs. Timings interleaved; prints ratios.
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python tests/benchmarks/bench_vision.py"""
 import time, random
 import torch
 import torch.nn.functional as F
-from entropic_ae.vision import crop_flip
+from entropic_ae.images import crop_flip
 
 def per_image(x, pad=4):
     "Each image padded, cropped at a random offset and maybe flipped, one at a time (what a per-sample transform does)."

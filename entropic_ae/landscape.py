@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from .core import check_float, check_int, check_sigmas, default_device, make_generator
 from .data import check_float_dtype
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['toy_energy', 'TwoWells', 'local_free_entropy', 'local_mean', 'plot_landscape', 'replicated_langevin',
@@ -23,6 +24,7 @@ def _positive(name:str, value) -> float:
     if value <= 0: raise ValueError(f"{name} must be > 0, got {value}")
     return value
 
+# %% ../nbs/01_landscape.ipynb #fd20af84
 def _as_tensor(x, device=None, dtype=None, name:str='x', finite:bool=False) -> Tensor:
     "`x` as a real tensor (python numbers and lists become float64 unless `dtype` says otherwise); `finite`: refuse NaN and inf. Errors name `name`."
     if isinstance(x, Tensor): x = x.to(device=x.device if device is None else device, dtype=dtype or x.dtype)
@@ -34,7 +36,9 @@ def _as_tensor(x, device=None, dtype=None, name:str='x', finite:bool=False) -> T
     if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()): raise ValueError(f"{name} must be finite, got {x}")
     return x
 
+# %% ../nbs/01_landscape.ipynb #c60940fc
 def _callable(name:str, f):
+    "`f` if it is callable, else a `TypeError` naming `name`."
     if not callable(f): raise TypeError(f"{name} must be a function, got {f!r}")
     return f
 
@@ -55,36 +59,48 @@ class TwoWells:
             check_float(f"{name}[2] (depth)", well[2], lo=0.)
         _positive('wall', self.wall)
 
-    def _bumps(self, x):
-        (cw, sw, hw), (cn, sn, hn) = self.wide, self.narrow
-        return (hw*torch.exp(-(x-cw)**2/(2*sw**2)), (x-cw)/sw**2, hn*torch.exp(-(x-cn)**2/(2*sn**2)), (x-cn)/sn**2)
+# %% ../nbs/01_landscape.ipynb #acd40eb1
+@patch
+def _bumps(self:TwoWells, x):
+    "The two Gaussian bumps at `x` and their log-derivative factors (x-c)/s²: (g_wide, a_wide, g_narrow, a_narrow)."
+    (cw, sw, hw), (cn, sn, hn) = self.wide, self.narrow
+    return (hw*torch.exp(-(x-cw)**2/(2*sw**2)), (x-cw)/sw**2, hn*torch.exp(-(x-cn)**2/(2*sn**2)), (x-cn)/sn**2)
 
-    def __call__(self, x) -> Tensor:
-        "Energy at `x` (any shape)."
-        x = _as_tensor(x); gw, _, gn, _ = self._bumps(x)
-        return -gw - gn + self.wall*x**4
+# %% ../nbs/01_landscape.ipynb #059aebb9
+@patch
+def __call__(self:TwoWells, x) -> Tensor:
+    "Energy at `x` (any shape)."
+    x = _as_tensor(x); gw, _, gn, _ = self._bumps(x)
+    return -gw - gn + self.wall*x**4
 
-    def grad(self, x) -> Tensor:
-        "Analytic derivative dE/dx at `x` (any shape)."
-        x = _as_tensor(x); gw, aw, gn, an = self._bumps(x)
-        return gw*aw + gn*an + 4*self.wall*x**3
+# %% ../nbs/01_landscape.ipynb #e02d58c3
+@patch
+def grad(self:TwoWells, x) -> Tensor:
+    "Analytic derivative dE/dx at `x` (any shape)."
+    x = _as_tensor(x); gw, aw, gn, an = self._bumps(x)
+    return gw*aw + gn*an + 4*self.wall*x**3
 
-    def barrier(self, n:int=20001) -> float:
-        "Location of the energy maximum between the two well centres (the watershed of gradient descent)."
-        n = check_int('n', n, lo=2)
-        a, b = sorted((self.wide[0], self.narrow[0]))
-        x = torch.linspace(a, b, n, dtype=torch.float64)
-        return x[self(x).argmax()].item()
+# %% ../nbs/01_landscape.ipynb #cefef772
+@patch
+def barrier(self:TwoWells, n:int=20001) -> float:
+    "Location of the energy maximum between the two well centres (the watershed of gradient descent)."
+    n = check_int('n', n, lo=2)
+    a, b = sorted((self.wide[0], self.narrow[0]))
+    x = torch.linspace(a, b, n, dtype=torch.float64)
+    return x[self(x).argmax()].item()
 
-    def in_wide(self, x) -> Tensor:
-        "Boolean tensor: is `x` on the wide well's side of the barrier?"
-        x, b = _as_tensor(x), self.barrier()
-        return x < b if self.wide[0] < self.narrow[0] else x > b
+# %% ../nbs/01_landscape.ipynb #64f3118b
+@patch
+def in_wide(self:TwoWells, x) -> Tensor:
+    "Boolean tensor: is `x` on the wide well's side of the barrier?"
+    x, b = _as_tensor(x), self.barrier()
+    return x < b if self.wide[0] < self.narrow[0] else x > b
 
 toy_energy = TwoWells()
 
 # %% ../nbs/01_landscape.ipynb #c9eece7f
 def _check_phi_args(beta, gamma, lo, hi, n, chunk, energy=None, dtype=None):
+    "The quadrature settings checked (a warning when the grid does not resolve the kernel): beta, gamma, lo, hi, n."
     if energy is not None: _callable('energy', energy)
     if dtype is not None: check_float_dtype('dtype', dtype)
     beta, gamma = _positive('beta', beta), check_float('gamma', gamma, lo=0.)
@@ -96,6 +112,7 @@ def _check_phi_args(beta, gamma, lo, hi, n, chunk, energy=None, dtype=None):
         warnings.warn(f"grid spacing {dx:.3g} does not resolve the kernel width {1/math.sqrt(beta*gamma):.3g}; increase n")
     return beta, gamma, lo, hi, n
 
+# %% ../nbs/01_landscape.ipynb #cabc1d77
 def _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, reduce) -> Tensor:
     "Apply `reduce(logits [m, n], grid)` to the log-weights of the tilted measure, chunk by chunk over `x`."
     x = _as_tensor(x, device=device, dtype=dtype, finite=True)
@@ -121,6 +138,7 @@ def local_free_entropy(x, energy:Callable, beta:float, gamma:float, lo:float=-4.
     phi = _tilted(x, energy, beta, gamma, lo, hi, n, device, dtype, chunk, lambda l, g: torch.logsumexp(l, 1))
     return phi - 0.5*math.log(2*math.pi/(beta*gamma)) if normalize else phi
 
+# %% ../nbs/01_landscape.ipynb #0955b22f
 def local_mean(x, energy:Callable, beta:float, gamma:float, lo:float=-4., hi:float=4., n:int=8001,
                chunk:int=2**22, device=None, dtype=torch.float64) -> Tensor:
     "⟨x'⟩ under p(x'|x) ∝ exp(-β E(x') - βγ/2 (x-x')²), by the same quadrature as `local_free_entropy`."

@@ -23,6 +23,7 @@ class Problem(NamedTuple):
     alpha: float
     seed: int
 
+# %% ../nbs/14_annealing.ipynb #52b85e35
 def binary_perceptron(N:int, alpha:float, instances:int, seed:int=0) -> Problem:
     "`instances` random problems with N (odd) binary weights and P = round(αN) random ±1 patterns with random ±1 labels."
     N, instances, seed = check_int('N', N, lo=1), check_int('instances', instances, lo=1), check_int('seed', seed, lo=0)
@@ -46,16 +47,17 @@ def _check_pm1(name:str, a, dims:int, zero:bool=False) -> np.ndarray:
     if not np.isin(a, (-1, 0, 1) if zero else (-1, 1)).all(): raise ValueError(f"{name} must contain only -1 and +1{' (or 0)' if zero else ''}")
     return a
 
+# %% ../nbs/14_annealing.ipynb #b2ba89a5
 def stabilities(A, w) -> np.ndarray:
     "h[b, a, μ] = Σ_i A[b, i, μ] w[b, a, i] for weights w [B, y, N], computed from scratch."
     A, w = _check_pm1('A', A, 3), _check_pm1('w', w, 3, zero=True)      # 0: an unsolved instance's `solution`
     if w.shape[0] != A.shape[0] or w.shape[2] != A.shape[1]: raise ValueError(f"w must have shape [B, y, N] = [{A.shape[0]}, y, {A.shape[1]}] to match A, got {w.shape}")
     return np.einsum('bip,bai->bap', A.astype(np.int32), w.astype(np.int32))
 
+# %% ../nbs/14_annealing.ipynb #08b37cbc
 def energies(A, w) -> np.ndarray:
     "Number of misclassified patterns [B, y], computed from scratch."
     return (stabilities(A, w) < 0).sum(-1)
-
 
 # %% ../nbs/14_annealing.ipynb #df2e37f3
 _M1, _M2, _PHI = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
@@ -68,12 +70,14 @@ def _mix(x):
     x = (x ^ (x >> np.uint64(27)))*_M2
     return x ^ (x >> np.uint64(31))
 
+# %% ../nbs/14_annealing.ipynb #ec6d47f1
 def chain_keys(seed:int, instances:int, y:int) -> np.ndarray:
     "One uint64 key per chain [instances, y], from the seed sequence (seed, instance, replica)."
     seed, instances, y = check_int('seed', seed, lo=0), check_int('instances', instances, lo=1), check_int('y', y, lo=1)
     return np.array([[np.random.default_rng([seed, b, a]).integers(0, 2**63, dtype=np.uint64) for a in range(y)]
                      for b in range(instances)], np.uint64)
 
+# %% ../nbs/14_annealing.ipynb #0904f8a9
 def initial_weights(keys, N:int) -> np.ndarray:
     "Uniform random ±1 starting weights [B, y, N], one generator per chain key."
     N, keys = check_int('N', N, lo=1), np.asarray(keys)
@@ -116,12 +120,20 @@ def _anneal_numba(A, w, h, S, E, keys, betas, gammas, solved, moves, sol, t0, t1
             if done: break
 
 # %% ../nbs/14_annealing.ipynb #74fba658
-def _signed(c:int) -> int: return c - (1 << 64) if c >= 1 << 63 else c
+def _signed(c:int) -> int:
+    "The int64 with the same 64 bits as the unsigned `c`."
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+# %% ../nbs/14_annealing.ipynb #71a2681b
+def _srl(x, k:int):
+    "Logical right shift of int64 `x` by `k` bits."
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+# %% ../nbs/14_annealing.ipynb #ae31c673
 _T1, _T2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
 
-def _srl(x, k:int): return (x >> k) & ((1 << (64 - k)) - 1)               # logical shift of int64
-
 def _mix_torch(x):
+    "`_mix` on int64 tensors (wrapping multiplication, logical shifts): the same 64 bits."
     x = (x ^ _srl(x, 30))*_T1
     x = (x ^ _srl(x, 27))*_T2
     return x ^ _srl(x, 31)
@@ -161,6 +173,26 @@ class AnnealResult(NamedTuple):
     w: np.ndarray
     sweeps: int
 
+# %% ../nbs/14_annealing.ipynb #1784e1de
+def _run_keys(keys, seed:int, B:int, y:int) -> np.ndarray:
+    "The chain keys [B, y] of a run: `keys` checked, or drawn from `seed` when `None`."
+    if keys is None: return chain_keys(seed, B, y)
+    try: keys = np.asarray(keys, np.uint64)
+    except (TypeError, ValueError, OverflowError): raise TypeError(f"keys must be an array of chain keys (non-negative integers, see chain_keys), got {keys!r}") from None
+    if keys.shape != (B, y): raise ValueError(f"keys must have shape (instances, y) = {(B, y)}, got {keys.shape}")
+    return keys
+
+# %% ../nbs/14_annealing.ipynb #dec860ab
+def _start_state(A, keys) -> tuple:
+    "The state at move 0: weights w, stabilities h, replica sums S, energies E, and solved/moves/solution for instances solved from the start."
+    B, N, P = A.shape
+    w = initial_weights(keys, N)
+    h = stabilities(A, w).astype(np.int32); E = (h < 0).sum(-1).astype(np.int32); S = w.astype(np.int32).sum(1)
+    solved, moves, sol = (E == 0).any(1), np.zeros(B, np.int64), np.zeros((B, N), np.int8)
+    for b in np.flatnonzero(solved): sol[b] = w[b, np.argmax(E[b] == 0)]
+    return w, h, S, E, solved, moves, sol
+
+# %% ../nbs/14_annealing.ipynb #d4e2d7d1
 def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:float=0.003, gamma0:float=0., gamma1:float=0.,
            seed:int=0, keys=None, backend:str='numba', device=None, progress:bool=True) -> AnnealResult:
     "SA (y = 1) or replicated SA (y replicas coupled to their majority with strength γ) on every instance, `budget` attempted moves each."
@@ -172,15 +204,8 @@ def anneal(problem:Problem, y:int=1, budget:int=10**6, beta0:float=0.5, beta1:fl
     gamma0, gamma1 = check_float('gamma0', gamma0, lo=0.), check_float('gamma1', gamma1, lo=0.)
     check_choice('backend', backend, ['numba', 'torch'])
     if budget < y*N: raise ValueError(f"budget must be at least one sweep (y*N = {y*N} moves), got {budget}")
-    if keys is None: keys = chain_keys(seed, B, y)
-    else:
-        try: keys = np.asarray(keys, np.uint64)
-        except (TypeError, ValueError, OverflowError): raise TypeError(f"keys must be an array of chain keys (non-negative integers, see chain_keys), got {keys!r}") from None
-    if keys.shape != (B, y): raise ValueError(f"keys must have shape (instances, y) = {(B, y)}, got {keys.shape}")
-    w = initial_weights(keys, N)
-    h = stabilities(A, w).astype(np.int32); E = (h < 0).sum(-1).astype(np.int32); S = w.astype(np.int32).sum(1)
-    solved, moves, sol = (E == 0).any(1), np.zeros(B, np.int64), np.zeros((B, N), np.int8)
-    for b in np.flatnonzero(solved): sol[b] = w[b, np.argmax(E[b] == 0)]
+    keys = _run_keys(keys, seed, B, y)
+    w, h, S, E, solved, moves, sol = _start_state(A, keys)
     sweeps = budget//(y*N)
     sw = np.arange(sweeps)
     betas, gammas = beta0*(1 + beta1)**sw, gamma0*(1 + gamma1)**sw

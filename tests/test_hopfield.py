@@ -4,7 +4,6 @@ values, bad input, and a smoke run of the experiment notebook; for ±1 and for G
 the latter also against rational arithmetic at adversarial, near-threshold self-couplings."""
 import itertools, math, os, subprocess, sys, textwrap
 from fractions import Fraction
-from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from entropic_ae import hopfield as H
 from entropic_ae.hopfield import (GAUSS_BITS, N_MAX, annealed_entropy, count_fixed_points, count_fixed_points_brute,
@@ -291,32 +290,30 @@ def test_bad_input_names_the_parameter():
     with pytest.raises(ValueError, match='low_bits must be >= 1'): count_fixed_points(Jg, 1.0, couplings='gauss', low_bits=0)
     with pytest.raises(ValueError, match='cuts must have at most 63'): H._gauss_counts_cuda(H._check_gauss_couplings(Jg), 3, np.arange(64))
 
-NB = Path(__file__).resolve().parent.parent/'nbs'/'experiments'/'hopfield_fixed_points.ipynb'
 
-def test_experiment_notebook_smoke(tmp_path):
-    import papermill as pm
-    params = dict(profile='quick', figures_dir=str(tmp_path), device='cpu', Ns=[8, 10], n_samples=[4, 3],
-                  gauss_Ns=[6, 7, 8, 9], gauss_samples=[5, 4, 4, 4], n_boot=10,
-                  D_grid=[0.0, 1.0, 2.0], table_Ds=[1.0, 2.0], annealed_Ns=[16], N_large=200, D0_Ns=[5, 6], D0_samples=4)
-    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=params, kernel_name='python3',
-                        cwd=str(NB.parent), progress_bar=False)
+@pytest.mark.smoke('hopfield_fixed_points', profile='quick', device='cpu', Ns=[8, 10], n_samples=[4, 3], gauss_Ns=[6, 7, 8, 9],
+                   gauss_samples=[5, 4, 4, 4], n_boot=10, D_grid=[0.0, 1.0, 2.0], table_Ds=[1.0, 2.0], annealed_Ns=[16], N_large=200,
+                   D0_Ns=[5, 6], D0_samples=4)
+def test_experiment_notebook_smoke(smoke_run):
+    "(The run is declared by the `smoke` marker and started up front by tests/conftest.py.)"
+    out = smoke_run().out
     for name in ['fixed_points', 'finite_size', 'families', 'extrapolation']:
-        assert (tmp_path/f'hopfield_{name}_quick.png').read_bytes()[:4] == b'\x89PNG'
-    tab = pd.read_csv(tmp_path/'hopfield_table_quick.csv')
+        assert (out/f'hopfield_{name}_quick.png').read_bytes()[:4] == b'\x89PNG'
+    tab = pd.read_csv(out/'hopfield_table_quick.csv')
     assert tab.D.tolist() == [1.0, 2.0] and (tab.N == 10).all() and tab.quenched.notna().all()
-    counts = pd.read_csv(tmp_path/'hopfield_fixed_points_quick.csv')
+    counts = pd.read_csv(out/'hopfield_fixed_points_quick.csv')
     assert set(counts.metric) == {'n_fixed_points', 'n_fixed_points_D0'} and len(counts) == (4 + 3)*3 + 2*4
-    g = pd.read_csv(tmp_path/'hopfield_gauss_counts_quick.csv')
+    g = pd.read_csv(out/'hopfield_gauss_counts_quick.csv')
     assert len(g) == 5 + 4 + 4 + 4 and list(g.columns) == ['N', 'sample', 'n_fp_D0.00', 'n_fp_D1.00', 'n_fp_D2.00']
     assert g.iloc[5]['n_fp_D1.00'] == count_fixed_points(random_couplings(7, 0, 0, 'gauss'), 1.0, couplings='gauss')[0]
-    ext = pd.read_csv(tmp_path/'hopfield_extrapolation_quick.csv').set_index('D')
+    ext = pd.read_csv(out/'hopfield_extrapolation_quick.csv').set_index('D')
     assert ext.loc[2.0, 'n_sizes'] == 4 and np.isfinite(ext.loc[2.0, ['S_inf', 'se', 'z']].astype(float)).all()
-    sa = pd.read_csv(tmp_path/'hopfield_self_averaging_quick.csv')
+    sa = pd.read_csv(out/'hopfield_self_averaging_quick.csv')
     assert len(sa) == 4*3 and ((sa.frac_zero >= 0) & (sa.frac_zero <= 1)).all()
 
-def test_experiment_notebook_rejects_bad_override(tmp_path):
+@pytest.mark.smoke('hopfield_fixed_points', Ns=[8, 10], n_samples=[4])
+def test_experiment_notebook_rejects_bad_override(smoke_run):
     import papermill as pm
     with pytest.raises(pm.PapermillExecutionError, match='n_samples must have one entry per N'):
-        pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=dict(figures_dir=str(tmp_path), Ns=[8, 10], n_samples=[4]),
-                            kernel_name='python3', cwd=str(NB.parent), progress_bar=False)
-    assert not any(tmp_path.glob('*.png'))
+        smoke_run()
+    assert not any(smoke_run.out.glob('*.png'))

@@ -1,42 +1,34 @@
 """Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and Entropy-SGD vs
 AdamW at matched training loss): tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the
 stopping rule's two outcomes (reached / not reached) in the tables, a sweep cell resumed from its checkpoint and the
-summary mode gathering cells, a clean skip without the data, and a bad override refused before any work."""
-from pathlib import Path
+summary mode gathering cells, a clean skip without the data, and a bad override refused before any work. (Each run is
+declared by a `smoke` marker and started up front by tests/conftest.py.)"""
 import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
 from entropic_ae import vision as V
 
-EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 NB = 'mnist_autoencoders'
 TINY = dict(sizes=[256], held_out=16, trials=2, energy_sigmas=[0.0, 0.1], energy_draws=1, denoise_sigmas=[0.0, 0.5],
             denoise_draws=1, eval_bs=512, threads=1, device='cpu', y=2, L=2, sharp_n=16, hessian_iter=2, trace_probes=2, rho_steps=1)
 READS = [('adamw', 'network'), ('sam', 'network'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('esgd', 'network')]
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
+def miniature_mnist(root):
     "A miniature MNIST: 280 training and 8 test images of random pixels."
-    root = tmp_path_factory.mktemp('data')
     rng = np.random.default_rng(0)
     f = root/'MNIST'/'raw'; f.mkdir(parents=True)
     for split, n in (('train', 280), ('t10k', 8)):
         V.write_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), f/f'{split}-images-idx3-ubyte.gz', gz=True)
         V.write_idx(rng.integers(0, 10, n).astype(np.uint8), f/f'{split}-labels-idx1-ubyte.gz', gz=True)
-    return root
 
-def run(tmp_path, **params):
-    out = tmp_path/'out'; out.mkdir(exist_ok=True)
-    nb = pm.execute_notebook(str(EXP/f'{NB}.ipynb'), str(tmp_path/f'{NB}.ipynb'), kernel_name='python3', cwd=str(EXP),
-                             progress_bar=False, parameters=dict(figures_dir=str(out), profile='quick', **params))
-    text = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
-    return out, text
+smoke = lambda **params: pytest.mark.smoke(NB, profile='quick', **dict(TINY, **params))
 
-@pytest.mark.parametrize('scale,status', [(1.0, 'not reached')])   # (the 'reached' path: StopAtLoss's tests in ch. 09 and test_train)
-def test_quick_runs_and_reports_every_trial(tmp_path, data_root, scale, status):
+# (the 'reached' path: StopAtLoss's tests in ch. 09 and test_train)
+@pytest.mark.parametrize('scale,status', [pytest.param(1.0, 'not reached', marks=smoke(data=miniature_mnist, max_epochs=2, target_scale=1.0))])
+def test_quick_runs_and_reports_every_trial(smoke_run, scale, status):
     "Random pixels never get near the author's target in 2 epochs (not reached, stopped at the limit); a huge target is reached at once."
-    out, _ = run(tmp_path, data_root=str(data_root), max_epochs=2, target_scale=scale, **TINY)
+    out = smoke_run().out
     df = pd.read_csv(out/f'{NB}_quick_shallow_256.csv')   # a run of other sizes than the profile's names them
     st = df[df.metric == 'stop_epoch']
     assert sorted(set(zip(st.arm, st['read']))) == sorted(READS)
@@ -59,12 +51,16 @@ def test_quick_runs_and_reports_every_trial(tmp_path, data_root, scale, status):
     if status == 'reached': assert 'barycentre' in loss['replicated AdamW (replica 0)']     # replica 0 stops with its barycentre
     assert (out/f'{NB}_quick_shallow_256.png').read_bytes()[:4] == b'\x89PNG'
 
-def test_without_mnist_it_says_so_and_writes_nothing(tmp_path):
-    out, text = run(tmp_path, data_root=str(tmp_path/'empty'), **TINY)
-    assert 'SKIPPED: MNIST is not available' in text and 'ENTROPIC_AE_DATA' in text
-    assert not list(out.iterdir())
+def no_files(root): "An empty data root."
 
-def test_bad_override_is_refused_before_any_work(tmp_path, data_root):
+@smoke(data=no_files)
+def test_without_mnist_it_says_so_and_writes_nothing(smoke_run):
+    run = smoke_run()
+    assert 'SKIPPED: MNIST is not available' in run.text and 'ENTROPIC_AE_DATA' in run.text
+    assert not list(run.out.iterdir())
+
+@smoke(data=miniature_mnist, sizes=[300])
+def test_bad_override_is_refused_before_any_work(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='sizes must be a non-empty list'):
-        run(tmp_path, data_root=str(data_root), **dict(TINY, sizes=[300]))
-    assert not list((tmp_path/'out').iterdir())
+        smoke_run()
+    assert not list(smoke_run.out.iterdir())

@@ -1,17 +1,15 @@
 """Smoke tests of the replication experiment notebooks (Figs 4.2-4.4): tiny papermill runs that must write the
-figure, the tidy CSV with the expected metrics, and the verdict table; bad overrides fail before anything is written."""
-from pathlib import Path
+figure, the tidy CSV with the expected metrics, and the verdict table; bad overrides fail before anything is written.
+(Each run is declared by a `smoke` marker and started up front by tests/conftest.py.)"""
 import pandas as pd
 import papermill as pm
 import pytest
 
-EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 TINY = dict(N=24, D=6, P_test=48, trials=2, y=2, epochs=3, bs=32, record_every=1)
 
-def run(name, tmp_path, **params):
-    pm.execute_notebook(str(EXP/f'{name}.ipynb'), str(tmp_path/f'{name}_out.ipynb'), kernel_name='python3',
-                        cwd=str(EXP), progress_bar=False, parameters=dict(figures_dir=str(tmp_path), **params))
-    png, csv, verdict = (tmp_path/f'{name}_quick{s}' for s in ('.png', '.csv', '_verdict.csv'))
+def run(name, smoke_run):
+    out = smoke_run().out
+    png, csv, verdict = (out/f'{name}_quick{s}' for s in ('.png', '.csv', '_verdict.csv'))
     assert png.read_bytes()[:4] == b'\x89PNG'
     return pd.read_csv(csv), pd.read_csv(verdict)
 
@@ -25,9 +23,10 @@ def check_arms(df, trials):
     assert (rep[rep.metric == 'gamma'].value > 0).all()
     assert fin.value.notna().all()
 
-def test_flatness_notebook(tmp_path):
-    df, vt = run('replication_flatness', tmp_path, P=96, B=6, archs=['deep', 'shallow'], n_draws=2,
-                 energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2], **TINY)
+@pytest.mark.smoke('replication_flatness', P=96, B=6, archs=['deep', 'shallow'], n_draws=2, energy_sigmas=[0.0, 0.1],
+                   denoise_sigmas=[0.0, 0.2], **TINY)
+def test_flatness_notebook(smoke_run):
+    df, vt = run('replication_flatness', smoke_run)
     check_arms(df, 2)
     fin = df[df.final == True]
     assert {'train_loss', 'test_loss', 'local_energy', 'denoising'} <= set(fin.metric)
@@ -51,18 +50,20 @@ def check_matched(df, vt, key, values):
     assert set(m[m.vs != 'trend'][key].astype(str)) == set(map(str, values)) and (m[m.vs != 'trend'].epochs_adam >= 1).all()
     assert (vt.n_trials == 2).all()
 
-def test_bottleneck_notebook(tmp_path):
-    df, vt = run('replication_bottleneck', tmp_path, P=96, widths=[3, 8], targets=[1.0, 1e-9], **TINY)
+@pytest.mark.smoke('replication_bottleneck', P=96, widths=[3, 8], targets=[1.0, 1e-9], **TINY)
+def test_bottleneck_notebook(smoke_run):
+    df, vt = run('replication_bottleneck', smoke_run)
     check_arms(df, 2)
     assert sorted(df[df.final == True].B.unique()) == [3, 8]
     assert set(vt.metric) == {'test_loss', 'train_loss', 'gap'} and set(vt.B) == {3, 8}
     assert set(vt.protocol) == {'ours'}
     check_matched(df, vt, 'B', [3, 8])
 
-def test_patterns_notebook(tmp_path):
+@pytest.mark.smoke('replication_patterns', Ps=[32, 96], P_ref=96, B=6, protocol='thesis', budget='stages', gamma_every=1,
+                   init='kaiming_uniform', targets=[1.0, 1e-9], **TINY)
+def test_patterns_notebook(smoke_run):
     "The thesis protocol with the 'stages' budget: the same steps for every P, and the same γ stages, stretched."
-    df, vt = run('replication_patterns', tmp_path, Ps=[32, 96], P_ref=96, B=6, protocol='thesis', budget='stages', gamma_every=1,
-                 init='kaiming_uniform', targets=[1.0, 1e-9], **TINY)
+    df, vt = run('replication_patterns', smoke_run)
     check_arms(df, 2)
     fin = df[df.final == True]
     assert sorted(fin.P.unique()) == [32, 96]
@@ -76,7 +77,8 @@ def test_patterns_notebook(tmp_path):
     assert set(vt.protocol) == {'thesis'}
     check_matched(df, vt, 'P', [32, 96])
 
-def test_bad_override_fails_before_writing(tmp_path):
+@pytest.mark.smoke('replication_bottleneck', widths=[4, 500], **TINY)
+def test_bad_override_fails_before_writing(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='widths must lie in'):
-        run('replication_bottleneck', tmp_path, widths=[4, 500], **TINY)
-    assert not list(tmp_path.glob('replication_bottleneck_quick*'))
+        smoke_run()
+    assert not list(smoke_run.out.glob('replication_bottleneck_quick*'))

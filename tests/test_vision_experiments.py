@@ -1,6 +1,7 @@
 """Smoke tests of the real-image experiment notebooks (talk_table, sam_study, real_autoencoders): tiny papermill runs of
 the quick profile on the digits, and of the full and MNIST profiles on CPU against miniature CIFAR-10 / MNIST / Fashion-MNIST
-files written in the exact on-disk formats; bad overrides fail before anything is written."""
+files written in the exact on-disk formats; bad overrides fail before anything is written. (Each run is declared by a
+`smoke` marker and started up front by tests/conftest.py.)"""
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -10,20 +11,20 @@ from entropic_ae import vision as V
 
 EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 
-def run(name, tmp_path, profile='quick', **params):
-    out = tmp_path/'out'; out.mkdir(exist_ok=True)
-    pm.execute_notebook(str(EXP/f'{name}.ipynb'), str(tmp_path/f'{name}_{profile}.ipynb'), kernel_name='python3', cwd=str(EXP),
-                        progress_bar=False, parameters=dict(figures_dir=str(out), profile=profile, device='cpu', threads=1, **params))
+def smoke(name, profile='quick', **params):
+    "The marker of a run of `name` on the CPU with one thread."
+    return pytest.mark.smoke(name, profile=profile, device='cpu', threads=1, **params)
+
+def run(name, smoke_run, profile='quick'):
+    out = smoke_run().out
     png, csv, verdict = (out/f'{name}_{profile}{s}' for s in ('.png', '.csv', '_verdict.csv'))
     assert png.read_bytes()[:4] == b'\x89PNG'
     vt = pd.read_csv(verdict)
     assert {'diff', 'diff_se', 'z', 'status'} <= set(vt.columns) and vt.status.isin(['holds', 'contradicted', 'not resolved']).all()
     return pd.read_csv(csv), vt, out
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
+def miniature_images(root):
     "Miniature CIFAR-10, MNIST and Fashion-MNIST in torchvision's layout."
-    root = tmp_path_factory.mktemp('data')
     rng = np.random.default_rng(0)
     c = root/'cifar-10-batches-py'; c.mkdir()
     for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
@@ -33,11 +34,11 @@ def data_root(tmp_path_factory):
         for split, n in (('train', 24), ('t10k', 8)):
             V.write_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), f/f'{split}-images-idx3-ubyte.gz', gz=True)
             V.write_idx(rng.integers(0, 10, n).astype(np.uint8), f/f'{split}-labels-idx1-ubyte.gz', gz=True)
-    return root
 
 TALK = dict(trials=2, y=2, L=2, epochs=1, bs=32, n_draws=1, n_flat=32, sigmas=[0.0, 0.2], record_every=1, hessian_iter=3)
-def test_talk_table_quick(tmp_path):
-    df, vt, out = run('talk_table', tmp_path, n_train=96, n_test=40, widths=[4, 2], **TALK)
+@smoke('talk_table', n_train=96, n_test=40, widths=[4, 2], **TALK)
+def test_talk_table_quick(smoke_run):
+    df, vt, out = run('talk_table', smoke_run)
     fin = df[df.metric == 'final_test_error']
     assert set(zip(fin.arm, fin.eval_on)) == {('baseline', 'replicas'), ('rsgd', 'barycentre'), ('rsgd', 'ensemble'),
         ('rsgd', 'replica_mean'), ('esgd', 'replicas'), ('baseline_long', 'replicas'), ('independent', 'ensemble'),
@@ -55,21 +56,26 @@ def test_talk_table_quick(tmp_path):
     table = pd.read_csv(out/'talk_table_quick_table.csv')
     assert list(table.source) == ['this run', 'talk', 'this run', 'talk']
 
-def test_talk_table_full_on_tiny_cifar(tmp_path, data_root):
-    df, vt, _ = run('talk_table', tmp_path, profile='full', data_root=str(data_root), widths=[2, 2], **TALK)
+@smoke('talk_table', profile='full', data=miniature_images, widths=[2, 2], **TALK)
+def test_talk_table_full_on_tiny_cifar(smoke_run):
+    df, vt, _ = run('talk_table', smoke_run, 'full')
     assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
     assert ((vt.ci95_lo <= vt['diff']) & (vt['diff'] <= vt.ci95_hi)).all()                          # 95 % CI of each paired difference
 
-def test_sam_study_quick_and_full(tmp_path, data_root):
-    df, vt, out = run('sam_study', tmp_path, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
+@smoke('sam_study', n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
+def test_sam_study_quick(smoke_run):
+    df, vt, out = run('sam_study', smoke_run)
     assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam', 'asam'}
     sh = df[df.metric == 'grad_sharpness']
     assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
     assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
-    # issue 19: the MNIST profile (here on a miniature MNIST), with the equal-cost arm SGD 2x epochs and confidence intervals
-    df, vt, out = run('sam_study', tmp_path, profile='mnist_quick', data_root=str(data_root), widths=[2, 2], trials=2, epochs=1, bs=8,
-                      arms=['sgd', 'sgd_sam', 'sgd_2x'], n_sharp=8, hessian_iter=3)
+
+@smoke('sam_study', profile='mnist_quick', data=miniature_images, widths=[2, 2], trials=2, epochs=1, bs=8,
+       arms=['sgd', 'sgd_sam', 'sgd_2x'], n_sharp=8, hessian_iter=3)
+def test_sam_study_mnist(smoke_run):
+    "Issue 19: the MNIST profile (here on a miniature MNIST), with the equal-cost arm SGD 2x epochs and confidence intervals."
+    df, vt, out = run('sam_study', smoke_run, 'mnist_quick')
     assert set(df.arm) == {'sgd', 'sgd_sam', 'sgd_2x'} and len(vt) == 2 * 4
     assert df[(df.arm == 'sgd_2x') & (df.metric == 'test_error')].epoch.max() == 2                 # twice the epochs
     eq = vt[vt.claim.str.contains('equal gradient evaluations')]
@@ -77,13 +83,17 @@ def test_sam_study_quick_and_full(tmp_path, data_root):
     assert 'CI ±' in pd.read_csv(out/'sam_study_mnist_quick_table.csv').iloc[0, 1]
 
 AE = dict(trials=2, y=2, epochs=2, bs=32, n_draws=2, record_every=1, energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2])
-def test_real_autoencoders_quick_and_full(tmp_path, data_root):
-    df, vt, _ = run('real_autoencoders', tmp_path, n_train=96, B=4, conv_widths=[4, 4], **AE)
+@smoke('real_autoencoders', n_train=96, B=4, conv_widths=[4, 4], **AE)
+def test_real_autoencoders_quick(smoke_run):
+    df, vt, _ = run('real_autoencoders', smoke_run)
     fin = df[df.final == True]
     assert set(zip(fin.arm, fin.eval_on)) == {('adam', 'replicas'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('sam', 'replicas')}
     assert set(fin.arch) == {'mlp', 'conv'} and {'local_energy', 'denoising', 'test_loss'} <= set(fin.metric)
     assert len(vt) == 2 * 4 * 3
-    df, vt, _ = run('real_autoencoders', tmp_path, profile='full', data_root=str(data_root), B=4, conv_widths=[2, 2], **AE)
+
+@smoke('real_autoencoders', profile='full', data=miniature_images, B=4, conv_widths=[2, 2], **AE)
+def test_real_autoencoders_full(smoke_run):
+    df, vt, _ = run('real_autoencoders', smoke_run, 'full')
     assert set(df.dataset) == {'mnist', 'fashion_mnist'} and len(vt) == 2 * 2 * 4 * 3
 
 def test_replicas_start_together_in_the_autoencoder_notebook(tmp_path):
@@ -98,9 +108,14 @@ def test_replicas_start_together_in_the_autoencoder_notebook(tmp_path):
     w = m.module.weight
     assert torch.equal(w[0], w[1]) and torch.equal(w[2], w[3]) and not torch.equal(w[0], w[2])
 
-def test_missing_data_and_bad_override_fail_before_writing(tmp_path):
+@smoke('talk_table', profile='full', data_root='/nowhere/entropic_ae', **TALK)
+def test_missing_data_fails_before_writing(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='CIFAR-10 not found'):
-        run('talk_table', tmp_path, profile='full', data_root=str(tmp_path/'nowhere'), **TALK)
+        smoke_run()
+    assert not list(smoke_run.out.glob('*'))
+
+@smoke('sam_study', archs=['alexnet'])
+def test_bad_override_fails_before_writing(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='archs must be a non-empty list'):
-        run('sam_study', tmp_path, archs=['alexnet'])
-    assert not list((tmp_path/'out').glob('*'))
+        smoke_run()
+    assert not list(smoke_run.out.glob('*'))

@@ -31,15 +31,11 @@ def toy(tmp_path):
     make_nb(exp, 'a_toy', TOY)
     return tmp_path, exp
 
-def test_runner_writes_figure_and_executed_notebook(toy):
+def test_runner_writes_figure_and_executed_notebook_from_a_kernel_with_the_tuned_allocator(toy):
     root, exp = toy
     out = run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
     assert out == [root/'runs'/'quick'/'a_toy.ipynb'] and out[0].exists()
     assert (root/'figs'/'toy_quick.png').read_bytes()[:4] == b'\x89PNG'
-
-def test_kernels_get_the_tuned_allocator(toy):
-    root, exp = toy
-    run_experiments('quick', runs_dir=root/'runs', figures_dir=root/'figs', folder=exp, progress=False)
     assert (root/'figs'/'env.txt').read_text() == 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296'
 
 def test_bad_override_is_refused_before_any_kernel_starts(toy):

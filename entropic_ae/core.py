@@ -113,8 +113,10 @@ def tidy(run, replica, epoch, metric:str, value, sigma=float('nan'), **extra) ->
 
 # %% ../nbs/00_core.ipynb #61b0ec84
 def _umask() -> int:
+    "The process's file-creation mask (read by setting it and putting it back)."
     u = os.umask(0); os.umask(u); return u
 
+# %% ../nbs/00_core.ipynb #902d3823
 @contextmanager
 def atomic_path(path):
     "Yield a temporary file next to `path` to write; it replaces `path` on success and is removed on error."
@@ -129,6 +131,7 @@ def atomic_path(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
 
+# %% ../nbs/00_core.ipynb #96e9536f
 CSV_DIGITS = 6
 
 def format_float(x, digits:int=CSV_DIGITS) -> str:
@@ -137,11 +140,14 @@ def format_float(x, digits:int=CSV_DIGITS) -> str:
     if not math.isfinite(x) or (x.is_integer() and abs(x) < 2**53): return repr(x)
     return repr(float(f'{x:.{digits}g}'))
 
+# %% ../nbs/00_core.ipynb #bcf0732f
 def _csv_value(v, digits):
+    "A table cell as written: real floats (python, numpy or a one-element tensor) through `format_float`, anything else as is."
     if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)): return format_float(v, digits)
     if isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point(): return format_float(v.item(), digits)
     return v
 
+# %% ../nbs/00_core.ipynb #392ba065
 def write_csv(rows:list[dict], path, digits:int=CSV_DIGITS) -> Path:
     "Write `rows` (dicts, possibly with different keys) to `path` atomically, floats at `digits` significant digits; returns the path."
     path, digits = check_path('path', path), check_int('digits', digits, lo=1, hi=17)

@@ -73,7 +73,7 @@ def check_eval_on(eval_on, name:str='eval_on') -> tuple[str, ...]:
 def _bn_net(model:nn.Module) -> nn.Module:
     "The network whose batch-norm statistics a barycentre re-estimates: an image model's bare net (`vision.ImageModel`: no augmentation, no autocast, as `vision.bn_barycentre`), else `model`."
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()): return model
-    from .vision import ImageModel                 # vision builds on this module: imported when a BN model needs it
+    from entropic_ae.vision import ImageModel                 # vision builds on this module: imported when a BN model needs it
     return model.model if isinstance(model, ImageModel) else model
 
 def _view(model, on, groups, active, x_bn=None):

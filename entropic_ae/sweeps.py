@@ -67,11 +67,13 @@ class Cell:
     id: str
     def __str__(self): return f"{self.notebook.stem}[{self.profile}, {cell_slug(self.params)}]"
 
+# %% ../nbs/16_sweeps.ipynb #c16ecc33
 def notebook_digest(path) -> str:
     "sha256 of a notebook's code (the sources of its code cells, in order)."
     nb = nbformat.read(str(path), as_version=4)
     return hashlib.sha256(json.dumps([c.source for c in nb.cells if c.cell_type == 'code']).encode()).hexdigest()
 
+# %% ../nbs/16_sweeps.ipynb #c283f7e8
 def package_digest(root=None) -> str:
     "sha256 of the library's source: its `.py` files (not nbdev's `_modidx.py` index), read from disk now."
     import entropic_ae
@@ -81,6 +83,7 @@ def package_digest(root=None) -> str:
         h.update(f.relative_to(root).as_posix().encode() + b'\0' + f.read_bytes())
     return h.hexdigest()
 
+# %% ../nbs/16_sweeps.ipynb #bce12e8d
 def cell_id(digest:str, profile:str, params:dict, package:str|None=None) -> str:
     "Identity of a cell: hash of the notebook's code digest, profile, parameters and the library's source (`package_digest`)."
     from entropic_ae import __version__
@@ -88,6 +91,7 @@ def cell_id(digest:str, profile:str, params:dict, package:str|None=None) -> str:
                           package=package or package_digest()), sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+# %% ../nbs/16_sweeps.ipynb #d06c2d9d
 def cell_slug(params:dict, limit:int=80) -> str:
     "A file-system-safe folder name for a cell's parameters, `k=v,...` (shortened with a hash beyond `limit` characters)."
     limit = check_int('limit', limit, lo=20)      # room for the 17-character hash suffix
@@ -125,6 +129,7 @@ def plan_cells(blocks:list[dict], profile:str|None=None, runs_dir='runs/sweeps/g
     if not cells: raise ValueError("the sweep has no cells")
     return list(cells.values())
 
+# %% ../nbs/16_sweeps.ipynb #f4ae6c27
 def plain_cells(notebooks, profile:str, params:dict, runs_dir='runs', figures_dir='figures', folder=None) -> list[Cell]:
     "One cell per notebook in the layout of a plain `eae-run`: `<runs_dir>/<profile>/<name>.ipynb`, figures in `figures_dir`."
     out, pkg = [], package_digest()
@@ -146,6 +151,7 @@ def available_cpus() -> int:
     "Cores this process may run on."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
+# %% ../nbs/16_sweeps.ipynb #6d5bf079
 def visible_gpus() -> list[str]:
     "CUDA devices of this machine as `CUDA_VISIBLE_DEVICES` entries (none without CUDA)."
     import torch
@@ -153,6 +159,7 @@ def visible_gpus() -> list[str]:
     vis, n = os.environ.get('CUDA_VISIBLE_DEVICES'), torch.cuda.device_count()
     return [v.strip() for v in vis.split(',') if v.strip()][:n] if vis else [str(i) for i in range(n)]
 
+# %% ../nbs/16_sweeps.ipynb #bd429965
 def local_cluster(n_workers:int|None=None, gpus=None):
     "A local Dask cluster for papermill cells: one single-threaded worker process per GPU (own CUDA_VISIBLE_DEVICES), else per core."
     import dask, distributed
@@ -170,17 +177,20 @@ def local_cluster(n_workers:int|None=None, gpus=None):
 
 # %% ../nbs/16_sweeps.ipynb #4474ccbe
 def _worker_name():
+    "The address of the Dask worker running this code, or `None` outside a worker."
     try:
         from distributed import get_worker
         return str(get_worker().address)
     except (ImportError, ValueError): return None
 
+# %% ../nbs/16_sweeps.ipynb #d68c350c
 def execute_cell(cell:Cell, attempt:int=0, start_timeout:int=180, progress:bool=False) -> dict:
     "Run one cell (on a Dask worker, or in this process, where `progress` shows a bar of its notebook's cells) atomically with the tuned allocator; its record."
     use_tuned_allocator()
     return execute_atomic(cell.notebook, cell.out_notebook, cell.figures_dir, cell.params, cell.profile, start_timeout,
                           record=dict(cell_id=cell.id, attempt=attempt, worker=_worker_name()), progress=progress)
 
+# %% ../nbs/16_sweeps.ipynb #0903c9cd
 def _lost(cell:Cell, attempt:int, err:BaseException) -> dict:
     "The record of a cell whose worker died or whose task could not be run (written where `execute_atomic` writes failures)."
     rec = dict(cell_id=cell.id, attempt=attempt, notebook=str(cell.notebook), profile=cell.profile, parameters=cell.params,
@@ -199,6 +209,24 @@ def heartbeat(bar, interval:float=5.):
     try: yield bar
     finally: stop.set(); t.join()
 
+# %% ../nbs/16_sweeps.ipynb #c21f7505
+def _run_on_dask(todo:list[Cell], client, finish:Callable, bar, retries:int, start_timeout:int):
+    "Submit every cell of `todo` to Dask `client` at once; resubmit a retryable failure (a lost worker too) until `retries` extra attempts are spent; `finish(cell, record)` each."
+    from distributed import as_completed
+    submit = lambda c, a: client.submit(execute_cell, c, a, start_timeout, pure=False,
+                                       key=f"eae-{c.notebook.stem}-{c.id}-{a}-{uuid.uuid4().hex[:8]}")   # never an old task's key
+    futures = {submit(c, 0): (c, 0) for c in todo}
+    done = as_completed(list(futures))
+    with heartbeat(bar):                            # cells take minutes: the bar's clock keeps moving meanwhile
+        for fut in done:
+            c, attempt = futures.pop(fut)
+            try: rec = fut.result()
+            except Exception as e: rec = _lost(c, attempt, e)
+            if rec['status'] != 'done' and rec['retryable'] and attempt < retries:
+                f = submit(c, attempt + 1); futures[f] = (c, attempt + 1); done.add(f)
+            else: finish(c, rec)
+
+# %% ../nbs/16_sweeps.ipynb #9f4cf979
 def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, force:bool=False, start_timeout:int=180,
               lazy:Callable|None=None) -> dict:
     "Run the cells not yet complete (all of them with `force`) on Dask `client`, or here one by one; {cell id: record}. `lazy(cell_s, left)`, called here before each cell after the first with the mean seconds per cell so far and the cells left, may return a client for the rest."
@@ -211,32 +239,18 @@ def run_cells(cells:list[Cell], client=None, retries:int=2, progress:bool=True, 
         records[c.id] = rec; bar.update()
         bar.set_postfix(failed=sum(r['status'] == 'failed' for r in records.values()))
         if rec['status'] == 'failed': bar.write(f"FAILED {c}: {rec['error'].splitlines()[0][:300]}")
-    def on_dask(todo, client):
-        from distributed import as_completed
-        submit = lambda c, a: client.submit(execute_cell, c, a, start_timeout, pure=False,
-                                           key=f"eae-{c.notebook.stem}-{c.id}-{a}-{uuid.uuid4().hex[:8]}")   # never an old task's key
-        futures = {submit(c, 0): (c, 0) for c in todo}
-        done = as_completed(list(futures))
-        with heartbeat(bar):                            # cells take minutes: the bar's clock keeps moving meanwhile
-            for fut in done:
-                c, attempt = futures.pop(fut)
-                try: rec = fut.result()
-                except Exception as e: rec = _lost(c, attempt, e)
-                if rec['status'] != 'done' and rec['retryable'] and attempt < retries:
-                    f = submit(c, attempt + 1); futures[f] = (c, attempt + 1); done.add(f)
-                else: finish(c, rec)
     if client is None:
         spent = 0.
         for i, c in enumerate(todo):
             if lazy is not None and i and (client := lazy(spent / i, len(todo) - i)) is not None:
-                on_dask(todo[i:], client); break
+                _run_on_dask(todo[i:], client, finish, bar, retries, start_timeout); break
             t = time.time()
             for attempt in range(retries + 1):
                 rec = execute_cell(c, attempt, start_timeout, progress=progress)
                 if rec['status'] == 'done' or not rec['retryable']: break
             spent += time.time() - t
             finish(c, rec)
-    else: on_dask(todo, client)
+    else: _run_on_dask(todo, client, finish, bar, retries, start_timeout)
     bar.close()
     return records
 
@@ -246,6 +260,7 @@ def cell_record(cell:Cell) -> dict|None:
     try: return json.loads(output_paths(cell.out_notebook)['provenance'].read_text()) if is_done(cell) else None
     except (OSError, ValueError): return None
 
+# %% ../nbs/16_sweeps.ipynb #04d69ed4
 def gather_results(cells:list[Cell]):
     "All CSV tables of the completed `cells` in one DataFrame, with columns naming the cell, notebook, profile, table and parameters."
     import pandas as pd
@@ -272,6 +287,7 @@ def check_scheduler(address:str, timeout:float=5.) -> str:
         raise ValueError(f"scheduler {address}: cannot connect ({getattr(e, 'strerror', None) or e}); is the Dask scheduler running there?") from None
     return address
 
+# %% ../nbs/16_sweeps.ipynb #5fdc6e3e
 CLUSTER_START_S = 20.      # seconds to start a local cluster and import the package on its workers (bench_sweeps: 4–23 s on 2 cores)
 
 def pays_back(cell_s:float, left:int, workers:int, start_s:float|None=None) -> bool:
@@ -280,6 +296,7 @@ def pays_back(cell_s:float, left:int, workers:int, start_s:float|None=None) -> b
     w = min(check_int('workers', workers, lo=1), left)
     return w > 1 and start_s + math.ceil(left / w) * cell_s < left * cell_s
 
+# %% ../nbs/16_sweeps.ipynb #8b3a9fee
 def run_sweep(cells:list[Cell], out_dir=None, scheduler:str|None=None, workers:int|None=None, client=None,
               retries:int=2, force:bool=False, progress:bool=True, start_timeout:int=180) -> dict:
     "Run `cells` (skipping completed ones unless `force`) and write `cells.csv` and `results.csv` into `out_dir`; a summary, whose `engine` says where the cells ran. By default they run here, and a local cluster is started only once the measured time per cell says it pays back."
@@ -330,6 +347,7 @@ def write_tables(cells:list[Cell], records:dict, out_dir) -> Path:
     with atomic_path(out_dir/'results.csv') as tmp: res.to_csv(tmp, index=False)
     return out_dir/'results.csv'
 
+# %% ../nbs/16_sweeps.ipynb #3a739d44
 def print_summary(summary:dict, file=None):
     "Done / skipped / failed counts, where the results are, and each failure with its error and record."
     import sys
@@ -373,6 +391,7 @@ def sweep_main(args, profile:str|None, figures_dir:str|None) -> int:
 
 # %% ../nbs/16_sweeps.ipynb #2dca659c
 def _parser():
+    "`experiments._parser` with the sweep options added."
     ap = experiments._parser()
     sw = ap.add_argument_group('sweeps (see the sweeps chapter)')
     sw.add_argument('--sweep', metavar='FILE.toml', help='run the parameter grid described in a TOML file')
@@ -389,6 +408,7 @@ def _run(args, profile:str|None, figures_dir:str|None) -> int:
     sweep = args.sweep or args.grid or args.scheduler or args.workers is not None
     return (sweep_main if sweep else experiments._run_plain)(args, profile, figures_dir)
 
+# %% ../nbs/16_sweeps.ipynb #3c868ed5
 def main(argv=None) -> int:
     "Entry point of `eae-run`: `experiments.main` with the sweep options; returns the process exit code."
     return experiments.main(argv, parser=_parser, run=_run)

@@ -34,6 +34,7 @@ class FitHooks:
     def hyperparameters(self) -> dict:              # every setting that shapes the run, flat name -> plain value
         return group_settings(self)
 
+# %% ../nbs/05_optim.ipynb #1d7a592a
 _KERNELS = ('params', 'foreach', 'fused', 'capturable', 'differentiable')   # how a step is computed, not what it computes
 
 def _plain(v):
@@ -50,10 +51,12 @@ def group_settings(opt:torch.optim.Optimizer) -> dict:
         hp.update({f'param_groups[{i}].{k}': _plain(v) for k, v in g.items() if k not in _KERNELS})
     return hp
 
+# %% ../nbs/05_optim.ipynb #474d54f8
 def prefixed(prefix:str, d:dict) -> dict:
     "`d` with `prefix` before every key: how a wrapper nests what it wraps in its `hyperparameters`."
     return {prefix + k: v for k, v in d.items()}
 
+# %% ../nbs/05_optim.ipynb #23072461
 class _Plain(FitHooks):
     "The protocol's defaults around a plain torch optimizer (of torch's, only LBFGS evaluates the loss inside `step`)."
     def __init__(self, opt): self.opt, self.needs_closure = opt, isinstance(opt, torch.optim.LBFGS)
@@ -91,21 +94,31 @@ class Scoping:
         self.history.append(self.value)
         return self.value
 
-    def settings(self) -> dict:     # `every` only when it is not the default, so older records still compare equal
-        return {k: v for k, v in vars(self).items() if k not in ('t', 'history') and not (k == 'every' and v == 1)}
-    def hyperparameters(self) -> dict:
-        "The schedule's name and settings (everything but its counter and history)."
-        return {'schedule': self.name, **self.settings()}
+# %% ../nbs/05_optim.ipynb #abcafad2
+@patch
+def settings(self:Scoping) -> dict:     # `every` only when it is not the default, so older records still compare equal
+    return {k: v for k, v in vars(self).items() if k not in ('t', 'history') and not (k == 'every' and v == 1)}
 
-    def state_dict(self) -> dict: return dict(name=self.name, t=self.t, history=list(self.history))
-    def load_state_dict(self, sd:dict):
-        if sd.get('name', self.name) != self.name:
-            raise ValueError(f"state_dict: the saved schedule is {sd['name']!r}, this one is {self.name!r}")
-        self.t, self.history = int(sd['t']), [float(g) for g in sd['history']]
+@patch
+def hyperparameters(self:Scoping) -> dict:
+    "The schedule's name and settings (everything but its counter and history)."
+    return {'schedule': self.name, **self.settings()}
 
-    def __repr__(self):
-        kw = ', '.join(f'{k}={v}' for k, v in self.settings().items())
-        return f'{type(self).__name__}({kw}; t={self.t}, gamma={self.value:.4g})'
+# %% ../nbs/05_optim.ipynb #3028753e
+@patch
+def state_dict(self:Scoping) -> dict: return dict(name=self.name, t=self.t, history=list(self.history))
+
+@patch
+def load_state_dict(self:Scoping, sd:dict):
+    "Take the counter and history of a saved schedule of the same kind."
+    if sd.get('name', self.name) != self.name:
+        raise ValueError(f"state_dict: the saved schedule is {sd['name']!r}, this one is {self.name!r}")
+    self.t, self.history = int(sd['t']), [float(g) for g in sd['history']]
+
+@patch
+def __repr__(self:Scoping):
+    kw = ', '.join(f'{k}={v}' for k, v in self.settings().items())
+    return f'{type(self).__name__}({kw}; t={self.t}, gamma={self.value:.4g})'
 
 # %% ../nbs/05_optim.ipynb #91fe89cc
 class Constant(Scoping):
@@ -116,6 +129,7 @@ class Constant(Scoping):
         super().__init__()
     def raw(self, t): return self.gamma
 
+# %% ../nbs/05_optim.ipynb #0e23526f
 class Exponential(Scoping):
     "γ₀(1+γ₁)^t, optionally capped: the thesis' scoping."
     name = 'exponential'
@@ -126,6 +140,7 @@ class Exponential(Scoping):
         try: return self.gamma0 * (1+self.gamma1)**t
         except OverflowError: return math.inf
 
+# %% ../nbs/05_optim.ipynb #619cb30e
 class Linear(Scoping):
     "γ₀ + rate·t, optionally capped."
     name = 'linear'
@@ -134,6 +149,7 @@ class Linear(Scoping):
         super().__init__(cap, every)
     def raw(self, t): return self.gamma0 + self.rate*t
 
+# %% ../nbs/05_optim.ipynb #1468e22f
 class Cosine(Scoping):
     "Half-cosine ramp from γ₀ to γ₁ over `steps` counts, flat at γ₁ afterwards; optionally capped."
     name = 'cosine'
@@ -281,12 +297,16 @@ def hyperparameters(self:Wrapper) -> dict:
 
 # %% ../nbs/05_optim.ipynb #134811bd
 @patch
+def _loss(self:Wrapper, closure=None):
+    "The loss `closure` returns, evaluated with gradients on (None without a closure): how every wrapper's step begins."
+    if closure is None: return None
+    with torch.enable_grad(): return closure()
+
+@patch
 @torch.no_grad()
 def step(self:Wrapper, closure=None):
     "Evaluate `closure` (if given), then step the base on the gradient it left in `.grad`. Returns the loss."
-    loss = None
-    if closure is not None:
-        with torch.enable_grad(): loss = closure()
+    loss = self._loss(closure)
     self.base.step()
     return loss
 
@@ -407,35 +427,42 @@ def _grouped(self:Replicated, t:Tensor) -> Tensor:
 
 # %% ../nbs/05_optim.ipynb #6a85ad0f
 @patch
+def _mask(self:Replicated) -> Tensor|None:
+    "The active replicas, bool [y], or None when every replica is active (the pulls then need no mask)."
+    return None if bool(self.active.all()) else self.active
+
+@patch
 def _pull(self:Replicated, ps:list[Tensor], cs:list[Tensor], gamma:float):
     "Move every active replica a fraction min(w, 1) of the way to its group's barycentre in `cs`: w = lr·γ ('elastic') or γ ('lagged')."
-    m = None if bool(self.active.all()) else self.active
+    m = self._mask()
     lrs = {id(p): float(g['lr']) for g in self.param_groups for p in g['params']}
     for p, c in zip(ps, cs):
         w = min((lrs[id(p)] if self.coupling == 'elastic' else 1.) * gamma, 1.)
         if w > 0: self._grouped(p).lerp_(c, w if m is None else w * self._grouped(per_replica(m, p)))
 
+# %% ../nbs/05_optim.ipynb #ab5f4823
+@patch
+def _pull_gradients(self:Replicated, ps:list[Tensor], cs:list[Tensor], gamma:float):
+    "Add γ(w − w̄) to every active replica's gradient, w̄ its group's barycentre in `cs` (the 'gradient' coupling)."
+    m = self._mask()
+    for p, c in zip(ps, cs):                    # as γw − γw̄, in place: no temporary the size of the stack
+        g, w = self._grouped(p.grad), self._grouped(p)
+        if m is None: g.add_(w, alpha=gamma).sub_(c, alpha=gamma)
+        else: f = self._grouped(per_replica(m, p)); g.addcmul_(f, w, value=gamma).addcmul_(f, c, value=-gamma)
+
+# %% ../nbs/05_optim.ipynb #f105635c
 @patch
 @torch.no_grad()
 def step(self:Replicated, closure=None):
     "One coupled step; the optional `closure` recomputes the loss and calls `backward()`. Returns its loss."
-    loss = None
-    if closure is not None:
-        with torch.enable_grad(): loss = closure()
+    loss = self._loss(closure)
     gamma, ps = self.gamma, self._coupled()
     on = gamma > 0 and self.y > self.groups and len(ps) > 0
-    if on and self.coupling == 'gradient':
-        cs = self._centres(ps)
-        m = None if bool(self.active.all()) else self.active          # read after `_centres`, which may drop replicas
-        for p, c in zip(ps, cs):
-            pull = self._grouped(p) - c
-            if m is not None: pull.mul_(self._grouped(per_replica(m, p)))
-            self._grouped(p.grad).add_(pull, alpha=gamma)
+    if on and self.coupling == 'gradient': self._pull_gradients(ps, self._centres(ps), gamma)
     before = self._centres(ps) if on and self.coupling == 'lagged' else None   # the barycentre at the start of the step
     self.base.step()
     if on and self.coupling != 'gradient': self._pull(ps, before or self._centres(ps), gamma)
     return loss
-
 
 # %% ../nbs/05_optim.ipynb #1872434f
 @patch
@@ -481,22 +508,25 @@ class LoopReplicated:
         per_model = [list(m.parameters()) for m in self.models]
         return [torch.cat([ps[j] for ps in per_model]).mean(0, keepdim=True) for j in range(len(per_model[0]))]
 
-    @torch.no_grad()
-    def step(self):
-        gamma = self.gamma
-        if self.coupling == 'gradient' and gamma > 0:
-            centre = self.barycentre()
-            for m in self.models:
-                for p, c in zip(m.parameters(), centre):
-                    if p.grad is not None: p.grad.add_(p - c, alpha=gamma)
-        before = self.barycentre() if self.coupling == 'lagged' else None
-        for o in self.opts: o.step()
-        if self.coupling != 'gradient' and gamma > 0:
-            centre = before or self.barycentre()
-            for m, o in zip(self.models, self.opts):
-                w = min((float(o.param_groups[0]['lr']) if self.coupling == 'elastic' else 1.)*gamma, 1.)
-                for p, c in zip(m.parameters(), centre):
-                    if p.grad is not None: p.lerp_(c, w)
+# %% ../nbs/05_optim.ipynb #1880e422
+@patch
+@torch.no_grad()
+def step(self:LoopReplicated):
+    "The same step as `Replicated.step`, replica by replica: gradient pull, base steps, elastic or lagged pull."
+    gamma = self.gamma
+    if self.coupling == 'gradient' and gamma > 0:
+        centre = self.barycentre()
+        for m in self.models:
+            for p, c in zip(m.parameters(), centre):
+                if p.grad is not None: p.grad.add_(p - c, alpha=gamma)
+    before = self.barycentre() if self.coupling == 'lagged' else None
+    for o in self.opts: o.step()
+    if self.coupling != 'gradient' and gamma > 0:
+        centre = before or self.barycentre()
+        for m, o in zip(self.models, self.opts):
+            w = min((float(o.param_groups[0]['lr']) if self.coupling == 'elastic' else 1.)*gamma, 1.)
+            for p, c in zip(m.parameters(), centre):
+                if p.grad is not None: p.lerp_(c, w)
 
 # %% ../nbs/05_optim.ipynb #0923313d
 class EntropySGD(FitHooks, torch.optim.Optimizer):

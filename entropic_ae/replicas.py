@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Callable, Iterable, Sequence
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 from torch.func import functional_call, vmap
 from .core import check_int, check_choice, check_seeds, check_module, default_device
@@ -111,22 +112,27 @@ class Stacked(nn.Module):
         if isinstance(t, nn.Parameter): mod.register_parameter(leaf, t)
         else: mod.register_buffer(leaf, t)
 
-    def per_replica_batch(self, x:Tensor) -> Tensor:
-        "`x` as one batch per replica [y, b, ...]; a shared batch [b, ...] is expanded (a view, no copy)."
-        if x.dim() == self.sample_dims + 1: return x.expand(self.y, *x.shape)
-        if x.dim() == self.sample_dims + 2 and x.shape[0] == self.y: return x
-        raise ValueError(f"x must have shape [b, ...] ({self.sample_dims} dims per sample) or [{self.y}, b, ...], got {tuple(x.shape)}")
+# %% ../nbs/04_replicas.ipynb #4a0ff7d2
+@patch
+def per_replica_batch(self:Stacked, x:Tensor) -> Tensor:
+    "`x` as one batch per replica [y, b, ...]; a shared batch [b, ...] is expanded (a view, no copy)."
+    if x.dim() == self.sample_dims + 1: return x.expand(self.y, *x.shape)
+    if x.dim() == self.sample_dims + 2 and x.shape[0] == self.y: return x
+    raise ValueError(f"x must have shape [b, ...] ({self.sample_dims} dims per sample) or [{self.y}, b, ...], got {tuple(x.shape)}")
 
-    def forward(self, x:Tensor) -> Tensor:
-        x = self.per_replica_batch(x)
-        ps, bs = dict(self.module.named_parameters()), dict(self.module.named_buffers())
-        call = lambda p, b, xr: functional_call(self.module, (p, b), (xr,))
-        if self.backend == 'vmap': return vmap(call, randomness='different')(ps, bs, x)
-        ps, bs = {n: t.unbind(0) for n, t in ps.items()}, {n: t.unbind(0) for n, t in bs.items()}
-        return torch.stack([call({n: t[r] for n, t in ps.items()}, {n: t[r] for n, t in bs.items()}, x[r]) for r in range(self.y)])
+@patch
+def forward(self:Stacked, x:Tensor) -> Tensor:
+    x = self.per_replica_batch(x)
+    ps, bs = dict(self.module.named_parameters()), dict(self.module.named_buffers())
+    call = lambda p, b, xr: functional_call(self.module, (p, b), (xr,))
+    if self.backend == 'vmap': return vmap(call, randomness='different')(ps, bs, x)
+    ps, bs = {n: t.unbind(0) for n, t in ps.items()}, {n: t.unbind(0) for n, t in bs.items()}
+    return torch.stack([call({n: t[r] for n, t in ps.items()}, {n: t[r] for n, t in bs.items()}, x[r]) for r in range(self.y)])
 
-    def extra_repr(self): return f'y={self.y}, backend={self.backend!r}, sample_dims={self.sample_dims}'
+@patch
+def extra_repr(self:Stacked): return f'y={self.y}, backend={self.backend!r}, sample_dims={self.sample_dims}'
 
+# %% ../nbs/04_replicas.ipynb #76f94e95
 def replicate(module, y:int, seeds:Sequence[int]|None=None, backend:str|None=None, sample_dims:int|None=None,
               device=None) -> Stacked:
     "Stack `y` replicas of `module` (an `nn.Module`, or a factory building one), replica r initialised from `seeds[r]`."

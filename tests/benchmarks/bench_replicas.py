@@ -7,13 +7,18 @@ small conv net with batch norm (CIFAR-sized 3×32×32 input, batch 32 per replic
 - `stacked`        the hand-written `StackedLinear` autoencoder (`models.deep_ae`, one `baddbmm` per layer), `Replicated`;
 - `replicate-loop` `replicas.replicate(module, y, backend='loop')` + `Replicated`;
 - `replicate-vmap` `replicas.replicate(module, y, backend='vmap')` + `Replicated`;
-- `models-loop`    y separate modules and optimizers (`optim.LoopReplicated`, the reference implementation).
+- `models-loop`    y separate modules and optimizers (`optim.LoopReplicated`, the reference implementation);
+- `stacked-shared` `stacked` with one minibatch shared by all replicas (`Replicated(batches='shared')`, the thesis's protocol).
+
+For the autoencoder each row also gives the step's matrix-multiply rate, GFLOP/s = y · (forward 2bP + weight gradients
+2bP + input gradients 2b(P − N·H), P the weights, the first layer needing no input gradient) / step time, and that rate
+as a fraction of this machine's GEMM peak, measured first (best 2048² `torch.mm` on the same threads).
 
 One step = zero_grad + forward + backward of the summed per-replica loss + optimizer step (+ coupling). Configurations
 are timed round-robin (one step of each per round) so that drifting load hits them alike; the minimum and median
 over rounds are reported. `--fit` also times `train.fit` for a few epochs against the same number of bare steps.
 
-    python tests/benchmarks/bench_replicas.py --device cpu --out figures/bench_replicas_cpu.csv --fit
+    python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 python tests/benchmarks/bench_replicas.py ...
 """
 from __future__ import annotations
@@ -28,6 +33,21 @@ from entropic_ae.replicas import replicate
 from entropic_ae.train import fit
 
 N, H, B = 800, 800, 160
+WEIGHTS = N * H + H * B + B * H + H * N
+
+def ae_flops(y:int, bs:int=64) -> float:
+    "Multiply-add FLOPs of one deep-AE training step: forward, weight gradients, input gradients (none for the first layer)."
+    return y * (2 * bs * WEIGHTS * 2 + 2 * bs * (WEIGHTS - N * H))
+
+def gemm_peak(n:int=2048, reps:int=5) -> float:
+    "GFLOP/s of the best of `reps` n×n float32 `torch.mm` on this machine's current threads."
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+def _timed(f) -> float:
+    t0 = CLOCK(); f(); return CLOCK() - t0
 
 def plain_ae():
     return nn.Sequential(nn.Linear(N, H), nn.ReLU(), nn.Linear(H, B), nn.ReLU(), nn.Linear(B, H), nn.ReLU(),
@@ -63,6 +83,12 @@ def make_step(model_name, impl, y, device, data):
             opt.zero_grad()
             for r, m in enumerate(models): loss_of(m(X[i[r]])[None], i[r][None]).sum().backward()
             opt.step()
+        return step
+    if impl == 'stacked-shared':
+        model = deep_ae(N, B, H=H, y=y, device=device); opt = Replicated(model, gamma=0.1, batches='shared', **opt_kw)
+        def step():
+            i = idx[next(it) % 8][0]                                   # one minibatch [bs] for every replica
+            opt.zero_grad(set_to_none=True); loss_of(model(X[i]), i).sum().backward(); opt.step()
         return step
     if impl == 'stacked': model = deep_ae(N, B, H=H, y=y, device=device)
     else: model = replicate(factory, y, backend=impl.split('-')[1], device=device)
@@ -105,6 +131,30 @@ def fit_overhead(device, y:int, epochs:int=3, P:int=1024, rounds:int=3) -> dict:
         looped.append(CLOCK() - t0)
     return dict(y=y, epochs=epochs, P=P, bare_s=min(bare), fit_s=min(looped), fit_over_bare=min(looped) / min(bare))
 
+def coupling_share(device, ys, steps:int, warmup:int) -> list[dict]:
+    "Median step time of the stacked deep AE with γ = 0.1 against γ = 0 (no coupling), paired and interleaved, for each coupling."
+    X = torch.rand(2048, N, device=device)
+    out = []
+    for y in ys:
+        g = torch.Generator(device=device).manual_seed(0)
+        idx = [torch.randint(0, len(X), (y, 64), generator=g, device=device) for _ in range(8)]
+        def make(gamma, coupling):
+            model = deep_ae(N, B, H=H, y=y, device=device); opt = Replicated(model, gamma=gamma, coupling=coupling, lr=1e-3)
+            it = iter(range(10**12))
+            def step():
+                i = idx[next(it) % 8]; xb = X[i]
+                opt.zero_grad(set_to_none=True); recon_error(model(xb), xb).sum().backward(); opt.step()
+            return step
+        steps_ = {('off', c): make(0., c) for c in ('elastic',)}
+        steps_.update({('on', c): make(0.1, c) for c in ('elastic', 'gradient', 'lagged')})
+        times = time_round_robin(steps_, device, warmup, steps)
+        off = statistics.median(times[('off', 'elastic')])
+        for c in ('elastic', 'gradient', 'lagged'):
+            on = statistics.median(times[('on', c)])
+            out.append(dict(y=y, coupling=c, on_ms=1e3*on, off_ms=1e3*off, share=(on - off) / on))
+            print(f"coupling {c}, y={y}: {1e3*(on - off):.1f} ms of {1e3*on:.1f} ms ({100*(on - off)/on:.0f} %)", flush=True)
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default=None)
@@ -114,6 +164,7 @@ def main(argv=None):
     ap.add_argument('--steps', type=int, default=15)
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
+    ap.add_argument('--coupling', action='store_true', help="also measure the coupling's share of the stacked step (γ > 0 against γ = 0)")
     ap.add_argument('--threads', type=int, default=None, help='torch threads; with 1 on a CPU, steps are timed in thread CPU time')
     a = ap.parse_args(argv)
     global CLOCK
@@ -121,25 +172,36 @@ def main(argv=None):
     if a.threads == 1 and (a.device or 'cpu') == 'cpu':   # CPU time of this thread: robust to other processes on a shared machine
         CLOCK = time.thread_time
     device = default_device(a.device)
+    peak = gemm_peak() if device.type == 'cpu' else float('nan')
+    if device.type == 'cpu': print(f"GEMM peak (2048² torch.mm, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s", flush=True)
     torch.manual_seed(0)
     ae_data = (torch.rand(2048, N, device=device), None)
     conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                           threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
                           glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''), clock=CLOCK.__name__)
-    for model_name, ys, impls in [('ae', a.ys, ('stacked', 'replicate-loop', 'replicate-vmap', 'models-loop')),
+    for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
         data = ae_data if model_name == 'ae' else conv_data
         for y in [int(v) for v in ys.split(',') if v]:
             steps = {('plain', 1): make_step(model_name, 'plain', 1, device, data)}
             steps.update({(impl, y): make_step(model_name, impl, y, device, data) for impl in impls})
             times = time_round_robin(steps, device, a.warmup, a.steps)
-            base = min(times[('plain', 1)])
+            base, base_med = min(times[('plain', 1)]), statistics.median(times[('plain', 1)])
             for (impl, yy), t in times.items():
                 if impl == 'plain' and y != 1: continue
-                rows.append(dict(model=model_name, impl=impl, y=yy, min_ms=1e3*min(t), median_ms=1e3*statistics.median(t),
-                                 ratio_vs_plain=min(t) / base, steps=a.steps, **info))
-                print(f"| {model_name} | {impl} | {yy} | {1e3*min(t):.1f} | {1e3*statistics.median(t):.1f} | {min(t)/base:.2f} |", flush=True)
+                med = statistics.median(t)
+                gf = ae_flops(yy) / med / 1e9 if model_name == 'ae' else float('nan')
+                rows.append(dict(model=model_name, impl=impl, y=yy, min_ms=1e3*min(t), median_ms=1e3*med,
+                                 ratio_vs_plain=min(t) / base, median_ratio_vs_plain=med / base_med,
+                                 gflops=gf, frac_of_peak=gf / peak, gemm_peak_gflops=peak, steps=a.steps, **info))
+                print(f"| {model_name} | {impl} | {yy} | {1e3*min(t):.1f} | {1e3*med:.1f} | {min(t)/base:.2f} | {med/base_med:.2f} "
+                      f"| {gf:.1f} | {gf/peak:.2f} |", flush=True)
+    if a.coupling:
+        for r in coupling_share(device, [int(v) for v in a.ys.split(',') if v and int(v) > 1], a.steps, a.warmup):
+            rows.append(dict(model='ae', impl=f"coupling_share_{r['coupling']}", y=r['y'], min_ms=r['on_ms'] - r['off_ms'],
+                             median_ms=r['on_ms'] - r['off_ms'], ratio_vs_plain=float('nan'), median_ratio_vs_plain=r['share'],
+                             gflops=float('nan'), frac_of_peak=float('nan'), gemm_peak_gflops=peak, steps=a.steps, **info))
     if a.fit:
         fo = fit_overhead(device, 25)
         print(f"fit over bare steps, y=25: {fo['fit_over_bare']:.3f} ({fo['fit_s']:.2f} s vs {fo['bare_s']:.2f} s)")

@@ -305,7 +305,7 @@ def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:
     params = [p for p in model.parameters() if p.requires_grad]
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
     data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
-    cbs = [RankGuard(), Schedules(), Recorder(data, metrics, 'replicas', record_every), *cbs]
+    cbs = [RankGuard(), Schedules(), Recorder(metrics, 'replicas', record_every, data=data), *cbs]
     if ckpt_dir is not None: cbs.append(RankCheckpoint(ckpt_dir, ckpt_every, check_bool('resume', resume), timeout))
     if (rank == 0) if progress is None else check_bool('progress', progress): cbs.append(Progress())
     opt = opt_func(params)

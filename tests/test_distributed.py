@@ -16,7 +16,7 @@ from torch import nn
 import torch.multiprocessing as mp
 from entropic_ae.optim import Replicated, Exponential
 from entropic_ae.replicas import replicate
-from entropic_ae.train import fit, Callback, Guard
+from entropic_ae.train import fit, Callback, Guard, Recorder
 from entropic_ae import distributed as D
 
 WORLD, TIMEOUT, TOL = 3, 5., 1e-12
@@ -57,7 +57,7 @@ def run_stacked(name):
     y, kw, dies, at, _ = SCENARIOS[name]
     opt = partial(D.DistributedReplicated if kw.get('every', 1) > 1 else Replicated, **{k: v for k, v in kw.items() if k != 'every' or v > 1})
     tr = Trace()
-    res = fit(make_model(range(y)), data(), 3, 8, opt, metrics=(), progress=False, cbs=[Die(dies, at), tr])
+    res = fit(make_model(range(y)), data(), 3, 8, opt, cbs=[Die(dies, at), tr, Recorder(metrics=())])
     return tr.steps, res.optimizer.gamma_history, res.active
 
 class _Crash(Exception): pass

@@ -32,6 +32,7 @@ def check_data(name:str, x, rows:int|None=None) -> Tensor:
     if x.is_floating_point() and not bool(torch.isfinite(x).all()): raise ValueError(f"{name} contains NaN or infinite values")
     return x
 
+# %% ../nbs/02_data.ipynb #2b4f094f
 def check_float_dtype(name:str, dtype) -> torch.dtype:
     "`dtype` if it is a floating `torch.dtype`; a `TypeError` naming `name` otherwise."
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point): raise TypeError(f"{name} must be a floating torch.dtype, got {dtype!r}")

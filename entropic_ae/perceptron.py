@@ -92,19 +92,12 @@ def bayes_error_finite(N:int, P:int, Delta:float, n:int=1_000_000, seed:int=0) -
 
 # %% ../nbs/13_perceptron.ipynb #828e4b64
 def _logistic_objective(W, X, sigma, lam):
+    "Σ_μ log(1 + exp(−σ^μ w·x^μ)) + λ/2 ‖w‖² for every row w of W [n_λ, N] with its λ in `lam` [n_λ]."
     return torch.nn.functional.softplus(-(W @ X.T)*sigma).sum(-1) + 0.5*lam*(W*W).sum(-1)
 
-def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol:float=1e-9, progress:bool=True) -> torch.Tensor:
-    "Minimisers [n_λ, N] of Σ_μ ℓ(σ^μ w·x^μ) + λ/2 ‖w‖² for every λ at once (logistic: batched Newton; square: ridge)."
-    _check_data(X, sigma); check_choice('loss', loss, ['logistic', 'square'])
-    max_iter, tol = check_int('max_iter', max_iter, lo=1), check_float('tol', tol, lo=0.)
-    if not isinstance(progress, bool): raise TypeError(f"progress must be a bool, got {progress!r}")
-    try: lam = torch.as_tensor(lambdas, dtype=X.dtype, device=X.device).reshape(-1)
-    except (TypeError, ValueError, RuntimeError): raise TypeError(f"lambdas must be a number or a sequence of numbers, got {lambdas!r}") from None
-    if len(lam) == 0 or not torch.isfinite(lam).all() or (lam <= 0).any(): raise ValueError(f"lambdas must be finite and > 0, got {lam.tolist()}")
-    if loss == 'square':
-        e, V = torch.linalg.eigh(X.T @ X)
-        return (V @ ((V.T @ (X.T @ sigma))/(e + lam[:, None])).T).T
+# %% ../nbs/13_perceptron.ipynb #a0061ccb
+def _newton_logistic(X, sigma, lam, max_iter:int, tol:float, progress:bool) -> torch.Tensor:
+    "Minimisers [n_λ, N] of the logistic objective for every λ in `lam` [n_λ]: batched Newton steps, each with its own Armijo backtracking."
     W = torch.zeros(len(lam), X.shape[1], dtype=X.dtype, device=X.device)
     f = _logistic_objective(W, X, sigma, lam)
     bar = tqdm(desc='Newton', unit='step', leave=False, disable=not progress, delay=10)   # shown only past 10 s
@@ -123,6 +116,20 @@ def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol
         bar.update()
     bar.close()
     return W
+
+# %% ../nbs/13_perceptron.ipynb #8817ac7e
+def fit_minimisers(X, sigma, lambdas, loss:str='logistic', max_iter:int=100, tol:float=1e-9, progress:bool=True) -> torch.Tensor:
+    "Minimisers [n_λ, N] of Σ_μ ℓ(σ^μ w·x^μ) + λ/2 ‖w‖² for every λ at once (logistic: batched Newton; square: ridge)."
+    _check_data(X, sigma); check_choice('loss', loss, ['logistic', 'square'])
+    max_iter, tol = check_int('max_iter', max_iter, lo=1), check_float('tol', tol, lo=0.)
+    if not isinstance(progress, bool): raise TypeError(f"progress must be a bool, got {progress!r}")
+    try: lam = torch.as_tensor(lambdas, dtype=X.dtype, device=X.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"lambdas must be a number or a sequence of numbers, got {lambdas!r}") from None
+    if len(lam) == 0 or not torch.isfinite(lam).all() or (lam <= 0).any(): raise ValueError(f"lambdas must be finite and > 0, got {lam.tolist()}")
+    if loss == 'square':
+        e, V = torch.linalg.eigh(X.T @ X)
+        return (V @ ((V.T @ (X.T @ sigma))/(e + lam[:, None])).T).T
+    return _newton_logistic(X, sigma, lam, max_iter, tol, progress)
 
 # %% ../nbs/13_perceptron.ipynb #f9a40978
 def _check_radii(d, N):
@@ -193,6 +200,31 @@ def _ladder_level(Wp, S, t, wg, dg, e0, X, sigma, eps, steps, g):
         eps = eps*torch.exp(acc.double().mean(-1) - 0.3)
     return Wp, S, eps
 
+# %% ../nbs/13_perceptron.ipynb #9adeaa6f
+def _climb(Wp, S, wg, dg, e0, X, sigma, p0:float, steps:int, max_levels:int, g, progress:bool):
+    "The ladder for G groups of n points Wp [G, n, N] with scores S [G, n]: (log Pr[S < 0] [G], levels [G]); nan where no estimate."
+    G = len(S)
+    logp, levels = torch.zeros(G, dtype=torch.float64), torch.zeros(G, dtype=torch.long)
+    active, eps, j = torch.ones(G, dtype=torch.bool), 0.5*dg.sqrt(), max(0, math.ceil(p0*Wp.shape[1]) - 1)
+    bar = tqdm(desc='ladder', unit='level', leave=False, disable=not progress, delay=10)   # shown only past 10 s
+    for _ in range(max_levels):
+        bar.update()
+        f0 = (S < 0).double().mean(-1)
+        fin = active & (f0 >= p0)
+        logp[fin] += f0[fin].log(); levels[fin] += 1; active &= ~fin
+        if not active.any(): break
+        t = S.sort(-1).values[:, j]                                          # next level: the p0-quantile
+        frac = (S <= t[:, None]).double().mean(-1)
+        stalled = active & (frac == 1)                                       # every chain on one score: no progress possible
+        logp[stalled] = math.nan; active &= ~stalled
+        if not active.any(): break
+        logp[active] += frac[active].log(); levels[active] += 1
+        a = active.nonzero()[:, 0]                                           # only unfinished groups move on
+        Wp[a], S[a], eps[a] = _ladder_level(Wp[a], S[a], t[a], wg[a], dg[a], e0[a], X, sigma, eps[a], steps, g)
+    bar.close()
+    logp[active] = math.nan                                                  # ran out of levels: no estimate
+    return logp, levels
+
 # %% ../nbs/13_perceptron.ipynb #ff2a627a
 def local_entropy(W, X, sigma, d, n:int=200, reps:int=4, p0:float=0.2, mcmc_steps:int=10, seed:int=0,
                   max_levels:int=400, progress:bool=True) -> dict:
@@ -213,25 +245,7 @@ def local_entropy(W, X, sigma, d, n:int=200, reps:int=4, p0:float=0.2, mcmc_step
     Wp = sample_cap(W, d, reps*n, g).reshape(G, n, N)                       # (m, d, rep) groups of n points
     S = violation_score(Wp, X, sigma, e0)
     plain = (S < 0).double().mean(-1)
-    logp, levels = torch.zeros(G, dtype=torch.float64), torch.zeros(G, dtype=torch.long)
-    active, eps, j = torch.ones(G, dtype=torch.bool), 0.5*dg.sqrt(), max(0, math.ceil(p0*n) - 1)
-    bar = tqdm(desc='ladder', unit='level', leave=False, disable=not progress, delay=10)   # shown only past 10 s
-    for _ in range(max_levels):
-        bar.update()
-        f0 = (S < 0).double().mean(-1)
-        fin = active & (f0 >= p0)
-        logp[fin] += f0[fin].log(); levels[fin] += 1; active &= ~fin
-        if not active.any(): break
-        t = S.sort(-1).values[:, j]                                          # next level: the p0-quantile
-        frac = (S <= t[:, None]).double().mean(-1)
-        stalled = active & (frac == 1)                                       # every chain on one score: no progress possible
-        logp[stalled] = math.nan; active &= ~stalled
-        if not active.any(): break
-        logp[active] += frac[active].log(); levels[active] += 1
-        a = active.nonzero()[:, 0]                                           # only unfinished groups move on
-        Wp[a], S[a], eps[a] = _ladder_level(Wp[a], S[a], t[a], wg[a], dg[a], e0[a], X, sigma, eps[a], steps, g)
-    bar.close()
-    logp[active] = math.nan                                                  # ran out of levels: no estimate
+    logp, levels = _climb(Wp, S, wg, dg, e0, X, sigma, p0, steps, max_levels, g, progress)
     phi = logp.reshape(M, D, reps)
     se = phi.std(-1)/math.sqrt(reps) if reps > 1 else torch.full((M, D), math.nan, dtype=torch.float64)
     return dict(phi=phi.mean(-1), se=se, levels=levels.reshape(M, D, reps).double().mean(-1),

@@ -288,6 +288,22 @@ def _global_rows(rows:list[dict], first:int, rank:int) -> list[dict]:
     "A rank's tidy rows with replica numbers on the whole axis; the per-run rows (replica -1) kept by rank 0 only."
     return [dict(r, replica=r['replica'] + first) if r['replica'] >= 0 else r for r in rows if r['replica'] >= 0 or rank == 0]
 
+# %% ../nbs/18_distributed.ipynb #58db6b0c
+def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int, loss_fn, run, cbs) -> Loop:
+    "`Loop` over this rank's replicas `mine` of the whole axis `seeds`; with shared minibatches each replica draws its group's first replica's order, wherever that replica lives."
+    y = len(seeds)
+    rep = _replicated(opt)
+    shared = rep is not None and getattr(rep, 'batches', 'own') == 'shared'
+    if shared: rep.batches = 'own'                 # `Loop` would group the local slice alone: its streams are set below
+    try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs)
+    finally:
+        if shared: rep.batches = 'shared'
+    if shared:                                     # each replica draws its group's first replica's order, wherever that lives
+        s = y // rep.groups
+        L.gens = L.streams = [torch.Generator().manual_seed(seeds[r - r % s]) for r in mine]
+    return L
+
+# %% ../nbs/18_distributed.ipynb #4ea651c8
 def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:Callable=partial(DistributedReplicated, lr=1e-3), *,
               seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, metrics=('train_loss', 'test_loss'),
               record_every:int=1, ckpt_dir=None, ckpt_every:int=1, resume:bool=False, timeout:float|None=None,
@@ -308,16 +324,7 @@ def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:
     cbs = [RankGuard(), Schedules(), Recorder(metrics, 'replicas', record_every, data=data), *cbs]
     if ckpt_dir is not None: cbs.append(RankCheckpoint(ckpt_dir, ckpt_every, check_bool('resume', resume), timeout))
     if (rank == 0) if progress is None else check_bool('progress', progress): cbs.append(Progress())
-    opt = opt_func(params)
-    rep = _replicated(opt)
-    shared = rep is not None and getattr(rep, 'batches', 'own') == 'shared'
-    if shared: rep.batches = 'own'                 # `Loop` would group the local slice alone: its streams are set below
-    try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs)
-    finally:
-        if shared: rep.batches = 'shared'
-    if shared:                                     # each replica draws its group's first replica's order, wherever that lives
-        s = y // rep.groups
-        L.gens = L.streams = [torch.Generator().manual_seed(seeds[r - r % s]) for r in mine]
+    L = _rank_loop(model, opt_func(params), x, t, seeds, mine, bs, epochs, loss_fn, run, cbs)
     L.fit()
     rows = sum(all_gather_object('fit_ranks: gathering the rows', _global_rows(L.rows, mine.start, rank)), [])
     return FitResult(model, L.opt, rows, active_everywhere(L), L.epoch + 1 if L.epochs > L.start else L.start)
@@ -340,6 +347,7 @@ def _parser():
     a('--out', default=None, help='CSV of the tidy rows (written by rank 0)'); a('--seed', type=int, default=0)
     return p
 
+# %% ../nbs/18_distributed.ipynb #fd1a6d6a
 def main(argv=None):
     "Entry point of `python -m entropic_ae.distributed` (under torchrun): train, then rank 0 prints step time and bytes communicated."
     from entropic_ae.data import random_features

@@ -8,7 +8,7 @@ import html, json, os, re, shutil, subprocess, tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 import nbformat
-from .book import _check_nb, _txt, chapters
+from .apidoc import _check_nb, _txt, chapters
 from .apidoc import exported_names, missing_show_doc
 
 # %% auto #0

@@ -332,3 +332,17 @@ def test_public_functions_refuse_bad_values_by_name(tmp_path, i):
     f, message = BAD_CALLS[i]
     with pytest.raises((ValueError, TypeError)) as e: f(tmp_path)
     assert message in str(e.value), str(e.value)
+
+
+def test_book_modules_are_layers():
+    "Issue 20: apidoc (17a) imports no package module, website (17c) only apidoc, book (17b) apidoc and (lazily) website."
+    import ast
+    def deps(mod):
+        tree = ast.parse((ROOT/'entropic_ae'/f'{mod}.py').read_text())
+        return {n.module.split('.')[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                and (n.level == 1 or n.module.startswith('entropic_ae.'))} - {mod}
+    assert deps('apidoc') == set(), deps('apidoc')
+    assert deps('website') == {'apidoc'}, deps('website')
+    assert deps('book') == {'apidoc', 'website'}, deps('book')
+    from entropic_ae import apidoc
+    assert book.chapters is apidoc.chapters is website.chapters and book.missing_show_doc is apidoc.missing_show_doc  # old path

@@ -27,11 +27,11 @@ def test_models_refuse_equal_seeds_like_replicate(build):
 
 def test_fit_accepts_a_stack_the_library_built():
     "Former disagreement: stacking two y=1 models (seeds [0] each) gave seeds [0, 0], which fit(seeds=None) refused."
-    from entropic_ae.train import fit
+    from entropic_ae.train import fit, Recorder
     st = stack([shallow_ae(6, 2, seeds=[0], dtype=torch.float64), shallow_ae(6, 2, seeds=[0], dtype=torch.float64)])
     assert st.seeds is None                           # no valid seed list: forgotten, fit uses range(y)
     data = random_features(N=6, D=2, P=8, P_test=4, seed=0, dtype=torch.float64)
-    fit(st, data, epochs=1, bs=4, progress=False, metrics=('train_loss',))
+    fit(st, data, epochs=1, bs=4, cbs=[Recorder(metrics=('train_loss',))])
     st2 = stack([shallow_ae(6, 2, seeds=[3]), shallow_ae(6, 2, seeds=[5])])
     assert st2.seeds == [3, 5]
 

@@ -341,14 +341,14 @@ def test_bad_input_entropy_sgd():
 # ------------------------------------------------------------------ fused Adam by default
 def test_library_adam_is_fused_unless_told_otherwise():
     from entropic_ae.optim import adam, prepare_base
-    from entropic_ae.train import fit
+    from entropic_ae.train import fit, Recorder
     from entropic_ae.data import random_features
     ps = [nn.Parameter(torch.randn(3, 4))]
     assert adam(ps).defaults['fused'] is True
     assert Replicated(ps, gamma=0.1).base.defaults['fused'] is True
     assert SAM(ps, base=torch.optim.Adam, lr=1e-3).base.defaults['fused'] is True
     assert SAM(ps, base=partial(torch.optim.AdamW, lr=1e-3)).base.defaults['fused'] is True
-    r = fit(shallow_ae(6, 2, y=2), random_features(N=6, D=2, P=8, seed=0), epochs=1, bs=4, metrics=[], progress=False)
+    r = fit(shallow_ae(6, 2, y=2), random_features(N=6, D=2, P=8, seed=0), epochs=1, bs=4, cbs=[Recorder(metrics=[])])
     assert r.optimizer.defaults['fused'] is True
     # the caller's choice of kernel stands, and parameters the fused kernel cannot take keep torch's default
     assert not adam(ps, foreach=True).defaults['fused'] and not adam(ps, fused=False).defaults['fused']
@@ -425,7 +425,7 @@ def test_wrapper_forwards_the_fit_protocol(name):
 @pytest.mark.parametrize('name', list(WRAPPERS))
 def test_wrapper_resumes_bitwise_under_fit(name, tmp_path):
     "Stopped after 2 of 4 epochs with a cosine schedule and resumed: the same weights, bit for bit, as the uninterrupted run."
-    from entropic_ae.train import fit, cosine_lr as cosine, Callback, CancelFit
+    from entropic_ae.train import fit, cosine_lr as cosine, Callback, CancelFit, Checkpoint
     from entropic_ae.data import random_features
     class Stop(Callback):
         order = 25                                       # after the checkpoint is written
@@ -433,10 +433,10 @@ def test_wrapper_resumes_bitwise_under_fit(name, tmp_path):
             if L.epoch + 1 == 2: raise CancelFit()
     d = random_features(N=8, D=3, P=32, P_test=16, seed=0)
     model = lambda: shallow_ae(8, 3, y=4, seeds=[0, 1, 2, 3], dtype=DT)
-    kw = dict(epochs=4, bs=8, opt_func=lambda ps: WRAPPERS[name](ps, torch.optim.SGD), progress=False)
+    kw = dict(epochs=4, bs=8, opt_func=lambda ps: WRAPPERS[name](ps, torch.optim.SGD))
     whole = fit(model(), d, cbs=[cosine(4)], **kw)
-    fit(model(), d, cbs=[cosine(4), Stop()], ckpt_path=tmp_path / 'ck.pt', **kw)
-    back = fit(model(), d, cbs=[cosine(4)], ckpt_path=tmp_path / 'ck.pt', resume=True, **kw)
+    fit(model(), d, cbs=[cosine(4), Stop(), Checkpoint(tmp_path / 'ck.pt')], **kw)
+    back = fit(model(), d, cbs=[cosine(4), Checkpoint(tmp_path / 'ck.pt', resume=True)], **kw)
     for a, b in zip(whole.model.parameters(), back.model.parameters()): assert torch.equal(a, b)
     assert whole.df.equals(back.df)
     if isinstance(whole.optimizer, TracedReplicated):

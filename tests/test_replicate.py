@@ -10,7 +10,7 @@ from entropic_ae.models import recon_error, cross_entropy
 from entropic_ae.replicas import replicate, replica, stack, barycentre, n_replicas, BACKENDS
 from entropic_ae.optim import Replicated, EntropySGD, Exponential, fit_hooks
 from entropic_ae.sam import SAM
-from entropic_ae.train import fit
+from entropic_ae.train import fit, Checkpoint, Recorder
 
 SEEDS = [3, 7, 11]
 
@@ -26,7 +26,7 @@ def img_data():
     return SimpleNamespace(x_train=torch.randn(48, 2, 4, 4, generator=g, dtype=torch.float64), t_train=torch.randint(0, 3, (48,), generator=g),
                            x_test=torch.randn(24, 2, 4, 4, generator=g, dtype=torch.float64), t_test=torch.randint(0, 3, (24,), generator=g))
 
-KW = dict(bs=12, metrics=('train_loss', 'test_loss'), progress=False)
+KW = dict(bs=12)                 # fit's default Recorder: train_loss and test_loss every epoch
 
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('kind', ['mlp', 'bn_net'])
@@ -82,10 +82,10 @@ def test_grouped_fit_equals_separate_ensembles(ae_data):
     seeds = [1, 2, 3, 4, 5, 6]
     opt = lambda groups: partial(Replicated, gamma=Exponential(0.2, 0.5), lr=1e-2, groups=groups)
     build = lambda ss: replicate(mlp, len(ss), seeds=ss).double()
-    both = fit(build(seeds), ae_data, epochs=3, opt_func=opt(2), eval_on=('replicas', 'barycentre'), **KW)
+    both = fit(build(seeds), ae_data, epochs=3, opt_func=opt(2), **KW, cbs=[Recorder(on=('replicas', 'barycentre'))])
     for g in range(2):
         ss = seeds[3*g:3*g+3]
-        one = fit(build(ss), ae_data, epochs=3, opt_func=opt(1), eval_on=('replicas', 'barycentre'), **KW)
+        one = fit(build(ss), ae_data, epochs=3, opt_func=opt(1), **KW, cbs=[Recorder(on=('replicas', 'barycentre'))])
         for a, b in zip(both.model.parameters(), one.model.parameters()):
             torch.testing.assert_close(a[3*g:3*g+3], b, rtol=1e-9, atol=1e-11)
         mine = both.df[(both.df.eval_on == 'barycentre') & (both.df.group == g)].value.to_numpy()
@@ -154,33 +154,33 @@ class PoisonedAdam(torch.optim.Adam):
 
 def test_resume_is_bitwise_with_a_frozen_replica(ae_data, tmp_path):
     lin = lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 12))    # unbounded output: 1e200 weights overflow the loss
-    run = lambda crash=0, **kw: fit(replicate(lin, 3, seeds=SEEDS).double(), ae_data, epochs=4,
-                                    opt_func=partial(PoisonedAdam, lr=1e-2, crash=crash), eval_on=('replicas', 'barycentre'), **KW, **kw)
+    run = lambda crash=0, cbs=(): fit(replicate(lin, 3, seeds=SEEDS).double(), ae_data, epochs=4,
+                                      opt_func=partial(PoisonedAdam, lr=1e-2, crash=crash), **KW, cbs=[Recorder(on=('replicas', 'barycentre')), *cbs])
     full = run()
     assert full.active.tolist() == [True, False, True]
     assert all(torch.isfinite(p).all() for p in full.model.parameters())   # frozen at its (finite, huge) weights
     ck = tmp_path / 'ck.pt'
-    with pytest.raises(RuntimeError, match='simulated crash'): run(crash=10, ckpt_path=ck)
-    again = run(ckpt_path=ck, resume=True)
+    with pytest.raises(RuntimeError, match='simulated crash'): run(crash=10, cbs=[Checkpoint(ck)])
+    again = run(cbs=[Checkpoint(ck, resume=True)])
     for a, b in zip(full.model.state_dict().values(), again.model.state_dict().values()): assert torch.equal(a, b)
     pd.testing.assert_frame_equal(full.df, again.df)
 
 def test_resume_refuses_a_different_run(ae_data, tmp_path):
     ck = tmp_path / 'ck.pt'
-    base = dict(opt_func=partial(torch.optim.Adam, lr=1e-2), ckpt_path=ck, **KW)
-    fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, epochs=2, **base)
+    base = dict(opt_func=partial(torch.optim.Adam, lr=1e-2), **KW)
+    fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, epochs=2, cbs=[Checkpoint(ck)], **base)
     other = random_features(N=12, D=3, P=48, P_test=24, seed=1, dtype=torch.float64)
     for kw, name in [(dict(epochs=1), 'epochs'), (dict(data=other), 'data'),       # more epochs extend the run: allowed
                      (dict(opt_func=partial(torch.optim.SGD, lr=0.1, momentum=0.9)), 'optimizer')]:
         args = {**base, 'epochs': 2, 'data': ae_data, **kw}
         with pytest.raises(ValueError, match=f'resume: .*{name}'):
-            fit(replicate(mlp, 3, seeds=SEEDS).double(), args.pop('data'), args.pop('epochs'), resume=True, **args)
+            fit(replicate(mlp, 3, seeds=SEEDS).double(), args.pop('data'), args.pop('epochs'), cbs=[Checkpoint(ck, resume=True)], **args)
 
 def test_orphaned_checkpoint_temporaries_are_removed(ae_data, tmp_path):
     ck = tmp_path / 'ck.pt'
     orphan = tmp_path / '.ck.abc123.pt'; orphan.write_bytes(b'half a checkpoint')
     keep = tmp_path / 'other.pt'; keep.write_bytes(b'x')
-    fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, epochs=1, ckpt_path=ck, **KW)
+    fit(replicate(mlp, 3, seeds=SEEDS).double(), ae_data, epochs=1, **KW, cbs=[Checkpoint(ck)])
     assert ck.exists() and not orphan.exists() and keep.exists()
 
 def test_bad_data_and_seeds_are_named(ae_data):
@@ -197,7 +197,7 @@ def test_every_part_of_the_library_accepts_a_replicated_module(img_data):
     m = replicate(bn_net, 4, seeds=range(4)).double()
     for opt in (partial(SAM, base=torch.optim.SGD, rho=0.05, per_replica=True, lr=0.1),
                 partial(EntropySGD, lr=0.1, gamma=0.1, L=2, seed=0)):
-        r = fit(m, img_data, epochs=1, opt_func=opt, loss_fn=cross_entropy, groups=2, eval_on=('replicas', 'barycentre', 'ensemble'), **KW)
+        r = fit(m, img_data, epochs=1, opt_func=opt, loss_fn=cross_entropy, **KW, cbs=[Recorder(on=('replicas', 'barycentre', 'ensemble'), groups=2)])
         assert r.active.all() and r.df.value.map(math.isfinite).all()
     m.eval()
     x, t = img_data.x_train, img_data.t_train

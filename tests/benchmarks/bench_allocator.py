@@ -33,7 +33,7 @@ def child(a):
     opt = partial(Replicated, lr=1e-3, gamma=0.3)
     def run(epochs, seed):
         model = deep_ae(800, 160, y=a.y, seeds=list(range(seed, seed + a.y)))
-        fit(model, data, epochs, bs=64, opt_func=opt, progress=False)
+        fit(model, data, epochs, bs=64, opt_func=opt)
     run(1, 1000)                                                   # warm-up: imports, first allocations, thread pools
     ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     run(a.epochs, 0)

@@ -30,7 +30,7 @@ from entropic_ae.core import default_device, write_csv
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
 from entropic_ae.replicas import replicate
-from entropic_ae.train import fit
+from entropic_ae.train import fit, Recorder
 
 N, H, B = 800, 800, 160
 WEIGHTS = N * H + H * B + B * H + H * N
@@ -127,7 +127,7 @@ def fit_overhead(device, y:int, epochs:int=3, P:int=1024, rounds:int=3) -> dict:
         bare.append(CLOCK() - t0)
         model = deep_ae(N, B, H=H, y=y, device=device)
         t0 = CLOCK()
-        fit(model, X, epochs, bs=64, opt_func=partial(Replicated, gamma=0.1, lr=1e-3), metrics=(), progress=False, device=device)
+        fit(model.to(device), X, epochs, bs=64, opt_func=partial(Replicated, gamma=0.1, lr=1e-3), cbs=[Recorder(metrics=())])
         looped.append(CLOCK() - t0)
     return dict(y=y, epochs=epochs, P=P, bare_s=min(bare), fit_s=min(looped), fit_over_bare=min(looped) / min(bare))
 

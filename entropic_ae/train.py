@@ -23,8 +23,8 @@ from .sam import stats_once
 from .flatness import METRICS, dataset_loss, param_histograms
 
 # %% auto #0
-__all__ = ['EVAL_ON', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop', 'Guard',
-           'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine_lr', 'cosine', 'step_lr',
+__all__ = ['EVAL_ON', 'BN_NETS', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop',
+           'Guard', 'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine_lr', 'cosine', 'step_lr',
            'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
@@ -69,12 +69,13 @@ def check_eval_on(eval_on, name:str='eval_on') -> tuple[str, ...]:
     if not isinstance(eval_on, Sequence) or not eval_on: raise TypeError(f"{name} must name some of {list(EVAL_ON)}, got {eval_on!r}")
     return tuple(check_choice(name, e, EVAL_ON) for e in eval_on)
 
+# %% ../nbs/09_train.ipynb #67024a77
+BN_NETS: dict[type, Callable[[nn.Module], nn.Module]] = {}   # wrapper class -> the network inside it whose BN a barycentre recomputes
+
 # %% ../nbs/09_train.ipynb #417a6ef0
 def _bn_net(model:nn.Module) -> nn.Module:
-    "The network whose batch-norm statistics a barycentre re-estimates: an image model's bare net (`vision.ImageModel`: no augmentation, no autocast, as `vision.bn_barycentre`), else `model`."
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()): return model
-    from entropic_ae.vision import ImageModel                 # vision builds on this module: imported when a BN model needs it
-    return model.model if isinstance(model, ImageModel) else model
+    "The network whose batch-norm statistics a barycentre re-estimates: the one `BN_NETS` names for `model`'s class, else `model`."
+    return next((inner(model) for cls, inner in BN_NETS.items() if isinstance(model, cls)), model)
 
 def _view(model, on, groups, active, x_bn=None):
     "The model seen `on` one of `EVAL_ON`, and the labels of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."

@@ -16,7 +16,7 @@ from .replicas import replicate, n_replicas, barycentre, recompute_bn, check_gro
 from .optim import Wrapper, adam, Replicated, EntropySGD, Exponential
 from .sam import SAM
 from .flatness import dataset_loss
-from .train import cosine_lr, step_lr, evaluate
+from .train import BN_NETS, cosine_lr, step_lr, evaluate
 from .sharpness import delta_energy
 
 # %% auto #0
@@ -57,6 +57,9 @@ class ImageModel(nn.Module):
 
     def extra_repr(self): return f'y={self.y}, pad={self.pad}, flip={self.flip}, amp={self.amp}, channels_last={self.channels_last}'
 
+
+# %% ../nbs/11c_vision.ipynb #c92c8dd7
+BN_NETS[ImageModel] = lambda m: m.model
 
 # %% ../nbs/11c_vision.ipynb #30d6740d
 @patch

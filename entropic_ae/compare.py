@@ -17,7 +17,7 @@ from torch import nn, Tensor
 from .core import check_int, check_float, check_choice, check_sigmas, check_path, tidy, default_device
 from .models import deep_ae, shallow_ae, recon_error, INITS
 from .replicas import n_replicas, replica, stack, barycentre, distance_to_barycentre, same_start
-from .optim import adam, prepare_base, Replicated, Exponential, Scoping, COUPLINGS
+from .optim import adam, build_base, Replicated, Exponential, Scoping, COUPLINGS
 from .sam import SAM
 from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoint
 
@@ -126,16 +126,12 @@ def as_protocol(protocol, **changes) -> Protocol:
     if not isinstance(p, Protocol): raise TypeError(f"protocol must be a name in {list(PROTOCOLS)} or a Protocol, got {protocol!r}")
     return dataclasses.replace(p, **changes) if changes else p
 
-def _base_opt(base, kw:dict, params) -> torch.optim.Optimizer:
-    params = list(params)
-    return base(params, **prepare_base(base, params, kw))
-
 @patch
 def optimizers(self:Protocol, lr:float, rho:float, gamma0:float, gamma1:float, trials:int) -> dict[str, Callable]:
     "Each arm's `opt_func`: the base alone, SAM over the base, the base coupled in `trials` groups under the γ schedule."
     base, kw = BASES[self.base], dict(lr=lr, **({'weight_decay': self.weight_decay} if self.weight_decay else {}))
     gamma = Exponential(gamma0, gamma1, cap=self.gamma_cap, every=self.gamma_every)
-    return dict(adam=partial(_base_opt, base, kw), sam=partial(SAM, base=base, rho=rho, per_replica=True, **kw),
+    return dict(adam=partial(build_base, base, **kw), sam=partial(SAM, base=base, rho=rho, per_replica=True, **kw),
                 replicated=partial(TracedReplicated, base=base, gamma=gamma, coupling=self.coupling, batches=self.batches,
                                    groups=trials, **kw))
 

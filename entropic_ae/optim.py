@@ -14,7 +14,7 @@ from .replicas import per_replica, replica_axis, centre, check_groups
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'COUPLINGS', 'FitHooks', 'group_settings', 'prefixed', 'fit_hooks', 'Scoping', 'Constant', 'Exponential',
-           'Linear', 'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'adam', 'Wrapper', 'Replicated',
+           'Linear', 'Cosine', 'scoping', 'as_scoping', 'prepare_base', 'build_base', 'adam', 'Wrapper', 'Replicated',
            'finite_replicas', 'LoopReplicated', 'EntropySGD']
 
 # %% ../nbs/05_optim.ipynb #627d700d
@@ -205,10 +205,15 @@ def prepare_base(base, params, base_kw:dict) -> dict:
     return base_kw
 
 # %% ../nbs/05_optim.ipynb #7ff8fa0b
-def adam(params, lr:float=1e-3, **kw) -> torch.optim.Adam:
-    "`torch.optim.Adam(params, lr, **kw)`, fused when `kw` leave the kernel open and the parameters allow it: the library's default Adam."
+def build_base(base, params, **kw) -> torch.optim.Optimizer:
+    "`base(params, **kw)` with the options `prepare_base` checks and completes (Adam/AdamW fused where they can be): every bare optimizer the library builds."
     params = list(params)
-    return torch.optim.Adam(params, **prepare_base(torch.optim.Adam, params, dict(kw, lr=lr)))
+    return base(params, **prepare_base(base, params, kw))
+
+def adam(params, lr:float=1e-3, **kw) -> torch.optim.Adam:
+    "`torch.optim.Adam(params, lr, **kw)` built by `build_base`: the library's default Adam."
+    return build_base(torch.optim.Adam, params, lr=lr, **kw)
+
 
 # %% ../nbs/05_optim.ipynb #b09ea554
 def _check_base(base):

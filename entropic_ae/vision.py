@@ -249,9 +249,7 @@ def _apply(self:Accumulate):
 @patch
 def step(self:Accumulate, closure=None):
     "Add one micro-batch's gradient (`closure` computes it); every `every`-th call, step the base optimizer."
-    loss = None
-    if closure is not None:
-        with torch.enable_grad(): loss = closure()
+    loss = self._loss(closure)
     self.calls += 1
     if self.calls == self.every: self._apply()
     return loss

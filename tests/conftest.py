@@ -32,13 +32,18 @@ def refuses():
 
 # Smoke runs of the experiment notebooks. A test declares its papermill run with `@pytest.mark.smoke(notebook, **params)`
 # and reads it through the `smoke_run` fixture. While a kernel computes, the pytest process only waits, so on two cores
-# a second lane pays: a background thread starts the selected tests' runs from the last one needed backwards, and a test
-# whose run has not started yet runs it itself. The two lanes meet in the middle; every run still happens once per session.
+# a second lane pays: a background thread starts the selected tests' runs from the last one needed backwards while this
+# process runs the other tests, which come first; then the smoke tests run here, each starting its run itself if the
+# background has not begun it. The two lanes meet in the middle; every run still happens once per session.
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'smoke(notebook, data=None, before=None, **params): a papermill run of '
                             'nbs/experiments/<notebook>.ipynb with figures_dir a fresh folder (which before(folder) may fill first) '
                             'and data_root the folder data(folder) fills, read through the smoke_run fixture')
+
+def pytest_collection_modifyitems(session, config, items):
+    "The smoke tests last (in their order), so the background lane runs kernels while the other tests run here."
+    items[:] = sorted(items, key=lambda i: i.get_closest_marker('smoke') is not None)
 
 class SmokeRuns:
     "The marked tests' papermill runs: started in a background thread from the last one backwards, or by the test that needs it."

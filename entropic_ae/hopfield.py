@@ -178,6 +178,7 @@ def _from_bytes(h:np.ndarray, N:int) -> np.ndarray:
     np.add.at(out, vals[keep], h[keep])
     return out
 
+# %% ../nbs/12_hopfield.ipynb #7509c8df
 def _hist_numpy(J, L, chunk=4096, nbuf=16):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: numpy, one high pattern per pass."
     N = len(J); nB = 2**(N - 1 - L)
@@ -196,6 +197,7 @@ def _hist_numpy(J, L, chunk=4096, nbuf=16):
     h2 = h2.reshape(256, 256)                      # [high byte, low byte] of each uint16 pair
     return _from_bytes(h2.sum(0) + h2.sum(1), N)
 
+# %% ../nbs/12_hopfield.ipynb #3199a542
 def _hist_torch(J, L, device, batch_bytes=2**28):
     "Same histogram with torch on `device` (any accelerator torch knows): gather the rows of a batch of high patterns, `amin`, `bincount`."
     N = len(J); nB = 2**(N - 1 - L)
@@ -263,6 +265,7 @@ def _cuda_kernel(f):
     "`numba.cuda.jit(f)` when numba is installed, else `None`."
     return cuda.jit(f) if cuda is not None else None
 
+# %% ../nbs/12_hopfield.ipynb #d9933636
 @_cuda_kernel
 def _min_hist_cuda(Tw, J, L, V_lo, V_hi, nB, hist):
     "Tw: the table + (N-1), four columns per uint32 word; hist[u + N - 1] += #states with min_i u_i = u."
@@ -333,6 +336,7 @@ def _default_backend(device) -> str:
     if device.type == 'cpu': return 'numba' if numba is not None else 'numpy'
     return 'torch'
 
+# %% ../nbs/12_hopfield.ipynb #b8d42818
 def _pick_backend(device, backend):
     "(device, backend, auto): `backend` checked, 'auto' resolved for `device`; 'cuda' needs a CUDA device."
     check_choice('backend', backend, BACKENDS)
@@ -342,6 +346,7 @@ def _pick_backend(device, backend):
     if backend == 'cuda' and device.type != 'cuda': raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device}")
     return device, backend, auto
 
+# %% ../nbs/12_hopfield.ipynb #7499b0cf
 def _cuda_or_torch(kernel, fallback, *args):
     "`kernel(*args)` (numba.cuda); if numba.cuda cannot compile here (no NVVM: no CUDA toolkit), say why once and run the torch `fallback`."
     global _cuda_problem
@@ -353,6 +358,7 @@ def _cuda_or_torch(kernel, fallback, *args):
                       "numba.cuda needs NVVM: a CUDA toolkit (CUDA_HOME) or pip install numba-cuda[cu12]")
         return fallback(*args)
 
+# %% ../nbs/12_hopfield.ipynb #eccb6d40
 def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str='auto') -> np.ndarray:
     "Exact number of states s with min_i u_i(s) = u, for u = -(N-1)..N-1 (index u + N - 1); sums to 2^N (±1 couplings)."
     J = _check_couplings(J)
@@ -428,6 +434,7 @@ def _gauss_tables(Jq:np.ndarray, L:int):
     sign = np.concatenate([S, np.ones((2*(N - L), 2**L), np.int64)])
     return T.astype(np.int32), sign.astype(np.int8)
 
+# %% ../nbs/12_hopfield.ipynb #a096ab79
 def _gauss_rows(Jq:np.ndarray, L:int, b0:int, b1:int):
     "Row R and offset O (int32, [b1-b0, N]) of every neuron for the high patterns b0..b1-1 (the last spin +1)."
     N = len(Jq)
@@ -438,6 +445,7 @@ def _gauss_rows(Jq:np.ndarray, L:int, b0:int, b1:int):
     O = np.concatenate([B[:, :L], np.where(up, B[:, L:], -B[:, L:])], 1)
     return R.astype(np.int32), O.astype(np.int32)
 
+# %% ../nbs/12_hopfield.ipynb #e866950f
 def _gauss_counts_numpy(Jq, L, cuts, batch_elems=2**22):
     "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each cut: numpy."
     N = len(Jq); nB = 2**(N - 1 - L)
@@ -451,6 +459,7 @@ def _gauss_counts_numpy(Jq, L, cuts, batch_elems=2**22):
         out += (m[None] >= cuts[:, None, None]).sum((1, 2))
     return out
 
+# %% ../nbs/12_hopfield.ipynb #0f22ad13
 def _gauss_counts_torch(Jq, L, cuts, device, batch_bytes=2**28):
     "The same counts with torch on `device`: gather rows for a batch of high patterns, add the offsets, `amin`, compare."
     N = len(Jq); nB = 2**(N - 1 - L)
@@ -498,6 +507,7 @@ def _gauss_counts_cpu(T, R, O, cuts, L, tile, per_task):
         out[c] = cnt
     return out.sum(0)
 
+# %% ../nbs/12_hopfield.ipynb #8a8ab541
 def _gauss_counts_numba(Jq, L, cuts, tile=2048, chunk=2**14):
     "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each cut: the numba kernel on all CPU threads."
     if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
@@ -557,6 +567,7 @@ def _gauss_counts_cuda_kernel(T, J, L, nB, cuts, hist):
         for u in range(cuda.blockDim.x): s += cnt[v, u]
         if s: cuda.atomic.add(hist, v, s)
 
+# %% ../nbs/12_hopfield.ipynb #c2df69ee
 def _gauss_counts_cuda(Jq, L, cuts, device=None, cols_per_thread=8, blocks_per_sm=128):
     "Number of the 2^(N-1) states with the last spin +1 and min_i u_i >= cut, for each of at most 63 cuts: the numba.cuda kernel on `device`."
     N = len(Jq); nB = 2**(N - 1 - L)

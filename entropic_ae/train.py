@@ -423,17 +423,11 @@ class Recorder(Callback):
     order = 10
     def __init__(self, metrics=('train_loss', 'test_loss'), on=('replicas',), every:int=1, batch_size:int|None=None,
                  histograms:bool=False, run='run', groups:int|None=None, data=None):
-        if isinstance(metrics, SimpleNamespace): data, metrics, on, every = _old_recorder_args(metrics, on, every, batch_size)  # TEMPORARY
         if data is not None: split_data(data)                 # refuses what is not a data set, naming data
         self.data, self.metrics, self.on = data, check_metrics(metrics), check_eval_on(on, 'on')
         self.every, self.histograms = check_int('every', every, lo=1), check_bool('histograms', histograms)
         self.batch_size = None if batch_size is None else check_int('batch_size', batch_size, lo=1)
         self.run, self.groups = run, None if groups is None else check_int('groups', groups, lo=1)
-
-def _old_recorder_args(data, metrics, on, every):
-    "TEMPORARY: the old positional `Recorder(data, metrics, eval_on, every)` (18_distributed) read as the new one."
-    warnings.warn("Recorder(data, metrics, eval_on, every) is deprecated: Recorder(metrics, on, every, data=data)", DeprecationWarning, stacklevel=3)
-    return data, metrics, on, 1 if every is None else every
 
 
 # %% ../nbs/09_train.ipynb #ab90845a
@@ -652,9 +646,9 @@ def _check_seeds(seeds, model, y) -> list[int]:
 
 # %% ../nbs/09_train.ipynb #31520740
 def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,
-        loss_fn:Callable=recon_error, seeds:Sequence[int]|None=None, cbs:Sequence[Callback]=(), **legacy) -> FitResult:
+        loss_fn:Callable=recon_error, seeds:Sequence[int]|None=None, cbs:Sequence[Callback]=()) -> FitResult:
     "Train the stacked replicas of `model`, on the device its parameters are on, on `data` for `epochs` epochs with `opt_func(params)`; the rows are the `Recorder`'s (by default the training and test loss, every epoch)."
-    cbs = _check_cbs(cbs) + _legacy_cbs(model, legacy, cbs)           # TEMPORARY: fit's old keywords (see below)
+    cbs = _check_cbs(cbs)
     epochs, bs = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
@@ -669,31 +663,4 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
              [Guard(), Schedules(), *cbs, *([] if recs else [rec])], x_test, t_test)
     L.fit()
     return FitResult(model, L.opt, L.rows, L.active.cpu(), L.epoch + 1 if L.epochs > L.start else L.start)
-
-
-# %% ../nbs/09_train.ipynb #0f85f295
-_LEGACY = dict(metrics=('Recorder', 'metrics'), eval_on=('Recorder', 'on'), record_every=('Recorder', 'every'),
-               eval_bs=('Recorder', 'batch_size'), histograms=('Recorder', 'histograms'), run=('Recorder', 'run'),
-               groups=('Recorder', 'groups'), ckpt_path=('Checkpoint', 'path'), ckpt_every=('Checkpoint', 'every'),
-               resume=('Checkpoint', 'resume'), progress=('Progress', 'on'), device=('model.to', 'device'))
-
-def _legacy_cbs(model, legacy:dict, cbs) -> list[Callback]:
-    "TEMPORARY: fit's old keywords as the callbacks that carry them now (Recorder, Checkpoint, Progress; `device`: `model.to`), with a warning."
-    if not legacy: return []
-    for k in legacy:
-        if k not in _LEGACY: raise TypeError(f"fit() got an unexpected keyword argument {k!r}")
-    kw = {}
-    for k, v in legacy.items(): kw.setdefault(_LEGACY[k][0], {})[_LEGACY[k][1]] = v
-    if 'Recorder' in kw and any(isinstance(c, Recorder) for c in cbs): raise ValueError("fit: give the Recorder's settings to the Recorder in cbs")
-    new = [Recorder(**kw['Recorder'])] if 'Recorder' in kw else []
-    ck = kw.get('Checkpoint', {})
-    if ck.get('path') is not None: new.append(Checkpoint(**ck))
-    elif check_bool('resume', ck.get('resume', False)): raise ValueError("resume=True needs a ckpt_path")
-    if check_bool('progress', kw.get('Progress', {}).get('on', False)): new.append(Progress())
-    if 'model.to' in kw: model.to(default_device(kw['model.to']['device']))
-    spell = [f"{c}({', '.join(f'{p}=...' for p in ps)})" for c, ps in kw.items() if c in ('Recorder', 'Checkpoint')]
-    spell += ['Progress()'] * (Progress in map(type, new))
-    warnings.warn(f"fit({', '.join(legacy)}) is deprecated: pass cbs=[{', '.join(spell)}]"
-                  + (", and move the model with model.to(device) first" if 'model.to' in kw else ''), DeprecationWarning, stacklevel=3)
-    return new
 

@@ -223,8 +223,8 @@ def test_bad_input(data):
     for kw, name in [(dict(epochs=0), 'epochs'), (dict(epochs=1.5), 'epochs'), (dict(bs=0), 'bs'),
                      (dict(seeds=[1, 1, 2]), 'seeds'), (dict(cbs=[Recorder(groups=2)]), 'groups'),
                      (dict(opt_func=lambda ps: None), 'opt_func'), (dict(cbs=Recorder()), 'cbs'), (dict(cbs=[Recorder(), Recorder()]), 'Recorder'),
-                     (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'), (dict(ckpt_every=0, resume=True), 'ckpt_path'),
-                     (dict(record_every=1, cbs=[Recorder()]), 'Recorder'), (dict(learning_rate=1), 'learning_rate'),
+                     (dict(seeds=[1, 2]), 'seeds'), (dict(opt_func=3), 'opt_func'),
+                     (dict(learning_rate=1), 'learning_rate'),
                      (dict(cbs=[Recorder({'denoising': dict(sigmas=[float('nan')])})]), 'sigmas')]:   # at epoch 0, before any step
         with pytest.raises((ValueError, TypeError), match=name): f(**kw)
     for kw, name in [(dict(every=0), 'every'), (dict(metrics=['sharpest']), 'metrics'), (dict(metrics={'local_energy': {}}), 'sigmas'),
@@ -232,15 +232,6 @@ def test_bad_input(data):
         with pytest.raises((ValueError, TypeError), match=name): Recorder(**kw)          # refused at construction
     with pytest.raises(ValueError, match='every'): Checkpoint('ck.pt', every=0)
     with pytest.raises(TypeError, match='data'): fit(ae(), 'data', epochs=1)
-
-def test_old_fit_keywords_still_work_with_a_warning(data, tmp_path):
-    "TEMPORARY bridge (until /tmp/migrate_fit.py has run): the old keywords give the same run as the callbacks, and say how to write it."
-    new = fit(ae(), data, epochs=2, seeds=SEEDS, **KW, cbs=[rec(on=('replicas', 'barycentre'), every=2, run='x'), Checkpoint(tmp_path / 'a.pt')])
-    with pytest.warns(DeprecationWarning, match=r"cbs=\[Recorder\(metrics=..., on=..., every=..., run=...\), Checkpoint\(path=...\)\]"):
-        old = fit(ae(), data, epochs=2, seeds=SEEDS, **KW, metrics=METRICS, eval_on=('replicas', 'barycentre'), record_every=2, run='x',
-                  ckpt_path=tmp_path / 'b.pt', progress=False, device='cpu')
-    pd.testing.assert_frame_equal(new.df, old.df)
-    assert (tmp_path / 'b.pt').exists()
 
 def _batches_seen(data, opt_func, **kw):
     "Per step, the batches (row sums per replica) that each closure call trained on."

@@ -44,7 +44,7 @@ def test_worker_killed_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path)
         run = threading.Thread(target=lambda: result.update(run_sweep(cells, out, client=client, retries=0, progress=False)))
         run.start()
         slow = markers/'started-2'
-        for _ in range(600):
+        for _ in range(3000):                                     # up to 5 min: a loaded machine starts kernels slowly
             if slow.exists() and slow.read_text(): break
             time.sleep(0.1)
         worker_pid, kernel_pid = map(int, slow.read_text().split())

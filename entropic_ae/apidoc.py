@@ -22,6 +22,7 @@ def chapters(nbs) -> list[Path]:
 # %% ../nbs/17a_apidoc.ipynb #9571710c
 def _txt(v): return v if isinstance(v, str) else ''.join(v) if isinstance(v, list) else json.dumps(v, sort_keys=True)
 
+# %% ../nbs/17a_apidoc.ipynb #f84153fa
 def _directives(cell) -> dict:
     from nbdev.process import extract_directives
     from fastcore.basics import AttrDict
@@ -56,6 +57,7 @@ def _cell_names(c) -> list[str]:
             if not (cls or '').startswith('_'): names.append(f"{cls}.{n.name}" if cls else n.name)  # not a private class's
     return names
 
+# %% ../nbs/17a_apidoc.ipynb #d1389643
 def exported_names(nb: dict) -> list[str]:
     "Public functions and classes defined at the top level of the exported cells of notebook dict `nb`."
     return [n for c in nb['cells'] for n in _cell_names(c)]
@@ -117,6 +119,7 @@ def nb_module(nb_path) -> Path | None:
     exp = next((d['default_exp'][0] for c in nb['cells'] if (d := _directives(c)).get('default_exp')), None)
     return None if exp is None else Path(get_config(path=Path(nb_path).parent).lib_path)/(exp.replace('.', '/') + '.py')
 
+# %% ../nbs/17a_apidoc.ipynb #7db6d665
 def _names(o) -> list[str]:
     "Names `o` may be defined under: its qualified name, and for a `@patch`ed function (which `show_doc` sees unwrapped) `Class.name`."
     name, code = o.__qualname__, getattr(o, '__code__', None)
@@ -124,6 +127,7 @@ def _names(o) -> list[str]:
     cls = ann if isinstance(ann, str) else getattr(ann, '__name__', None)
     return [name] + ([f'{cls}.{name}'] if cls and cls.isidentifier() and '.' not in name else [])
 
+# %% ../nbs/17a_apidoc.ipynb #59e4a125
 def _defined_in(sym, own: Path | None) -> tuple[list, Path] | None:
     "(possible names, file) of the object `show_doc(sym)` documents; `own` is the file for objects the notebook defines."
     o = getattr(sym, 'fget', sym)

@@ -55,6 +55,7 @@ def _controls(w) -> list[tuple]:
     if isinstance(w, W.Box): return [c for k in w.children for c in _controls(k)]
     return [(w.description, w.value)] if isinstance(w, W.ValueWidget) and getattr(w, 'description', '') else []
 
+# %% ../nbs/17b_book.ipynb #4418aaf2
 def widget_text(w) -> str:
     "Text standing in for widget `w` where it cannot run (a stored notebook, the HTML edition): its controls' settings."
     ctrl = ', '.join(f'{d} = {v!r}' for d, v in _controls(w))
@@ -109,6 +110,7 @@ def _preload() -> list[str]:
     import pkgutil, entropic_ae
     return list(PRELOAD) + [f'entropic_ae.{m.name}' for m in pkgutil.iter_modules(entropic_ae.__path__) if m.name != '_modidx']
 
+# %% ../nbs/17b_book.ipynb #d59d765b
 def _n_workers(n, k):
     if n is not None and (not isinstance(n, int) or n < 1): raise ValueError(f"n_workers: expected a positive integer, got {n!r}")
     return n or max(1, min(os.cpu_count() or 1, 8, k))
@@ -159,6 +161,7 @@ def _write_nb(nb: dict, path):
     write_nb(nb, tmp)
     os.replace(tmp, path)
 
+# %% ../nbs/17b_book.ipynb #61a17d9f
 def execute(paths, n_workers=None, quiet=False) -> list[Path]:
     "Execute notebooks `paths` in place, keeping cleaned outputs; return the paths that failed."
     failed = []
@@ -195,14 +198,17 @@ def _ulp(s: str) -> float:
     m = re.fullmatch(r'[-+]?(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?', s)
     return 10.0 ** (int(m.group(3) or 0) - len(m.group(2) or ''))
 
+# %% ../nbs/17b_book.ipynb #f6fac0ab
 def _is_float(s): return '.' in s or 'e' in s.lower()
 
+# %% ../nbs/17b_book.ipynb #02c19c4d
 def _check_tol(name:str, v) -> float:
     "A tolerance: a finite number >= 0 (the book stays free of torch, so not `core.check_float`)."
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float('inf'):
         raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     return float(v)
 
+# %% ../nbs/17b_book.ipynb #fbc64ec3
 def close_numbers(a: str, b: str, rtol=1e-3, atol=1e-6) -> bool:
     "Whether printed numbers `a` and `b` agree under the book's rule (integers exactly, floats within tolerance)."
     rtol, atol = _check_tol('rtol', rtol), _check_tol('atol', atol)
@@ -253,12 +259,14 @@ def _close_size(a, b, rel=0.1):
     if a is None or b is None: return a == b
     return all(abs(x - y) <= rel * max(x, y) for x, y in zip(a, b))
 
+# %% ../nbs/17b_book.ipynb #bab7b311
 def _diff(a: str, b: str, n=12) -> str:
     d = list(difflib.unified_diff(mask(a).splitlines(), mask(b).splitlines(), 'committed', 'fresh', lineterm='', n=1))
     return '\n'.join(['      ' + l for l in d[2:2 + n]] + (['      ...'] if len(d) > 2 + n else []))
 
 _CLOCK = re.compile(r'\b(?:time\.time|perf_counter|process_time|monotonic|timeit)\b|^%%?time', re.M)
 
+# %% ../nbs/17b_book.ipynb #78a82059
 def compare_cells(old, new) -> str | None:
     "Why code cell `old`'s committed outputs are stale against `new`'s fresh ones, or None when they agree."
     a, b = output_pieces(old), output_pieces(new)
@@ -352,13 +360,16 @@ def _cfg():
     from nbdev.config import get_config
     return get_config()
 
+# %% ../nbs/17b_book.ipynb #5fbc9863
 def _paths(names):
     return check_notebooks([Path(n) for n in names] if names else chapters(Path(_cfg().nbs_path)))
 
+# %% ../nbs/17b_book.ipynb #b85c2d6f
 def _execute(a):
     failed = execute(_paths(a.notebooks), n_workers=a.n_workers)
     if failed: sys.exit(f"eae-book execute: failed: {', '.join(p.name for p in failed)}")
 
+# %% ../nbs/17b_book.ipynb #7d997a29
 def _check(a):
     paths, where, start = _paths(a.notebooks), '', time.time()
     if a.other_cpu:                    # before the fork server starts: every chapter's process inherits them
@@ -378,6 +389,7 @@ def _html(a):
     cfg = _cfg()
     build_html(cfg.nbs_path, a.dest or cfg.doc_path, title=cfg.get('title', 'book'))
 
+# %% ../nbs/17b_book.ipynb #af1cbf7a
 def _browse(a):
     from entropic_ae.website import browse
     problems = browse(a.site or _cfg().doc_path, screenshot=a.screenshot, shot_page=a.page)

@@ -42,6 +42,7 @@ def arm_seeds(trials:int, y:int, seed:int=0) -> tuple[list[int], list[list[int]]
 def _build_ae(make, N, B, bottleneck_relu, device, init, seeds):
     return make(N, B, bottleneck_relu=bottleneck_relu, y=len(seeds), seeds=list(seeds), device=device, init=init)
 
+# %% ../nbs/10_compare.ipynb #d996f6c3
 def autoencoder_builder(arch:str, N:int, B:int, *, bottleneck_relu:bool=True, device=None, init:str='default') -> Callable:
     "`build(seeds)` for `train_arms`: a deep [N, N, B, N, N] or shallow [N, B, N] autoencoder with one replica per seed, weights drawn by `init` (`models.INITS`)."
     check_choice('arch', arch, ('deep', 'shallow'))
@@ -90,6 +91,7 @@ def _relabel(rows, trial_of, replica_of, **extra):
     "`fit`'s rows with the trial (a barycentre's group) and the replica inside the trial made explicit, and `extra` fields attached."
     return [{**{k: v for k, v in r.items() if k != 'group'}, 'trial': trial_of(r), 'replica': replica_of(r), **extra} for r in rows]
 
+# %% ../nbs/10_compare.ipynb #59c47e60
 def _build(build, seeds):
     m = build(seeds)
     if not isinstance(m, nn.Module): raise TypeError(f"build must return an nn.Module, got {type(m).__name__}")
@@ -126,6 +128,7 @@ def as_protocol(protocol, **changes) -> Protocol:
     if not isinstance(p, Protocol): raise TypeError(f"protocol must be a name in {list(PROTOCOLS)} or a Protocol, got {protocol!r}")
     return dataclasses.replace(p, **changes) if changes else p
 
+# %% ../nbs/10_compare.ipynb #e821be01
 @patch
 def optimizers(self:Protocol, lr:float, rho:float, gamma0:float, gamma1:float, trials:int) -> dict[str, Callable]:
     "Each arm's `opt_func`: the base alone, SAM over the base, the base coupled in `trials` groups under the γ schedule."
@@ -144,17 +147,18 @@ def _arm_cbs(arm:str, protocol:Protocol, metrics:dict, targets:list[float], ever
     if ckpt_dir is not None: cbs.append(Checkpoint(Path(ckpt_dir) / f'{protocol.name}_{arm}.pt', every=every, resume=True))
     return cbs
 
+# %% ../nbs/10_compare.ipynb #5952d77d
 def _stop(cbs:list) -> StopAtLoss:
     "The StopAtLoss among an arm's callbacks."
     return next(c for c in cbs if isinstance(c, StopAtLoss))
 
+# %% ../nbs/10_compare.ipynb #33ce93de
 def _check_targets(targets) -> list[float]:
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
         raise TypeError(f"targets must be a sequence of training losses, got {targets!r}")
     ts = [check_float(f'targets[{i}]', t, lo=0.) for i, t in enumerate(targets)]
     if len(set(ts)) < len(ts): raise ValueError(f"targets must be distinct, got {ts}")
     return ts
-
 
 # %% ../nbs/10_compare.ipynb #95b133ca
 def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float, gamma0:float, gamma1:float,
@@ -209,6 +213,7 @@ def _replicated_rows(r, trials:int, y:int, columns:dict) -> list[dict]:
                         trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)
                    if math.isfinite(d[k])]                                  # a replica that left the ensemble has no distance
 
+# %% ../nbs/10_compare.ipynb #20a491e3
 def _ensemble_targets(model, active, trials:int, y:int) -> dict:
     "The replicated arm's evaluated models: each trial's barycentre, and each trial's replica 0."
     return {'replicated': barycentre(model, groups=trials, active=active),
@@ -220,6 +225,7 @@ def dead_bottleneck_units(model, x, target, loss_fn) -> Tensor:
     if not callable(getattr(model, 'encode', None)): raise TypeError(f"dead_bottleneck_units needs an autoencoder with encode(), got {type(model).__name__}")
     with torch.no_grad(): return (model.encode(x).amax(1) <= 0).sum(1).float()
 
+# %% ../nbs/10_compare.ipynb #130e1f78
 def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigmas=None, n_draws:int=20, seed:int=0,
                loss_fn:Callable=recon_error, columns:dict|None=None, metrics:dict|None=None, batch_size:int|None=None) -> list[dict]:
     "Final losses, dead bottleneck units, local-energy/denoising profiles (given σs) and any extra `metrics` of every trial of every target, as tidy rows."
@@ -273,11 +279,13 @@ def _trials(name, a) -> np.ndarray:
     if not np.isfinite(a).all(): raise ValueError(f"{name} must be finite, got {a[~np.isfinite(a)][0]} at trial {int(np.flatnonzero(~np.isfinite(a))[0])}")
     return a
 
+# %% ../nbs/10_compare.ipynb #2a88bc82
 def mean_se(x) -> tuple[float, float]:
     "Mean of the per-trial values `x` and its standard error s/√n."
     x = _trials('x', x)
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
 
+# %% ../nbs/10_compare.ipynb #00618afc
 def paired_diff(a, b) -> tuple[float, float, float]:
     "Mean ± s.e. of the paired differences a − b over trials, and z = mean / s.e. (±inf when s.e. = 0, NaN if also mean = 0)."
     a, b = _trials('a', a), _trials('b', b)
@@ -295,6 +303,7 @@ def verdict_status(z:float, threshold:float=2.0) -> str:
     if isinstance(z, bool) or not isinstance(z, numbers.Real): raise TypeError(f"z must be a real number, got {z!r}")
     return 'holds' if z >= threshold else ('contradicted' if z <= -threshold else 'not resolved')
 
+# %% ../nbs/10_compare.ipynb #a77f4de7
 def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float=2.0) -> dict:
     "One verdict row: each arm's mean and s.e. (`{name}_mean`, `{name}_se`), then diff, diff_se, z and status of a − b."
     if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) for n in names)):

@@ -35,10 +35,12 @@ def setup(backend:str|None=None, timeout:float=120., **kw) -> tuple[int, int]:
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout), **kw)
     return dist.get_rank(), dist.get_world_size()
 
+# %% ../nbs/18_distributed.ipynb #a3039a0d
 def rank_world(group=None) -> tuple[int, int]:
     "This process's rank and the world size of `group` (the default one): (0, 1) without a process group."
     return (dist.get_rank(group), dist.get_world_size(group)) if dist.is_available() and dist.is_initialized() else (0, 1)
 
+# %% ../nbs/18_distributed.ipynb #f3f33c6d
 def replica_slice(y:int, rank:int|None=None, world:int|None=None) -> range:
     "The replicas of `y` that `rank` holds: `y` cut in `world` equal runs of consecutive replicas."
     r0, w0 = rank_world()
@@ -57,6 +59,7 @@ def _collective(what:str, fn, *args, **kw):
         raise RuntimeError(f"rank {r} of {w}: {what} failed: a peer rank died or did not answer within the process "
                            f"group's timeout ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
+# %% ../nbs/18_distributed.ipynb #a157bdbc
 def barrier(what:str, group=None, timeout:float|None=None):
     "Wait for every rank; gloo's monitored barrier names the ranks that did not come within `timeout` s."
     if rank_world(group)[1] == 1: return
@@ -65,6 +68,7 @@ def barrier(what:str, group=None, timeout:float|None=None):
         _collective(what, dist.monitored_barrier, group=group, wait_all_ranks=True, **kw)
     else: _collective(what, dist.barrier, group=group)
 
+# %% ../nbs/18_distributed.ipynb #153b6eaf
 def all_gather_object(what:str, obj, group=None) -> list:
     "`obj` of every rank, in rank order (no process group: `[obj]`)."
     w = rank_world(group)[1]
@@ -99,11 +103,13 @@ def _agree(self:DistributedReplicated):
     if bad: raise ValueError("DistributedReplicated: the ranks disagree: " + '; '.join(
         f"rank {r} has {k}={every[r].get(k)!r}, rank {self.rank} has {k}={mine[k]!r}" for r, k in bad[:4]))
 
+# %% ../nbs/18_distributed.ipynb #2423920e
 @patch
 def settings(self:DistributedReplicated) -> dict:
     "`Replicated`'s (with `y` the whole axis) plus the ranks and the coupling period `every`."
     return {**Replicated.settings(self), 'world_size': self.world, 'every': self.every}
 
+# %% ../nbs/18_distributed.ipynb #729ba976
 @patch
 def check_group(self:DistributedReplicated, group:dict):
     "The base's options and, once known, this rank's replica count on the group's parameters."
@@ -135,6 +141,7 @@ def _reduce(self:DistributedReplicated, ps:list[Tensor]) -> Tensor:
     self.active_all = buf[k * n + k:].cpu() > 0.5
     return sums / buf[k * n:k * n + k, None]
 
+# %% ../nbs/18_distributed.ipynb #cb93cd35
 @patch
 def _centres(self:DistributedReplicated, ps:list[Tensor]) -> list[Tensor]:
     "Each tensor's group barycentre for each local replica, [local, 1, ...]; a replica with non-finite weights is dropped first (on every rank alike)."
@@ -150,6 +157,7 @@ def _centres(self:DistributedReplicated, ps:list[Tensor]) -> list[Tensor]:
         a = b
     return out
 
+# %% ../nbs/18_distributed.ipynb #f522cb8f
 @patch
 def _grouped(self:DistributedReplicated, t:Tensor) -> Tensor:
     "`t` [local, ...] as [local, 1, ...], to broadcast against `_centres`' one barycentre per local replica."
@@ -166,6 +174,7 @@ def drop_replicas(self:DistributedReplicated, mask):
     self.active_all[self.first:self.first + self.local] = self.active
     Wrapper.drop_replicas(self, mask)
 
+# %% ../nbs/18_distributed.ipynb #57ac037e
 @patch
 def sync_active(self:DistributedReplicated) -> Tensor:
     "Exchange the active flags now (a collective: every rank calls it); returns the active set of the whole axis [y]."
@@ -185,12 +194,14 @@ def step(self:DistributedReplicated, closure=None):
     self.t += 1
     return Replicated.step(self, closure) if couple else Wrapper.step(self, closure)
 
+# %% ../nbs/18_distributed.ipynb #caeca40f
 @patch
 def get_extra_state(self:DistributedReplicated) -> dict:
     "`Replicated`'s (with this rank's active flags), plus the rank layout and the step counter."
     return dict(Replicated.get_extra_state(self), rank=self.rank, world_size=self.world, local=self.local, t=self.t,
                 active_all=self.active_all.tolist())
 
+# %% ../nbs/18_distributed.ipynb #4e22da37
 @patch
 def set_extra_state(self:DistributedReplicated, extra:dict):
     "Refuse a state saved by another rank layout; restore `Replicated`'s, the step counter and the last exchanged active set."
@@ -201,6 +212,7 @@ def set_extra_state(self:DistributedReplicated, extra:dict):
     self.t = int(extra.get('t', 0))
     self.active_all = torch.tensor(extra.get('active_all', [True] * self.y), dtype=torch.bool)
 
+# %% ../nbs/18_distributed.ipynb #aa742a1d
 @patch
 def __repr__(self:DistributedReplicated):
     return (f'DistributedReplicated(rank {self.rank} of {self.world}: replicas {self.first}..{self.first + self.local - 1} of '
@@ -212,6 +224,7 @@ def _replicated(opt) -> DistributedReplicated|None:
     while opt is not None and not isinstance(opt, DistributedReplicated): opt = getattr(opt, 'base', None)
     return opt
 
+# %% ../nbs/18_distributed.ipynb #66afa89b
 def active_everywhere(L) -> Tensor:
     "The active set of the whole replica axis [y], exchanged now between the ranks (a collective)."
     opt = _replicated(L.opt)
@@ -219,6 +232,7 @@ def active_everywhere(L) -> Tensor:
     flags = all_gather_object('exchanging the active replicas', L.active.cpu())
     return torch.cat(flags)
 
+# %% ../nbs/18_distributed.ipynb #84b28313
 class RankGuard(Guard):
     "`Guard` on one rank: it drops and freezes this rank's replicas; the run ends when no replica of any rank is left."
     def drop(self, L, bad, step, status='diverged'):
@@ -259,6 +273,7 @@ def before_fit(self:RankCheckpoint, L):
     self.path = self.part(0 if e is None else e)
     Checkpoint.before_fit(self, L)
 
+# %% ../nbs/18_distributed.ipynb #a9386140
 @patch
 def save(self:RankCheckpoint, L, epoch):
     "Write this rank's part (atomically); once every rank has, record the epoch in LATEST (atomically) and drop older epochs."
@@ -268,6 +283,7 @@ def save(self:RankCheckpoint, L, epoch):
     self.commit(epoch)
     barrier(f"RankCheckpoint: waiting for epoch {epoch} to be recorded", timeout=self.timeout)
 
+# %% ../nbs/18_distributed.ipynb #507b046c
 @patch
 def commit(self:RankCheckpoint, epoch:int):
     "Rank 0 points LATEST at `epoch` and removes the older epochs' folders: the switch from one complete checkpoint to the next."
@@ -278,6 +294,7 @@ def commit(self:RankCheckpoint, epoch:int):
             for f in d.glob('*'): f.unlink(missing_ok=True)
             d.rmdir()
 
+# %% ../nbs/18_distributed.ipynb #3821d662
 @patch
 def after_fit(self:RankCheckpoint, L):
     "A run that stopped because no replica is left anywhere is saved (on every rank: the decision uses the exchanged active set)."

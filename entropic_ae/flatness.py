@@ -27,15 +27,18 @@ def model_device(model:nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return torch.device('cpu') if p is None else p.device
 
+# %% ../nbs/07_flatness.ipynb #ccad7680
 def _check_bs(name, bs):
     return None if bs is None else check_int(name, bs, lo=1)
 
+# %% ../nbs/07_flatness.ipynb #8132499f
 def _check_inputs(x, target, loss_fn):
     "Refuse bad data (see `check_data`) and a `loss_fn` that is not a function, before any work."
     if not callable(loss_fn): raise TypeError(f"loss_fn must be a function (outputs, targets) -> [y], got {loss_fn!r}")
     check_data('x', x)
     if target is not None: check_data('target', target, rows=x.shape[0])
 
+# %% ../nbs/07_flatness.ipynb #919359fd
 def _chunks(n:int, batch_size:int|None) -> list[tuple[int,int]]:
     "Row ranges `(a, b)` covering `range(n)` in pieces of at most `batch_size`."
     step = n if batch_size is None else batch_size
@@ -72,6 +75,7 @@ def _fill(o:Tensor, g:torch.Generator, kind:str) -> Tensor:
     if kind == 'gauss': return o.normal_(generator=g)
     return o.copy_(torch.randint(0, 2, o.shape, generator=g, device=g.device)).mul_(2).sub_(1)   # Rademacher ±1
 
+# %% ../nbs/07_flatness.ipynb #31c92bce
 class _Noise:
     "Standard normal (or Rademacher) draws from one shared generator (int seed) or one generator per replica (list of seeds)."
     def __init__(self, seed, y:int, device):
@@ -119,6 +123,7 @@ def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
     budget = 2**28 if torch.device(device).type == 'cuda' else 2**26
     return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
 
+# %% ../nbs/07_flatness.ipynb #e7ada401
 def _plan(device, y:int, n_params:int, x:Tensor, batch_size:int|None, points_per_pass:int|None) -> tuple[list, _PassSize]:
     "Row chunks of `x` and the points-per-pass rule for a `y`-replica model with `n_params` parameters per replica."
     cpu, per_row = torch.device(device).type != 'cuda', x.element_size() * y * x[0].numel()
@@ -157,6 +162,7 @@ def forward(self:_FirstLayers, name, m, x):
         if self.used[j]: out.addcmul_(P[j].unsqueeze(0), c[:, j].view(-1, 1, 1, 1))
     return out.view(-1, *out.shape[2:])
 
+# %% ../nbs/07_flatness.ipynb #a1d43cff
 @patch
 def _fill(self:_FirstLayers, name, key, x) -> bool:
     wi, bi = self.layers[name]
@@ -234,6 +240,7 @@ def _perturbed(model:nn.Module, params:str) -> set[int]:
     # a weight: named `weight`, with at least two axes per replica (so not a bias, nor a norm layer's 1-d scale)
     return {i for i, (n, p) in enumerate(ps) if n.rsplit('.', 1)[-1] == 'weight' and p.dim() >= 3}
 
+# %% ../nbs/07_flatness.ipynb #0a0f1a8e
 class _Profile:
     "What both noise profiles share: checked arguments, the noise streams, the σ = 0 columns (the unperturbed loss), the sums over draws."
     def __init__(self, model, x, sigmas, n_draws, seed, loss_fn, batch_size, target):
@@ -323,6 +330,7 @@ def log_bins(lo:float=1e-9, hi:float=10., per_decade:int=3) -> Tensor:
     n = max(1, round(math.log10(hi / lo) * per_decade))
     return torch.logspace(math.log10(lo), math.log10(hi), n + 1, dtype=torch.float64)
 
+# %% ../nbs/07_flatness.ipynb #03b4b73d
 def _counts(t:Tensor, edges:Tensor) -> Tensor:
     "Per-replica histogram counts of |t| `[y, len(edges)+1]` (underflow, bins, overflow)."
     a = t.detach().abs().reshape(t.shape[0], -1)
@@ -386,6 +394,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {}
 
+# %% ../nbs/07_flatness.ipynb #fd64444e
 def register_metric(name:str, fn:Callable|str, axis:str|None=None, column:str|None=None, split:str='train', weights:bool=False) -> Metric:
     "File `fn` (a callable, or 'module:function' imported on first use) under `name` in `METRICS` (see `Metric`); returns the entry."
     if not isinstance(name, str): raise TypeError(f"name must be a string, got {name!r}")

@@ -34,6 +34,7 @@ def _as_Ds(name, D):
     if not D: raise ValueError(f"{name} must not be empty")
     return np.array([check_float(f"{name}[{i}]", d) for i, d in enumerate(D)])
 
+# %% ../nbs/12_hopfield.ipynb #18b2dda9
 def _correlations(name, r, n=None):
     "`r` (a number, a sequence or a tensor of correlations) as a float64 tensor, every entry in [-1, 1]; errors name `name`."
     try: r = torch.as_tensor(r, dtype=torch.float64)
@@ -41,10 +42,12 @@ def _correlations(name, r, n=None):
     if not bool(((r >= -1) & (r <= 1)).all()): raise ValueError(f"{name} must lie in [-1, 1] (a correlation), got {r}")
     return r
 
+# %% ../nbs/12_hopfield.ipynb #09cb799e
 def _out(x, scalar):
     "A float for scalar input, else a numpy array."
     return float(x[0]) if scalar else x
 
+# %% ../nbs/12_hopfield.ipynb #e6a470a8
 def fixed_point_entropy(D):
     "Large-N entropy of fixed points S(D) = log(1 + erf(D/√2)) = log 2Φ(D) (accurate for very negative D)."
     d = _as_Ds('D', D)
@@ -59,6 +62,7 @@ def _stable(u:int, D:Fraction, N:int) -> bool:
     if u < 0: return D*D*N > u*u          # D > 0: need D√N > |u|
     return u*u > D*D*N                   # D < 0 < u: need u > |D|√N
 
+# %% ../nbs/12_hopfield.ipynb #77ea968d
 def stability_cut(N:int, D:float) -> int:
     "Smallest integer u with D + u/√N > 0 (a neuron with integer stability u is stable iff u ≥ this); exact."
     N, D = check_int('N', N, lo=1), check_float('D', D)
@@ -77,6 +81,7 @@ def _log_binom_tail(n:int, k:int) -> float:
     lt = math.lgamma(n+1) - torch.lgamma(K+1) - torch.lgamma(n-K+1) - n*math.log(2)
     return float(torch.logsumexp(lt, 0))
 
+# %% ../nbs/12_hopfield.ipynb #3235199d
 def log_p_stable(N:int, D, couplings:str='pm1'):
     "log of the exact probability p_N that one neuron of one state is stable: ±1 couplings ('pm1') or N(0, 1/(N-1)) couplings ('gauss', p_N = Φ(D))."
     N = check_int('N', N, lo=2)
@@ -88,10 +93,12 @@ def log_p_stable(N:int, D, couplings:str='pm1'):
         out = np.array([_log_binom_tail(N-1, -((-(stability_cut(N, d) + N - 1)) // 2)) for d in Ds])
     return _out(out, np.ndim(D) == 0)
 
+# %% ../nbs/12_hopfield.ipynb #bdd4c990
 def annealed_entropy(N:int, D, couplings:str='pm1'):
     "Exact finite-N annealed entropy (1/N) log E[#fixed points] = log 2 + log p_N."
     return math.log(2) + log_p_stable(N, D, couplings)
 
+# %% ../nbs/12_hopfield.ipynb #36c19c3d
 def expected_fixed_points(N:int, D, couplings:str='pm1'):
     "Exact E[#fixed points] = 2^N p_N^N (float; overflows to inf only when the count itself exceeds ~1e308)."
     with np.errstate(over='ignore'): return np.exp(N*annealed_entropy(N, D, couplings))
@@ -106,6 +113,7 @@ def pair_orthant(D:float, rho, n:int=401):
     integral = torch.trapezoid(f, th, dim=-1)
     return torch.special.ndtr(torch.tensor(D, dtype=torch.float64))**2 + integral/(2*math.pi)
 
+# %% ../nbs/12_hopfield.ipynb #381cc77b
 def pair_exponent(D:float, q):
     "Second-moment exponent φ(q) = (1/N) log of the expected number of fixed-point pairs at overlap q (large N)."
     D, q = check_float('D', D), _correlations('q', q)
@@ -127,6 +135,7 @@ def _check_couplings(J) -> np.ndarray:
         raise ValueError("J must have 0 on the diagonal and ±1 off the diagonal")
     return J.astype(np.int8)
 
+# %% ../nbs/12_hopfield.ipynb #de2185cc
 def random_couplings(N:int, seed:int=0, sample:int=0, couplings:str='pm1') -> np.ndarray:
     "Couplings of network `sample`, reproducible from (seed, N, sample), 0 on the diagonal: iid ±1 ('pm1', int8) or N(0, 1/(N-1)) rounded to the grid 2^-24 ('gauss', float64)."
     N = check_int('N', N, lo=2)
@@ -147,6 +156,7 @@ def _spins(n_bits:int, lo:int=0, hi:int|None=None) -> np.ndarray:
     a = np.arange(lo, 2**n_bits if hi is None else hi, dtype=np.int64)
     return (((a[:, None] >> np.arange(n_bits)) & 1)*2 - 1).astype(np.int8)
 
+# %% ../nbs/12_hopfield.ipynb #9a8a81b4
 def _tables(J:np.ndarray, L:int):
     "Row table T [rows, 2^L] (int8) of every stability row a neuron can take, and the row sizes (V_low, V_high)."
     N = len(J)
@@ -159,6 +169,7 @@ def _tables(J:np.ndarray, L:int):
     high = sg[None, :, None, None] * (P[L:, None, None, :] + b_hi[None, None, :, None])  # [N-L, 2, V_high, 2^L]
     return np.concatenate([low.reshape(-1, 2**L), high.reshape(-1, 2**L)]), len(b_lo), len(b_hi)
 
+# %% ../nbs/12_hopfield.ipynb #4257572d
 def _rows(J:np.ndarray, L:int, V_lo:int, V_hi:int, b0:int, b1:int) -> np.ndarray:
     "Table row of every neuron for the high patterns b0..b1-1 (the last spin fixed to +1): [b1-b0, N] int64."
     N = len(J); H = N - 1 - L
@@ -216,6 +227,7 @@ def _njit_parallel(f):
     "`numba.njit(parallel=True, cache=True)` when numba is installed, else `None`."
     return numba.njit(parallel=True, cache=True)(f) if numba is not None else None
 
+# %% ../nbs/12_hopfield.ipynb #729c50e4
 @_njit_parallel
 def _min_hist_cpu(T, R, tile, per_task):
     "Byte histogram (256 bins, int64) of min_j T[R[p, j], k] over every high pattern p (row of R) and column k of T."
@@ -242,6 +254,7 @@ def _numba_threads(N:int) -> int:
     "Threads for one enumeration of 2^(N-1) states: all of numba's, but one below 2^22 states (waking threads costs more than they save)."
     return numba.get_num_threads() if 2**(N - 1) >= 2**22 else 1
 
+# %% ../nbs/12_hopfield.ipynb #58f8159c
 def _hist_numba(J, L, tile=4096, chunk=2**16):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba kernel on all CPU threads."
     if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
@@ -311,6 +324,7 @@ def _cuda_words(J, L):
     Tb[:, :C] = T + (N - 1)
     return Tb.view(np.uint32), V_lo, V_hi
 
+# %% ../nbs/12_hopfield.ipynb #969a5672
 def _hist_cuda(J, L, device=None, words_per_thread=8, blocks_per_sm=128):
     "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba.cuda kernel on `device`."
     N = len(J); nB = 2**(N - 1 - L)
@@ -383,6 +397,7 @@ def counts_from_histogram(hist:np.ndarray, N:int, D) -> np.ndarray:
     cuts = [min(max(stability_cut(N, d), -(N - 1)), N) for d in _as_Ds('D', D)]
     return np.array([tail[c + N - 1] for c in cuts], dtype=np.int64)
 
+# %% ../nbs/12_hopfield.ipynb #4c77ab51
 def count_fixed_points(J, D, device=None, low_bits:int|None=None, backend:str='auto', couplings:str='pm1') -> np.ndarray:
     "Exact number of fixed points of the network J for every self-coupling in D (int64 array), from one enumeration; ±1 ('pm1') or Gaussian ('gauss') couplings."
     Ds = _as_Ds('D', D)              # validate before the expensive part
@@ -419,6 +434,7 @@ def _check_gauss_couplings(J) -> np.ndarray:
     if np.abs(J).sum(1).max() > 64: raise ValueError(f"J's rows must have sum_j |J_ij| <= 64 (every field in int32), got {np.abs(J).sum(1).max():.3g}")
     return q.astype(np.int64)
 
+# %% ../nbs/12_hopfield.ipynb #1cf32d69
 def gauss_cuts(D) -> np.ndarray:
     "Smallest integer u with u·2^-24 + D > 0 for each D (int64): a neuron of a Gaussian network is stable iff its field in grid units is >= this; exact."
     x = -np.clip(_as_Ds('D', D), -65., 65.)*2.**GAUSS_BITS     # |u| <= 2^30 < 65·2^24: clipping changes no count

@@ -43,6 +43,7 @@ def _plain(v):
     if isinstance(v, (tuple, list)): return [_plain(u) for u in v]
     return v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
 
+# %% ../nbs/05_optim.ipynb #bf9fc7cb
 def group_settings(opt:torch.optim.Optimizer) -> dict:
     "`opt`'s class and every option of every parameter group (and its size), flat name -> plain value; kernel choices (`fused`, ...) left out."
     hp = {'class': type(opt).__name__}
@@ -62,6 +63,7 @@ class _Plain(FitHooks):
     def __init__(self, opt): self.opt, self.needs_closure = opt, isinstance(opt, torch.optim.LBFGS)
     def hyperparameters(self) -> dict: return group_settings(self.opt)
 
+# %% ../nbs/05_optim.ipynb #c26bd4db
 def fit_hooks(opt:torch.optim.Optimizer) -> FitHooks:
     "`opt` itself when it speaks the protocol, else the defaults (an `Adam` has no γ and no replicas to drop)."
     if not isinstance(opt, torch.optim.Optimizer):
@@ -99,6 +101,7 @@ class Scoping:
 def settings(self:Scoping) -> dict:     # `every` only when it is not the default, so older records still compare equal
     return {k: v for k, v in vars(self).items() if k not in ('t', 'history') and not (k == 'every' and v == 1)}
 
+# %% ../nbs/05_optim.ipynb #ada21c88
 @patch
 def hyperparameters(self:Scoping) -> dict:
     "The schedule's name and settings (everything but its counter and history)."
@@ -108,6 +111,7 @@ def hyperparameters(self:Scoping) -> dict:
 @patch
 def state_dict(self:Scoping) -> dict: return dict(name=self.name, t=self.t, history=list(self.history))
 
+# %% ../nbs/05_optim.ipynb #e043ee02
 @patch
 def load_state_dict(self:Scoping, sd:dict):
     "Take the counter and history of a saved schedule of the same kind."
@@ -115,6 +119,7 @@ def load_state_dict(self:Scoping, sd:dict):
         raise ValueError(f"state_dict: the saved schedule is {sd['name']!r}, this one is {self.name!r}")
     self.t, self.history = int(sd['t']), [float(g) for g in sd['history']]
 
+# %% ../nbs/05_optim.ipynb #c62c2a3b
 @patch
 def __repr__(self:Scoping):
     kw = ', '.join(f'{k}={v}' for k, v in self.settings().items())
@@ -168,6 +173,7 @@ def scoping(name:str, **kw) -> Scoping:
     "Build a γ schedule by name ('constant', 'exponential', 'linear', 'cosine') from its keyword arguments."
     return SCHEDULES[check_choice('name', name, SCHEDULES)](**kw)
 
+# %% ../nbs/05_optim.ipynb #2a39754f
 def as_scoping(gamma) -> Scoping:
     "A `Scoping` from a number (constant γ) or an existing schedule."
     if isinstance(gamma, Scoping): return gamma
@@ -191,6 +197,7 @@ def _check_base_kw(kw:dict):
 def _base_class(base):
     return base.func if isinstance(base, partial) else base
 
+# %% ../nbs/05_optim.ipynb #fa00035e
 def prepare_base(base, params, base_kw:dict) -> dict:
     "The keyword arguments of `base(params, **base_kw)`: numeric options checked, Adam/AdamW's fused kernel switched on when `base_kw` leave the kernel open and the parameters allow it."
     if not callable(base): raise TypeError(f"base must be an optimizer class or a partial of one, got {base!r}")
@@ -210,10 +217,10 @@ def build_base(base, params, **kw) -> torch.optim.Optimizer:
     params = list(params)
     return base(params, **prepare_base(base, params, kw))
 
+# %% ../nbs/05_optim.ipynb #1edf650d
 def adam(params, lr:float=1e-3, **kw) -> torch.optim.Adam:
     "`torch.optim.Adam(params, lr, **kw)` built by `build_base`: the library's default Adam."
     return build_base(torch.optim.Adam, params, lr=lr, **kw)
-
 
 # %% ../nbs/05_optim.ipynb #b09ea554
 def _check_base(base):
@@ -225,6 +232,7 @@ def _check_base(base):
         raise TypeError(f"base must be a torch.optim.Optimizer subclass or a callable returning one, got class {base.__name__}")
     if not callable(base): raise TypeError(f"base must be an optimizer class or a callable params -> optimizer, got {base!r}")
 
+# %% ../nbs/05_optim.ipynb #844cb9d7
 def _check_built(w, opt, groups):
     "What `base(groups)` returned: an optimizer on exactly the given parameters that steps on the gradient in `.grad`."
     if not isinstance(opt, torch.optim.Optimizer):
@@ -247,6 +255,7 @@ def _base_or_own(name:str) -> property:
         else: setattr(b, name, value)
     return property(get, put, doc=f"The base optimizer's `{name}` (the same object).")
 
+# %% ../nbs/05_optim.ipynb #3812563b
 class Wrapper(FitHooks, torch.optim.Optimizer):
     "An optimizer around the optimizer `base(params, **base_kw)` it builds, sharing its param groups and state."
     param_groups, state = _base_or_own('param_groups'), _base_or_own('state')
@@ -268,6 +277,7 @@ def check_group(self:Wrapper, group:dict):
     "Refuse a parameter group with a bad option: the base's numeric ones here; a subclass adds its own."
     _check_base_kw(group)
 
+# %% ../nbs/05_optim.ipynb #19ac0341
 @patch
 def add_param_group(self:Wrapper, param_group:dict):
     "Check a new group, give it the wrapper's own options and add it to the base's list (which is the wrapper's)."
@@ -282,19 +292,32 @@ def add_param_group(self:Wrapper, param_group:dict):
 # %% ../nbs/05_optim.ipynb #fb054755
 @patch(as_prop=True)
 def fresh_batches(self:Wrapper) -> bool: return fit_hooks(self.base).fresh_batches
+
+# %% ../nbs/05_optim.ipynb #ff66a6cd
 @patch(as_prop=True)
 def gamma(self:Wrapper) -> float|None: return fit_hooks(self.base).gamma
+
+# %% ../nbs/05_optim.ipynb #b4ed05a0
 @patch(as_prop=True)
 def groups(self:Wrapper) -> int|None: return fit_hooks(self.base).groups
+
+# %% ../nbs/05_optim.ipynb #c74b7d6d
 @patch(as_prop=True)
 def batches(self:Wrapper) -> str: return fit_hooks(self.base).batches
+
+# %% ../nbs/05_optim.ipynb #82a22a1d
 @patch
 def epoch_end(self:Wrapper): return fit_hooks(self.base).epoch_end()
+
+# %% ../nbs/05_optim.ipynb #2f66a5da
 @patch
 def drop_replicas(self:Wrapper, mask:Tensor): fit_hooks(self.base).drop_replicas(mask)
+
+# %% ../nbs/05_optim.ipynb #9a4d701b
 @patch
 def settings(self:Wrapper) -> dict: return {}
 
+# %% ../nbs/05_optim.ipynb #2dc98b8b
 @patch
 def hyperparameters(self:Wrapper) -> dict:
     "The class, the wrapper's own `settings()` and the base's hyperparameters under `base.`."
@@ -307,6 +330,7 @@ def _loss(self:Wrapper, closure=None):
     if closure is None: return None
     with torch.enable_grad(): return closure()
 
+# %% ../nbs/05_optim.ipynb #018cc09b
 @patch
 @torch.no_grad()
 def step(self:Wrapper, closure=None):
@@ -318,9 +342,12 @@ def step(self:Wrapper, closure=None):
 # %% ../nbs/05_optim.ipynb #a78786e7
 @patch
 def get_extra_state(self:Wrapper) -> dict: return {}      # what the wrapper keeps beside the base's state
+
+# %% ../nbs/05_optim.ipynb #569ffcbc
 @patch
 def set_extra_state(self:Wrapper, extra:dict): pass
 
+# %% ../nbs/05_optim.ipynb #62c7d663
 @patch
 def state_dict(self:Wrapper) -> dict:
     "The base's state dict (the wrapper's options travel in its `param_groups`), with `get_extra_state()` under `state_key`."
@@ -340,6 +367,7 @@ def load_state_dict(self:Wrapper, state_dict:dict):
         self.check_group(g)
         for k, v in self.own_defaults.items(): g.setdefault(k, v)
 
+# %% ../nbs/05_optim.ipynb #88362c5f
 @patch
 def __getstate__(self:Wrapper) -> dict:   # for copy and pickle: the base (holding groups and state) and the wrapper's settings
     return {k: v for k, v in self.__dict__.items() if not k.startswith('_optimizer_')}   # torch's hooks are not pickled
@@ -376,6 +404,7 @@ def epoch_end(self:Replicated) -> float:
     Wrapper.epoch_end(self)
     return self.schedule.step()
 
+# %% ../nbs/05_optim.ipynb #016b6e41
 @patch
 def drop_replicas(self:Replicated, mask):
     "Take the replicas flagged in the bool `mask` [y] out of their ensemble for good: no pull, no share of the barycentre."
@@ -392,6 +421,7 @@ def settings(self:Replicated) -> dict:
     return {'coupling': self.coupling, 'groups': self.groups, 'batches': self.batches, 'y': self.y,
             **prefixed('gamma.', self.schedule.hyperparameters())}
 
+# %% ../nbs/05_optim.ipynb #c7918d3a
 @patch
 def check_group(self:Replicated, group:dict):
     "The base's options and, once the replica count is known, the replica axis of the group's parameters."
@@ -411,11 +441,13 @@ def finite_replicas(ps:list[Tensor], y:int, among:Tensor|None=None) -> Tensor:
     for p in ps: ok &= torch.isfinite(p.detach().reshape(y, -1)).all(1)
     return ok | skip
 
+# %% ../nbs/05_optim.ipynb #87bf0d41
 @patch
 def _coupled(self:Replicated) -> list[Tensor]:
     "The tensors the coupling acts on: those with a gradient, the same ones the base optimizer steps."
     return [p for g in self.param_groups for p in g['params'] if p.grad is not None]
 
+# %% ../nbs/05_optim.ipynb #470af43c
 @patch
 def _centres(self:Replicated, ps:list[Tensor]) -> list[Tensor]:
     "Each tensor's group barycentres over the active replicas, [groups, 1, ...]; a replica with non-finite weights is dropped first."
@@ -425,6 +457,7 @@ def _centres(self:Replicated, ps:list[Tensor]) -> list[Tensor]:
         cs = [centre(p, self.groups, self.active) for p in ps]
     return [c.unsqueeze(1) for c in cs]
 
+# %% ../nbs/05_optim.ipynb #37b792d4
 @patch
 def _grouped(self:Replicated, t:Tensor) -> Tensor:
     "`t` [y, ...] viewed as [groups, y/groups, ...] (no copy), to broadcast against the group barycentres."
@@ -436,6 +469,7 @@ def _mask(self:Replicated) -> Tensor|None:
     "The active replicas, bool [y], or None when every replica is active (the pulls then need no mask)."
     return None if bool(self.active.all()) else self.active
 
+# %% ../nbs/05_optim.ipynb #562c46aa
 @patch
 def _pull(self:Replicated, ps:list[Tensor], cs:list[Tensor], gamma:float):
     "Move every active replica a fraction min(w, 1) of the way to its group's barycentre in `cs`: w = lr·γ ('elastic') or γ ('lagged')."
@@ -475,6 +509,7 @@ def get_extra_state(self:Replicated) -> dict:
     "Coupling, replicas and groups (checked on loading), the schedule's counter and history, and the active replicas."
     return dict(coupling=self.coupling, y=self.y, groups=self.groups, schedule=self.schedule.state_dict(), active=self.active.tolist())
 
+# %% ../nbs/05_optim.ipynb #1d4eed0b
 @patch
 def set_extra_state(self:Replicated, extra:dict):
     for k in ('y', 'coupling', 'groups'):
@@ -483,6 +518,7 @@ def set_extra_state(self:Replicated, extra:dict):
     self.schedule.load_state_dict(extra['schedule'])
     self.active = torch.tensor(extra.get('active', [True]*self.y), dtype=torch.bool)
 
+# %% ../nbs/05_optim.ipynb #0e2b70d4
 @patch
 def __repr__(self:Replicated):
     return f'Replicated(y={self.y}, groups={self.groups}, coupling={self.coupling!r}, gamma={self.schedule!r},\n  base={self.base!r})'
@@ -566,6 +602,7 @@ def hyperparameters(self:EntropySGD) -> dict:
     "The groups' options (lr, inner_lr, noise, alpha, momentum, ...), L, scope and the γ schedule (`gamma.*`); not the seed, which the state restores."
     return {**FitHooks.hyperparameters(self), 'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
 
+# %% ../nbs/05_optim.ipynb #cdc119db
 @patch
 def _noise(self:EntropySGD, p:Tensor) -> Tensor:
     key = str(p.device)
@@ -622,6 +659,7 @@ def state_dict(self:EntropySGD) -> dict:
                              rng={k: g.get_state() for k, g in self._gens.items()})
     return sd
 
+# %% ../nbs/05_optim.ipynb #0bf812a3
 @patch
 def load_state_dict(self:EntropySGD, state_dict:dict):
     sd = dict(state_dict)

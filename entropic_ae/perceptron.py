@@ -22,6 +22,7 @@ class Mixture(NamedTuple):
     v: torch.Tensor
     Delta: float
 
+# %% ../nbs/13_perceptron.ipynb #8c0a8cd7
 def gaussian_mixture(N:int, P:int, Delta:float, seed:int=0, device=None, dtype=torch.float64) -> Mixture:
     "P points x = σ v* + √Δ z in N dimensions, σ = ±1 fair, v* a random unit vector (drawn from `seed` too)."
     N, P = check_int('N', N, lo=1), check_int('P', P, lo=0)
@@ -44,6 +45,7 @@ def _check_tensor(name:str, t, dims=None, last=None) -> torch.Tensor:
     if not torch.isfinite(t).all(): raise ValueError(f"{name} must be finite (it has NaN or infinite entries)")
     return t
 
+# %% ../nbs/13_perceptron.ipynb #4c0a6e1e
 def _check_data(X, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     "Training inputs X [P, N] and their labels sigma [P], each ±1."
     _check_tensor('X', X, (2,)); _check_tensor('sigma', sigma, (1,))
@@ -51,6 +53,7 @@ def _check_data(X, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     if not ((sigma == 1) | (sigma == -1)).all(): raise ValueError("sigma must contain only the labels +1 and -1")
     return X, sigma
 
+# %% ../nbs/13_perceptron.ipynb #d2a8070f
 def generalisation_error(W, data:Mixture) -> torch.Tensor:
     "Exact generalisation error Φ(−cos(w, v*)/√Δ) of every row of W [..., N]."
     if not isinstance(data, Mixture): raise TypeError(f"data must be a Mixture (see gaussian_mixture), got {type(data).__name__}")
@@ -59,12 +62,12 @@ def generalisation_error(W, data:Mixture) -> torch.Tensor:
     m = (W @ data.v)/W.norm(dim=-1)
     return torch.special.ndtr(-m/math.sqrt(data.Delta))
 
+# %% ../nbs/13_perceptron.ipynb #a79b145f
 def train_errors(W, X, sigma) -> torch.Tensor:
     "Number of misclassified training points for every row of W [..., N] (a zero field is an error)."
     _check_data(X, sigma); _check_tensor('W', W, last=X.shape[1])
     if X.shape[0] == 0: return torch.zeros(W.shape[:-1], dtype=torch.long, device=W.device)
     return ((W @ X.T)*sigma <= 0).sum(-1)
-
 
 # %% ../nbs/13_perceptron.ipynb #caf5da23
 def hebb(X, sigma) -> torch.Tensor:
@@ -72,12 +75,14 @@ def hebb(X, sigma) -> torch.Tensor:
     _check_data(X, sigma)
     return sigma @ X
 
+# %% ../nbs/13_perceptron.ipynb #fc5b6bdf
 def bayes_error(alpha:float, Delta:float) -> float:
     "Large-N Bayes-optimal test error Φ(−√(α/(Δ(α+Δ)))) of the Gaussian mixture with P = αN points."
     alpha, Delta = check_float('alpha', alpha, lo=0.), check_float('Delta', Delta, lo=0.)
     if Delta == 0: raise ValueError("Delta must be > 0, got 0.0")
     return 0.5*math.erfc(math.sqrt(alpha/(Delta*(alpha + Delta)))/math.sqrt(2))
 
+# %% ../nbs/13_perceptron.ipynb #83c11633
 def bayes_error_finite(N:int, P:int, Delta:float, n:int=1_000_000, seed:int=0) -> tuple[float, float]:
     "Finite-N Bayes error averaged over training sets, E Φ(−S·v*/(√Δ‖S‖)), by Monte Carlo over (g₁, χ²_{N−1}): (mean, s.e.)."
     N, P, n = check_int('N', N, lo=1), check_int('P', P, lo=1), check_int('n', n, lo=2)
@@ -138,6 +143,7 @@ def _check_radii(d, N):
     if N == 2 and (d == 4).any(): raise ValueError("d must be < 4 when N = 2 (the density of the angle diverges at the antipode)")
     return d
 
+# %% ../nbs/13_perceptron.ipynb #5091e748
 def cap_distances(N:int, d, n:int, generator=None, cells:int=4096) -> torch.Tensor:
     "s = ‖w−w'‖²/4 of n points uniform on the cap ‖w−w'‖² ≤ d of S^{N−1}, for every d: [n_d, n] (exact rejection sampler)."
     N, n, cells = check_int('N', N, lo=2), check_int('n', n, lo=1), check_int('cells', cells, lo=1)

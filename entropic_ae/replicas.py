@@ -33,6 +33,7 @@ def replica_axis(tensors:Sequence[Tensor], y:int|None=None, name:str='params') -
     if y is not None and n != y: raise ValueError(f"{name}: expected a leading replica axis of size {y} (the argument y), got {n}")
     return n
 
+# %% ../nbs/04_replicas.ipynb #7921ec25
 def n_replicas(model:nn.Module) -> int:
     "The number of replicas `model.y`, after checking that every parameter and buffer has that leading dimension."
     if isinstance(model, EnsembleOutput): return model.y                   # a view: one output per group
@@ -44,6 +45,7 @@ def n_replicas(model:nn.Module) -> int:
             raise ValueError(f"model tensor {name} has shape {tuple(t.shape)}, expected a leading replica axis of size {y}")
     return y
 
+# %% ../nbs/04_replicas.ipynb #a2d2d22d
 class EnsembleOutput(nn.Module):
     "A view of a stacked `model` with one replica per group: its output is `ensemble_forward` (the mean of each group's active replicas' outputs)."
     def __init__(self, model:nn.Module, groups:int=1, active:Tensor|None=None):
@@ -60,6 +62,7 @@ def default_backend(device) -> str:
 
 _SAMPLE_DIMS = ((nn.Linear, 1), (nn.Bilinear, 1), (nn.Conv1d, 2), (nn.Conv2d, 3), (nn.Conv3d, 4), (nn.Embedding, 0))
 
+# %% ../nbs/04_replicas.ipynb #0c999307
 def sample_dims_of(module:nn.Module) -> int|None:
     "Dimensions of one input sample, read off the first layer that tells (Linear: 1, Conv2d: 3, ...); None if none does."
     check_module('module', module)
@@ -120,6 +123,7 @@ def per_replica_batch(self:Stacked, x:Tensor) -> Tensor:
     if x.dim() == self.sample_dims + 2 and x.shape[0] == self.y: return x
     raise ValueError(f"x must have shape [b, ...] ({self.sample_dims} dims per sample) or [{self.y}, b, ...], got {tuple(x.shape)}")
 
+# %% ../nbs/04_replicas.ipynb #97cd82be
 @patch
 def forward(self:Stacked, x:Tensor) -> Tensor:
     x = self.per_replica_batch(x)
@@ -129,6 +133,7 @@ def forward(self:Stacked, x:Tensor) -> Tensor:
     ps, bs = {n: t.unbind(0) for n, t in ps.items()}, {n: t.unbind(0) for n, t in bs.items()}
     return torch.stack([call({n: t[r] for n, t in ps.items()}, {n: t[r] for n, t in bs.items()}, x[r]) for r in range(self.y)])
 
+# %% ../nbs/04_replicas.ipynb #98ba32f2
 @patch
 def extra_repr(self:Stacked): return f'y={self.y}, backend={self.backend!r}, sample_dims={self.sample_dims}'
 
@@ -149,6 +154,7 @@ def _counts_replicas(mod:nn.Module, root:nn.Module) -> bool:
     "Whether `mod.y` is a replica count: on the model itself (what `n_replicas` reads) or on one of this library's modules."
     return mod is root or any(k.__module__.partition('.')[0] == 'entropic_ae' for k in type(mod).__mro__)
 
+# %% ../nbs/04_replicas.ipynb #f0ccf3da
 def _rebuild(model:nn.Module, y:int, fn:Callable, grad_fn:Callable|None, seeds_fn:Callable) -> nn.Module:
     "Deep copy of `model` whose parameters and buffers are `fn(name, t)`, grads `grad_fn(name, g)`, and replica counts `y`."
     old = dict([*model.named_parameters(), *model.named_buffers()])
@@ -221,12 +227,14 @@ def _check_active(active, y:int) -> Tensor|None:
     if active.shape != (y,): raise ValueError(f"active must have one entry per replica (y={y}), got shape {tuple(active.shape)}")
     return active
 
+# %% ../nbs/04_replicas.ipynb #856f32c2
 def check_groups(y:int, groups:int) -> int:
     "`groups` must divide the replica count `y`."
     y, groups = check_int('y', y, lo=1), check_int('groups', groups, lo=1)
     if y % groups: raise ValueError(f"groups={groups} must divide the number of replicas y={y}")
     return groups
 
+# %% ../nbs/04_replicas.ipynb #b5c361a9
 def centre(t:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
     "Barycentre [groups, ...] of the stacked `t` [y, ...] over the `active` replicas (bool [y]; None: all) of each group; NaN for a group without one."
     if not isinstance(t, Tensor) or t.dim() == 0: raise TypeError(f"t must be a tensor with a leading replica axis, got {type(t).__name__}")
@@ -244,11 +252,13 @@ def barycentre(model:nn.Module, groups:int=1, active:Tensor|None=None) -> nn.Mod
     check_groups(y, groups); _check_active(active, y)
     return _rebuild(model, groups, lambda n, t: centre(t, groups, active), None, lambda s: None)
 
+# %% ../nbs/04_replicas.ipynb #e8af0924
 def ensemble_forward(model:nn.Module, x:Tensor, groups:int=1, active:Tensor|None=None) -> Tensor:
     "The replicas' outputs on `x`, averaged over the active replicas of each group: shape [groups, b, ...]."
     y = n_replicas(model); check_groups(y, groups); _check_active(active, y)
     return centre(model(x), groups, active)
 
+# %% ../nbs/04_replicas.ipynb #36815916
 @torch.no_grad()
 def distance_to_barycentre(params, groups:int=1, active:Tensor|None=None) -> Tensor:
     "Squared Euclidean distance [y] of each replica's parameter vector (a model's, or a list of stacked tensors) to its group's barycentre."

@@ -26,7 +26,7 @@ def _check_group_options(group:dict):
     if 'eta' in group: group['eta'] = check_float('eta', group['eta'], lo=0.)
     if 'adaptive' in group: check_bool('adaptive', group['adaptive'])
 
-
+# %% ../nbs/06_sam.ipynb #95aab96e
 def _norm(tensors:list, per_replica:bool=False) -> torch.Tensor:
     "L2 norm of all `tensors` taken together (0-dim), or each replica's (`replica_norm`, shape [y]) if `per_replica`."
     if per_replica: return replica_norm(tensors)
@@ -35,6 +35,7 @@ def _norm(tensors:list, per_replica:bool=False) -> torch.Tensor:
     parts = [n.to(dev) for n in torch._foreach_norm(tensors, 2, dtype=acc)]
     return torch.linalg.vector_norm(torch.stack(parts))
 
+# %% ../nbs/06_sam.ipynb #83c52769
 def _scale(tensors:list, s:torch.Tensor, inplace:bool=False) -> list:
     "Multiply each tensor by `s`: a 0-dim tensor, or one value per replica (shape [y]) broadcast over the leading axis."
     if s.dim() == 0 and all(t.device == s.device for t in tensors): factors = s
@@ -64,6 +65,7 @@ class SAM(Wrapper):
 @patch
 def settings(self:SAM) -> dict: return {'per_replica': self.per_replica}
 
+# %% ../nbs/06_sam.ipynb #b562e954
 @patch
 def check_group(self:SAM, group:dict):
     "SAM's options (`rho`, `eta` ≥ 0, `adaptive` a bool), the base's, and with `per_replica` one shared replica axis."
@@ -128,6 +130,7 @@ def restore(self:SAM):
     if params: torch._foreach_copy_(params, saved)
     self._perturbed = None
 
+# %% ../nbs/06_sam.ipynb #8cceb2ce
 @patch
 @torch.no_grad()
 def second_step(self:SAM, zero_grad:bool=False, scaler=None):
@@ -177,6 +180,7 @@ def frozen_running_stats(model:nn.Module):
     finally:
         for m in ms: m.track_running_stats = True
 
+# %% ../nbs/06_sam.ipynb #93d44c12
 def stats_once(model:nn.Module, closure:Callable) -> Callable:
     "`closure` for `SAM.step` (or `EntropySGD.step`) whose calls after the first run inside `frozen_running_stats(model)`: one update per step."
     check_module('model', model)

@@ -39,6 +39,7 @@ def _bn_mode(model:nn.Module, bn:str):
             for b, s in saved: b.copy_(s)
         for m, t in flags: m.training = t
 
+# %% ../nbs/08_sharpness.ipynb #286c8676
 def bn_mode(model:nn.Module, bn:str='eval'):
     "Inside the block `model` has dropout off and batch norm in mode `bn`: 'eval' (running statistics) or 'train' (each batch's own, running statistics restored on exit)."
     check_module('model', model)
@@ -49,6 +50,7 @@ def _bar(total:int, desc:str, progress:bool):
     "A progress bar that appears only once the work has lasted 10 s (`progress=False`: never) and vanishes when done."
     return tqdm(total=total, desc=desc, leave=False, disable=not check_bool('progress', progress), delay=10)
 
+# %% ../nbs/08_sharpness.ipynb #d8c4b80c
 def _data(model:nn.Module, x:Tensor, target:Tensor|None, batch_size:int|None, subset:int|None=None):
     "Inputs and targets (None: the inputs) on the model's device, a fixed random `subset` of the rows if asked, and the row chunks."
     check_module('model', model)
@@ -80,8 +82,8 @@ class _Flat:
     def split(self, v:Tensor) -> list[Tensor]:
         return [c.reshape(p.shape) for c, p in zip(v.split(self.sizes, 1), self.params)]
 
+# %% ../nbs/08_sharpness.ipynb #b9e2c375
 def _rdot(a:Tensor, b:Tensor) -> Tensor: return (a * b).sum(1)
-
 
 # %% ../nbs/08_sharpness.ipynb #22824452
 def _grads(loss, params, **kw) -> list[Tensor]:
@@ -406,6 +408,7 @@ def worst_case_loss(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:boo
     "Highest training loss [y, S] found in each replica's ball ‖ε‖ ≤ ρ (ASAM, `adaptive`: ‖ε/(|w| + η)‖ ≤ ρ), for each ρ in `rhos`: from the maximum of the quadratic model in an `n_krylov`-dimensional Krylov space (random vector from `seed`), `n_steps` steps of normalised projected gradient ascent."
     return _sam_ascent(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)[1]
 
+# %% ../nbs/08_sharpness.ipynb #db8272ab
 def rho_sharpness(model:nn.Module, x:Tensor, rhos, n_steps:int=5, adaptive:bool=False, eta:float=0.01, n_krylov:int=16,
                   seed=0, loss_fn:Callable=recon_error, target:Tensor|None=None, batch_size:int|None=None,
                   subset:int|None=None, bn:str='eval', progress:bool=True) -> Tensor:
@@ -641,18 +644,22 @@ def local_entropy(model:nn.Module, x:Tensor, gamma:float, beta:float=1., n_steps
 # %% ../nbs/08_sharpness.ipynb #722b7ff2
 def _first_seed(seed): return seed if isinstance(seed, numbers.Integral) else check_int('seed[0]', list(seed)[0], lo=0)
 
+# %% ../nbs/08_sharpness.ipynb #5d13cf75
 def _m_top(model, x, target, loss_fn, ranks, n_iter=None, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval'):
     ranks = [check_int(f'ranks[{i}]', r, lo=1) for i, r in enumerate(ranks)]
     if not ranks: raise ValueError("ranks must not be empty")
     e = hessian_eigs(model, x, max(ranks), n_iter, seed, loss_fn, target, batch_size, subset, gauss_newton, bn)
     return e[:, [r - 1 for r in ranks]]
 
+# %% ../nbs/08_sharpness.ipynb #a4a21b67
 def _m_max(model, x, target, loss_fn, n_iter=None, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval'):
     return _m_top(model, x, target, loss_fn, [1], n_iter, seed, batch_size, subset, gauss_newton, bn)[:, 0]
 
+# %% ../nbs/08_sharpness.ipynb #d14c4474
 def _m_trace(model, x, target, loss_fn, n_probes=32, seed=0, batch_size=None, subset=None, gauss_newton=False, bn='eval', method='hutchinson'):
     return hessian_trace(model, x, n_probes, seed, loss_fn, target, batch_size, subset, gauss_newton, bn, method=method)[0]
 
+# %% ../nbs/08_sharpness.ipynb #21ce3f62
 def _m_density(model, x, target, loss_fn, grid, sigma=None, n_probes=4, n_iter=30, seed=0, batch_size=None, subset=None,
                gauss_newton=False, bn='eval'):
     return spectral_density(*slq(model, x, n_probes, n_iter, seed, loss_fn, target, batch_size, subset, gauss_newton, bn), grid, sigma)
@@ -663,21 +670,24 @@ def _m_rho(adaptive):
         return rho_sharpness(model, x, rhos, n_steps, adaptive, eta, n_krylov, seed, loss_fn, target, batch_size, subset, bn, progress)
     return fn
 
+# %% ../nbs/08_sharpness.ipynb #f6c872a6
 def _m_keskar(model, x, target, loss_fn, epsilons, n_steps=10, seed=0, batch_size=None, subset=None, bn='eval', progress=True):
     return keskar_sharpness(model, x, epsilons, n_steps, seed, loss_fn, target, batch_size, subset, bn, progress)
 
+# %% ../nbs/08_sharpness.ipynb #525294a1
 def _m_delta(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, subset=None, bn='eval'):
     return delta_energy(model, x, sigmas, n_draws, seed, loss_fn, target, batch_size, subset, bn)
 
+# %% ../nbs/08_sharpness.ipynb #43924ea5
 def _m_slice(model, x, target, loss_fn, alphas, seed=0, ignore='biasbn', batch_size=None, subset=None, points_per_pass=None, bn='eval', progress=True):
     return loss_slice(model, x, filter_directions(model, 1, seed, ignore), alphas, loss_fn, target, batch_size, subset, points_per_pass, bn=bn, progress=progress)
 
+# %% ../nbs/08_sharpness.ipynb #965e3632
 def _m_entropy(model, x, target, loss_fn, gammas, beta=1., n_steps=500, lr=1e-3, n_chains=4, n_lambdas=8, burn_in=0.5,
                seed=0, batch_size=None, subset=None, bn='eval', richardson=True, progress=True):
     gammas = check_sigmas('gammas', gammas)
     return torch.stack([local_entropy(model, x, g, beta, n_steps, lr, n_chains, n_lambdas, burn_in, _first_seed(seed), loss_fn,
                                       target, batch_size, subset, bn, richardson, progress).phi for g in gammas], 1)
-
 
 # %% ../nbs/08_sharpness.ipynb #b9c607cd
 _m_rho_sharpness, _m_asam_sharpness = _m_rho(False), _m_rho(True)

@@ -63,6 +63,7 @@ def check_metrics(metrics) -> dict[str, dict]:
         if axis is not None and axis not in opts: raise ValueError(f"metrics[{name!r}] needs the option {axis!r}")
     return ms
 
+# %% ../nbs/09_train.ipynb #1f036c75
 def check_eval_on(eval_on, name:str='eval_on') -> tuple[str, ...]:
     "`eval_on` as a tuple of views from `EVAL_ON`; errors name the parameter `name`."
     eval_on = (eval_on,) if isinstance(eval_on, str) else eval_on
@@ -77,6 +78,7 @@ def _bn_net(model:nn.Module) -> nn.Module:
     "The network whose batch-norm statistics a barycentre re-estimates: the one `BN_NETS` names for `model`'s class, else `model`."
     return next((inner(model) for cls, inner in BN_NETS.items() if isinstance(model, cls)), model)
 
+# %% ../nbs/09_train.ipynb #81a5f729
 def _view(model, on, groups, active, x_bn=None):
     "The model seen `on` one of `EVAL_ON`, and the labels of each of its output rows (None: skip the row); a barycentre's BN statistics are recomputed on `x_bn` when given."
     if on == 'replicas': return model, [dict(replica=r) if ok else None for r, ok in enumerate(active.tolist())]
@@ -87,7 +89,6 @@ def _view(model, on, groups, active, x_bn=None):
     if x_bn is not None: recompute_bn(_bn_net(bary), x_bn)
     return bary.eval(), who
 
-
 # %% ../nbs/09_train.ipynb #6692d188
 def _check_active(active, y) -> Tensor:
     if not isinstance(active, Tensor) or active.dtype != torch.bool:
@@ -95,6 +96,7 @@ def _check_active(active, y) -> Tensor:
     if tuple(active.shape) != (y,): raise ValueError(f"active must have shape [{y}] (one flag per replica), got {list(active.shape)}")
     return active.detach().cpu()
 
+# %% ../nbs/09_train.ipynb #f7a520e3
 def _check_data(data, dev, dt):
     "Inputs and targets on the device (floating tensors in the model's dtype), checked for shape and finiteness."
     parts = [None if v is None else (v.to(dev, dt) if v.is_floating_point() else v.to(dev)) for v in split_data(data)]
@@ -107,12 +109,14 @@ def _check_data(data, dev, dt):
     if parts[0].shape[0] < 1: raise ValueError("data.x_train must have at least one row")
     return parts
 
+# %% ../nbs/09_train.ipynb #2e3ea879
 def _check_seed(seed, y) -> int|list[int]:
     "`seed` as one int (shared by every replica) or a sequence of one int per replica."
     if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence): return check_int('seed', seed, lo=0)
     if len(seed) != y: raise ValueError(f"seed must be one int or one per replica ({y}), got {len(seed)}")
     return [check_int(f'seed[{i}]', s, lo=0) for i, s in enumerate(seed)]
 
+# %% ../nbs/09_train.ipynb #4ad131a9
 def _call(metric, m, x, t, loss_fn, opts, batch_size, seed):
     "Run a measure, adding `batch_size` and `seed` when it takes them and the caller did not set them."
     takes = inspect.signature(metric.fn).parameters
@@ -165,6 +169,7 @@ def _train_loss(model, x, t, loss_fn, on, groups, active, batch_size) -> Tensor:
 # %% ../nbs/09_train.ipynb #91f6c0aa
 class CancelFit(Exception): "Raised by a callback to end training cleanly."
 
+# %% ../nbs/09_train.ipynb #ed5c686c
 class Callback:
     "A piece of `fit` with one job; override the events you need. Lower `order` runs first."
     order = 0
@@ -177,6 +182,7 @@ class Callback:
     def state_dict(self) -> dict|None: return None   # what a checkpoint keeps to resume this callback (None: nothing)
     def load_state_dict(self, sd:dict): pass
 
+# %% ../nbs/09_train.ipynb #d5b39a62
 def _check_cbs(cbs) -> list:
     if isinstance(cbs, Callback) or not isinstance(cbs, Sequence): raise TypeError(f"cbs must be a list of train.Callback, got {cbs!r}")
     for i, c in enumerate(cbs):
@@ -224,12 +230,14 @@ def batch(self:Loop, idx:Tensor) -> tuple[Tensor, Tensor]:
     xb = self.x[idx]
     return xb, (xb if self.t is None else self.t[idx])
 
+# %% ../nbs/09_train.ipynb #43532475
 @patch
 def minibatches(self:Loop):
     "This epoch's minibatch indices [y, b]: each replica its own permutation of the rows, or each group one (`batches='shared'`)."
     perms = torch.stack([torch.randperm(self.x.shape[0], generator=g) for g in self.streams])
     return self.spread(perms).to(self.dev).split(self.bs, dim=1)
 
+# %% ../nbs/09_train.ipynb #092a3f39
 @patch
 def spread(self:Loop, idx:Tensor) -> Tensor:
     "Indices drawn per stream [streams, ...] as one row per replica [y, ...]."
@@ -305,6 +313,7 @@ def _check_targets(targets) -> list[float]:
     if len(set(ts)) < len(ts): raise ValueError(f"targets must be distinct, got {ts}")
     return sorted(ts, reverse=True)
 
+# %% ../nbs/09_train.ipynb #0f4d34d8
 class StopAtLoss(Callback):
     "Every `every` epochs, mark each replica (`on='replicas'`) or group barycentre (`on='barycentre'`) whose training loss is below a target and keep its weights there; `stop=True` freezes it at the lowest target."
     order = 15                                          # after the Recorder has seen the epoch, before Checkpoint
@@ -318,7 +327,6 @@ class StopAtLoss(Callback):
         self.groups = (L.hooks.groups or 1) if self.on == 'barycentre' else L.y
         self.reached = torch.zeros(len(self.targets), L.y, dtype=torch.bool)   # [target, replica]
         self.snapshots = [{} for _ in self.targets]
-
 
 # %% ../nbs/09_train.ipynb #0bf62d59
 @patch
@@ -344,12 +352,12 @@ def after_epoch(self:StopAtLoss, L):
             L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='reached', target=t))
         self.keep(k, L.model, hit)
 
+# %% ../nbs/09_train.ipynb #cb87ea44
 @patch
 def after_fit(self:StopAtLoss, L):
     for k, t in enumerate(self.targets):                    # a run that never got there is reported, not dropped
         for r in (L.active.cpu() & ~self.reached[k]).nonzero().flatten().tolist():
             L.rows.append(tidy(L.run, r, L.epoch + 1, 'status', L.step, eval_on='replicas', status='not reached', target=t))
-
 
 # %% ../nbs/09_train.ipynb #6f7ba32b
 def _stacked(model:nn.Module) -> dict[str, Tensor]:
@@ -357,13 +365,13 @@ def _stacked(model:nn.Module) -> dict[str, Tensor]:
     y = n_replicas(model)
     return {k: v for k, v in model.state_dict().items() if v.ndim and v.shape[0] == y}
 
+# %% ../nbs/09_train.ipynb #6aa616d4
 @patch
 def keep(self:StopAtLoss, k:int, model, hit:Tensor):
     "Copy the weights (and buffers) of the replicas flagged in `hit` into target `k`'s snapshot."
     with torch.no_grad():
         for key, v in _stacked(model).items():
             self.snapshots[k].setdefault(key, v.detach().clone())[hit.to(v.device)] = v[hit.to(v.device)]
-
 
 # %% ../nbs/09_train.ipynb #f0bb13c5
 @patch
@@ -386,6 +394,7 @@ def state_dict(self:StopAtLoss) -> dict:
     "What a checkpoint keeps: the targets and the view (a resume with others is refused), who reached which target, the snapshots."
     return dict(targets=list(self.targets), on=self.on, reached=self.reached.clone(), snapshots=[dict(s) for s in self.snapshots])
 
+# %% ../nbs/09_train.ipynb #0b0266c8
 @patch
 def load_state_dict(self:StopAtLoss, sd:dict):
     if isinstance(sd, list) or 'target' in sd: sd = _merge_one_target_states(sd)     # TEMPORARY, see below
@@ -394,7 +403,6 @@ def load_state_dict(self:StopAtLoss, sd:dict):
             raise ValueError(f"resume: the checkpoint's StopAtLoss has {k}={sd[k]!r}, this run's has {k}={getattr(self, k)!r}")
     self.reached, self.snapshots = sd['reached'].cpu().clone(), [dict(s) for s in sd['snapshots']]
 
-
 # %% ../nbs/09_train.ipynb #d1c9dbee
 def _merge_one_target_states(sd) -> dict:
     "TEMPORARY: the states of one-target StopAtLoss callbacks (one, or a list) as one multi-target state."
@@ -402,12 +410,12 @@ def _merge_one_target_states(sd) -> dict:
     return dict(targets=[s['target'] for s in sds], reached=torch.stack([s['reached'].cpu() for s in sds]),
                 snapshots=[s['snapshot'] for s in sds], **({'on': sds[0]['on']} if 'on' in sds[0] else {}))
 
+# %% ../nbs/09_train.ipynb #e9aa070c
 def _one_stop_state(states:dict, keys:dict) -> dict:
     "TEMPORARY: a checkpoint's callback states with those of several one-target StopAtLoss given, as a list, to this run's one StopAtLoss."
     old, new = [k for k in states if k.endswith('.StopAtLoss')], [k for k in keys if k.endswith('.StopAtLoss')]
     if len(old) < 2 or len(new) != 1: return states
     return {**{k: v for k, v in states.items() if k not in old}, new[0]: [states[k] for k in old]}
-
 
 # %% ../nbs/09_train.ipynb #52973ee8
 class Schedules(Callback):
@@ -438,6 +446,7 @@ def before_fit(self:Recorder, L):
         raise ValueError(f"groups={self.groups}, but the optimizer couples its replicas in {coupled} groups: leave groups out, or pass groups={coupled}")
     self.n_groups = check_groups(L.y, self.groups or coupled or 1)
 
+# %% ../nbs/09_train.ipynb #9eb4ac88
 @patch
 def record(self:Recorder, L, epoch:int):
     "Evaluate now, as `epoch`; rows to `L.rows`, and the training losses to `L.measured` for the other callbacks."
@@ -449,16 +458,20 @@ def record(self:Recorder, L, epoch:int):
     if self.histograms:
         L.rows += param_histograms(L.model, run=L.run, epoch=epoch, eval_on='replicas', replicas=L.active.nonzero().flatten().tolist())
 
+# %% ../nbs/09_train.ipynb #3698a047
 @patch
 def before_epoch(self:Recorder, L):
     if L.epoch == 0: self.record(L, 0)                    # a fresh run (a resumed one starts later)
+
+# %% ../nbs/09_train.ipynb #418090b2
 @patch
 def after_epoch(self:Recorder, L):
     if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.record(L, L.epoch + 1)
+
+# %% ../nbs/09_train.ipynb #c7043f7f
 @patch
 def after_fit(self:Recorder, L):   # stopped early (every replica diverged): record where it stopped
     if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
-
 
 # %% ../nbs/09_train.ipynb #7a0c7de0
 @patch
@@ -514,6 +527,7 @@ def before_epoch(self:LRSchedule, L):
     for i, g in enumerate(L.opt.param_groups):
         L.rows.append(tidy(L.run, -1, L.epoch + 1, 'lr', g['lr'], eval_on='optimizer', param_group=i))
 
+# %% ../nbs/09_train.ipynb #8e7bb3ab
 @patch
 def after_epoch(self:LRSchedule, L):
     self.sched.step()
@@ -521,18 +535,19 @@ def after_epoch(self:LRSchedule, L):
         for k in self.scale:
             if f'initial_{k}' in g: g[k] = g[f'initial_{k}'] * (g['lr'] / g['initial_lr'] if g['initial_lr'] else 1.)
 
-
 # %% ../nbs/09_train.ipynb #f43698a1
 def cosine_lr(epochs:int, eta_min:float=0.) -> LRSchedule:
     "Cosine annealing of the learning rate over `epochs` epochs (to `eta_min`); the γ schedule of that shape is `optim.Cosine`."
     return LRSchedule(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=check_int('epochs', epochs, lo=1),
                               eta_min=check_float('eta_min', eta_min, lo=0.)))
 
+# %% ../nbs/09_train.ipynb #bd60c089
 def cosine(epochs:int, eta_min:float=0.) -> LRSchedule:
     "Deprecated name of `cosine_lr`."
     warnings.warn("train.cosine is deprecated: use train.cosine_lr (optim.Cosine is the γ schedule)", DeprecationWarning, stacklevel=2)
     return cosine_lr(epochs, eta_min)
 
+# %% ../nbs/09_train.ipynb #de358c18
 def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     "The learning rate multiplied by `gamma` at each epoch in `milestones` (e.g. [100, 150] for 200 epochs)."
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
@@ -540,7 +555,6 @@ def step_lr(milestones:Sequence[int], gamma:float=0.1) -> LRSchedule:
     ms = [check_int(f'milestones[{i}]', m, lo=1) for i, m in enumerate(milestones)]
     if any(b <= a for a, b in zip(ms, ms[1:])): raise ValueError(f"milestones must be strictly increasing, got {ms}")
     return LRSchedule(partial(torch.optim.lr_scheduler.MultiStepLR, milestones=ms, gamma=check_float('gamma', gamma, lo=0.)))
-
 
 # %% ../nbs/09_train.ipynb #e2f9bab8
 def _fingerprint(*tensors) -> str:
@@ -550,11 +564,14 @@ def _fingerprint(*tensors) -> str:
         if t is not None: h.update(str((tuple(t.shape), t.dtype)).encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
+# %% ../nbs/09_train.ipynb #7114e123
 def _changed(saved:dict, now:dict) -> list[str]:
     "Every setting that differs between two `hyperparameters()` descriptions, named with both values."
     gone = object()
     return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
             for k in dict.fromkeys([*saved, *now]) if saved.get(k, gone) != now.get(k, gone)]
+
+# %% ../nbs/09_train.ipynb #e2f17ae6
 def _check_ckpt_path(path) -> Path:
     "`path` as a `Path` in a folder that exists (made if need be) and takes a new file: tried by writing one, before any work."
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"path must be a checkpoint file path (str or os.PathLike), got {path!r}")
@@ -565,7 +582,6 @@ def _check_ckpt_path(path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.stem}.'): pass
     except OSError as e: raise ValueError(f"path: cannot write a checkpoint in {path.parent} ({e.strerror or e})") from None
     return path
-
 
 # %% ../nbs/09_train.ipynb #1efff99e
 class Checkpoint(Callback):
@@ -623,6 +639,7 @@ def _callback_states(cbs) -> dict:
     "The state of every callback that keeps one, keyed by its place and class (`'3.StopAtLoss'`)."
     return {f'{i}.{type(c).__name__}': sd for i, c in enumerate(cbs) if (sd := c.state_dict()) is not None}
 
+# %% ../nbs/09_train.ipynb #e662490f
 @patch
 def save(self:Checkpoint, L, epoch):
     state = dict(meta=self.made_for, epoch=epoch, step=L.step, model=L.model.state_dict(), optimizer=L.opt.state_dict(),
@@ -630,10 +647,12 @@ def save(self:Checkpoint, L, epoch):
                  torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
     with atomic_path(self.path) as tmp: torch.save(state, tmp)
 
+# %% ../nbs/09_train.ipynb #fe3cf2e5
 @patch
 def after_epoch(self:Checkpoint, L):
     if (L.epoch + 1) % self.every == 0 or L.epoch + 1 == L.epochs: self.save(L, L.epoch + 1)
 
+# %% ../nbs/09_train.ipynb #5c05a356
 @patch
 def after_fit(self:Checkpoint, L):
     if not bool(L.active.any()): self.save(L, L.epoch + 1)

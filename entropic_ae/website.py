@@ -140,6 +140,7 @@ def nb_title(nb: dict, default='') -> str:
             if m: return m.group(1).replace('`', '')
     return default
 
+# %% ../nbs/17c_website.ipynb #41ee3bb5
 def _label(path: Path, nb: dict) -> str:
     m = re.match(r'(\d+[a-z]?)_', path.stem)
     return (f"{m.group(1)} " if m else '') + nb_title(nb, path.stem)
@@ -229,6 +230,7 @@ def _plain(fragment: str) -> str:
     fragment = re.sub(r'<(script|style)\b.*?</\1>', ' ', fragment, flags=re.S)
     return ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', fragment)).replace('\u00b6', ' ').split())
 
+# %% ../nbs/17c_website.ipynb #91246cdc
 def page_toc(body: str) -> str:
     "A table of contents of html page `body`: its level-2 and level-3 headings, linked by id (empty if it has none)."
     items = [f'<li class="eae-toc{l}"><a href="#{i}">{html.escape(_plain(t))}</a></li>' for l, i, t in _HEAD.findall(body) if l != '1']
@@ -252,6 +254,7 @@ def _mathjax_dir() -> Path:
                                            "pip install jupyter-server-mathjax") from None
     return Path(jupyter_server_mathjax.__file__).parent/'static'
 
+# %% ../nbs/17c_website.ipynb #9bce75fc
 def _exporter():
     "nbconvert's html exporter with the book's template and the tags `prepare_cells` sets."
     from nbconvert import HTMLExporter
@@ -282,6 +285,7 @@ def _prepare_dest(dest: Path, ex):
     (dest/'_static'/'search.js').write_text(SEARCH_JS)
     shutil.copytree(mathjax, dest/'_static'/'mathjax')
 
+# %% ../nbs/17c_website.ipynb #1461ec30
 def _project_root(nbs: Path) -> Path:
     "The folder holding `settings.ini` above `nbs` (the files a page may link to), else `nbs`'s parent."
     return next((d for d in [nbs, *nbs.parents] if (d/'settings.ini').is_file()), nbs.parent)
@@ -328,6 +332,7 @@ def find_chromium() -> str:
         if p := shutil.which(name): return p
     raise RuntimeError("no Chromium found: install Debian's with `apt-get install -y chromium`")
 
+# %% ../nbs/17c_website.ipynb #d374439e
 def chromium(args, timeout=120) -> str:
     "Run headless Chromium with `CHROMIUM_FLAGS`, an empty profile and `args`; return its stdout."
     with tempfile.TemporaryDirectory() as prof:
@@ -370,6 +375,7 @@ def _probe(dom: str) -> dict | None:
     m = re.search(r'data-eae-probe="([^"]*)"', dom)
     return json.loads(html.unescape(m.group(1))) if m else None
 
+# %% ../nbs/17c_website.ipynb #cedf376d
 def page_problems(name: str, probe: dict | None) -> list[str]:
     "What is wrong with page `name` according to the browser `probe` (None: the probe never ran)."
     if probe is None: return [f"{name}: page did not finish loading (no probe result)"]
@@ -395,9 +401,11 @@ class _Links(HTMLParser):
         for k in ('id', 'name'):
             if a.get(k): self.ids.add(a[k])
 
+# %% ../nbs/17c_website.ipynb #d8d8862b
 def _parse(text: str) -> _Links:
     lk = _Links(); lk.feed(text); return lk
 
+# %% ../nbs/17c_website.ipynb #f5256785
 def link_problems(site, doms: dict) -> list[str]:
     "Internal links of pages `doms` (name: html as the browser built it) of site folder `site` that lead nowhere."
     from urllib.parse import unquote, urlsplit
@@ -428,6 +436,7 @@ def _screenshot(site: Path, page: str, dest, width=1280, height=1600):
         chromium([f'--screenshot={tmp}/full.png', f'--window-size={width},{top + height}', uri])
         Image.open(f'{tmp}/full.png').crop((0, top, width, top + height)).save(dest)
 
+# %% ../nbs/17c_website.ipynb #babd61e3
 def browse(site, screenshot=None, shot_page=None, quiet=False) -> list[str]:
     "Load every page of built site `site` in headless Chromium; return problems (empty: all pages fine)."
     from concurrent.futures import ThreadPoolExecutor

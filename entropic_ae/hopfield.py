@@ -227,49 +227,181 @@ def _njit_parallel(f):
     "`numba.njit(parallel=True, cache=True)` when numba is installed, else `None`."
     return numba.njit(parallel=True, cache=True)(f) if numba is not None else None
 
-# %% ../nbs/12_hopfield.ipynb #729c50e4
+# %% ../nbs/12_hopfield.ipynb #184b9e91
+try:
+    from numba.core import cgutils, types as nbtypes
+    from numba.extending import intrinsic
+    from llvmlite import ir
+except ImportError: intrinsic = None
+_WINDOW, _LANES = 12, 256       # values held by the byte counters; low patterns per tile (four 64-byte vectors)
+
+def _ir_fn(builder, name, ret, args):
+    "The LLVM function `name` (an intrinsic such as llvm.ctpop.i64) declared in the module being built."
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+# %% ../nbs/12_hopfield.ipynb #89b5eaa0
+def _ir_wide(builder):
+    "Let LLVM use 512-bit registers in the function being built (most AVX-512 CPUs make it prefer 256-bit ones)."
+    for a in ('"min-legal-vector-width"="512"', '"prefer-vector-width"="512"'): set.add(builder.function.attributes, a)
+
+# %% ../nbs/12_hopfield.ipynb #9b4eca78
+def _ir_min_rows(builder, tb, rb, q, N, V):
+    "V vectors of 64 int8: the lane-wise minimum over the N table rows numbered rb[q*N : q*N + N] (uint16) of the tile at tb."
+    i64, vt = ir.IntType(64), ir.VectorType(ir.IntType(8), 64)
+    def load(j, v):
+        r = builder.zext(builder.load(builder.gep(rb, [builder.add(builder.mul(q, N), j)])), i64)
+        off = builder.add(builder.mul(r, ir.Constant(i64, 64*V)), ir.Constant(i64, 64*v))
+        return builder.load(builder.bitcast(builder.gep(tb, [off]), vt.as_pointer()), align=1)
+    m = [cgutils.alloca_once_value(builder, load(ir.Constant(i64, 0), v)) for v in range(V)]
+    with cgutils.for_range(builder, builder.sub(N, ir.Constant(i64, 1))) as lj:
+        j = builder.add(lj.index, ir.Constant(i64, 1))
+        for v in range(V):
+            a, x = builder.load(m[v]), load(j, v)
+            builder.store(builder.select(builder.icmp_signed('<', x, a), x, a), m[v])
+    return [builder.load(mv) for mv in m]
+
+# %% ../nbs/12_hopfield.ipynb #400a7402
+def _ir_tails(builder, m, W, tails):
+    "tails[byte] += 1 for every lane of the vector m whose byte is outside 0..W-1 (a rare branch: a walk over the set bits)."
+    i64 = ir.IntType(64)
+    mask = builder.bitcast(builder.icmp_unsigned('>', m, ir.Constant(m.type, [W - 1]*64)), i64)
+    with builder.if_then(builder.icmp_unsigned('!=', mask, ir.Constant(i64, 0)), likely=False):
+        left = cgutils.alloca_once_value(builder, mask)
+        with cgutils.for_range(builder, builder.call(_ir_fn(builder, 'llvm.ctpop.i64', i64, [i64]), [mask])):
+            mk = builder.load(left)
+            lane = builder.call(_ir_fn(builder, 'llvm.cttz.i64', i64, [i64, ir.IntType(1)]), [mk, ir.Constant(ir.IntType(1), 1)])
+            ptr = builder.gep(tails, [builder.zext(builder.extract_element(m, lane), i64)])
+            builder.store(builder.add(builder.load(ptr), ir.Constant(i64, 1)), ptr)
+            builder.store(builder.and_(mk, builder.sub(mk, ir.Constant(i64, 1))), left)
+
+# %% ../nbs/12_hopfield.ipynb #0db2e29d
+def _ir_counters_out(builder, acc, cnt):
+    "cnt[k] += the sum over all lanes of the byte counters acc[k] (a list of V vectors each)."
+    i16, i64 = ir.IntType(16), ir.IntType(64)
+    red = _ir_fn(builder, 'llvm.vector.reduce.add.v64i16', i16, [ir.VectorType(i16, 64)])
+    for k, vs in enumerate(acc):
+        s = ir.Constant(i64, 0)
+        for a in vs: s = builder.add(s, builder.zext(builder.call(red, [builder.zext(builder.load(a), ir.VectorType(i16, 64))]), i64))
+        ptr = builder.gep(cnt, [ir.Constant(i64, k)])
+        builder.store(builder.add(builder.load(ptr), s), ptr)
+
+# %% ../nbs/12_hopfield.ipynb #1f5e304a
+def _block_kernel(W:int, V:int):
+    "numba intrinsic kern(T, R, q0, q1, cnt, tails): tile T, rows R[q0:q1] (<= 255); cnt[t-1] += #(min >= t) unsigned, t < W; tails as `_ir_tails`."
+    @intrinsic
+    def kern(typingctx, T, R, q0, q1, cnt, tails):
+        def codegen(context, builder, sig, args):
+            _ir_wide(builder)
+            arr = lambda k: context.make_array(sig.args[k])(context, builder, args[k])
+            Ra, vt = arr(1), ir.VectorType(ir.IntType(8), 64)
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vt, None)) for v in range(V)] for t in range(1, W)]
+            with cgutils.for_range(builder, builder.sub(args[3], args[2])) as lq:
+                m = _ir_min_rows(builder, arr(0).data, Ra.data, builder.add(args[2], lq.index), cgutils.unpack_tuple(builder, Ra.shape, 2)[1], V)
+                for v in range(V):
+                    for t in range(1, W):         # acc += (m >= t): subtract the all-ones mask
+                        a = acc[t - 1][v]
+                        builder.store(builder.sub(builder.load(a), builder.sext(builder.icmp_unsigned('>=', m[v], ir.Constant(vt, [t]*64)), vt)), a)
+                    _ir_tails(builder, m[v], W, arr(5).data)
+            _ir_counters_out(builder, acc, arr(4).data)
+            return context.get_dummy_value()
+        return nbtypes.void(T, R, q0, q1, cnt, tails), codegen
+    return kern
+
+_min_count_block = _block_kernel(_WINDOW, _LANES//64) if intrinsic is not None else None
+
+# %% ../nbs/12_hopfield.ipynb #8375c2ca
+def _njit(f):
+    "`numba.njit(cache=True)` when numba is installed, else `None`."
+    return numba.njit(cache=True)(f) if numba is not None else None
+
+# %% ../nbs/12_hopfield.ipynb #8cc403e2
+@_njit
+def _task_rows(J, L, V_lo, V_hi, p0, p1):
+    "`_rows` for the high patterns p0..p1-1 as uint16, the fields updated spin by spin from one pattern to the next."
+    N = J.shape[0]; H = N - 1 - L
+    R = np.empty((p1 - p0, N), np.uint16)
+    B = np.zeros(N, np.int64)
+    for i in range(N):
+        B[i] = J[i, N - 1]
+        for k in range(H): B[i] += J[i, L + k] if (p0 >> k) & 1 else -J[i, L + k]
+    for q in range(p1 - p0):
+        p = p0 + q
+        for k in range(H if q > 0 else 0):
+            if ((p ^ (p - 1)) >> k) & 1:                      # high spin k flipped
+                for i in range(N): B[i] += 2*J[i, L + k] if (p >> k) & 1 else -2*J[i, L + k]
+        for i in range(L): R[q, i] = i*V_lo + (B[i] + N - L)//2
+        for i in range(L, N):
+            up = 1 if i == N - 1 else (p >> (i - L)) & 1
+            R[q, i] = L*V_lo + (i - L)*2*V_hi + up*V_hi + (B[i] + N - L - 1)//2
+    return R
+
+# %% ../nbs/12_hopfield.ipynb #1fe9fd12
+def _aligned(a:np.ndarray, align:int=64) -> np.ndarray:
+    "A copy of `a` whose data starts on an `align`-byte boundary (numpy guarantees 16)."
+    buf = np.empty(a.nbytes + align, np.uint8)
+    o = -buf.ctypes.data % align
+    out = buf[o:o + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+# %% ../nbs/12_hopfield.ipynb #0c9975fd
+def _tile_table(d:np.ndarray) -> np.ndarray:
+    "The table d [rows, 2^L] (int8) as [tiles, rows*_LANES]: tile after tile, 64-byte aligned, pad columns 0."
+    C = -(-d.shape[1]//_LANES)*_LANES
+    dp = np.zeros((len(d), C), np.int8)
+    dp[:, :d.shape[1]] = d
+    return _aligned(dp.reshape(len(d), C//_LANES, _LANES).transpose(1, 0, 2).reshape(C//_LANES, -1))
+
+# %% ../nbs/12_hopfield.ipynb #e55fd7c8
+def _window_start(w, J, L, V_lo, V_hi, n_sample=8) -> int:
+    "Start a of the _WINDOW values of w = (u + N - 1)/2 that hold most states of `n_sample` high patterns (w: the table as w)."
+    N = len(J); nB = 2**(N - 1 - L)
+    ps = np.unique(np.linspace(0, nB - 1, n_sample).astype(np.int64))
+    m = [w[_task_rows(J, L, V_lo, V_hi, p, p + 1)[0].astype(np.int64)].min(0) for p in ps]
+    h = np.bincount(np.concatenate(m), minlength=N)
+    return int(np.argmax(np.convolve(h, np.ones(_WINDOW, np.int64))[_WINDOW - 1:]))   # sums of h[a:a+_WINDOW]
+
+# %% ../nbs/12_hopfield.ipynb #d2acb325
 @_njit_parallel
-def _min_hist_cpu(T, R, tile, per_task):
-    "Byte histogram (256 bins, int64) of min_j T[R[p, j], k] over every high pattern p (row of R) and column k of T."
-    n_p, N = R.shape
-    n_tasks = (n_p + per_task - 1)//per_task
-    out = np.zeros((n_tasks, 256), np.int64)
-    for c in numba.prange(n_tasks):                    # a task: `per_task` high patterns on one thread
-        m = np.empty(tile, np.int8)
-        h = np.zeros(4*256, np.int64)                   # four interleaved histograms
-        p0, p1 = c*per_task, min(n_p, (c + 1)*per_task)
-        for t0 in range(0, T.shape[1], tile):           # a tile of columns: stays in cache for all p
-            for p in range(p0, p1):
-                a, b = T[R[p, 0], t0:t0 + tile], T[R[p, 1], t0:t0 + tile]
-                for k in range(tile): m[k] = min(a[k], b[k])
-                for j in range(2, N):
-                    x = T[R[p, j], t0:t0 + tile]
-                    for k in range(tile): m[k] = min(m[k], x[k])
-                for k in range(tile): h[(k & 3)*256 + (m[k] & 255)] += 1
-        for v in range(256): out[c, v] = h[v] + h[256 + v] + h[512 + v] + h[768 + v]
-    return out.sum(0)
+def _window_counts_cpu(Tt, J, L, V_lo, V_hi, per_task):
+    "Over all 2^(N-1-L) high patterns (tasks of `per_task`) and tiles of Tt: #(min >= t), t = 1.._WINDOW-1 (unsigned bytes), and the bytes outside."
+    N = J.shape[0]; nB = 1 << (N - 1 - L)
+    n_tasks = (nB + per_task - 1)//per_task
+    cnt = np.zeros((n_tasks, _WINDOW - 1), np.int64)
+    tails = np.zeros((n_tasks, 256), np.int64)
+    for c in numba.prange(n_tasks):
+        p0, p1 = c*per_task, min(nB, (c + 1)*per_task)
+        R = _task_rows(J, L, V_lo, V_hi, p0, p1)
+        for ti in range(Tt.shape[0]):
+            for q0 in range(0, p1 - p0, 255):
+                _min_count_block(Tt[ti], R, q0, min(p1 - p0, q0 + 255), cnt[c], tails[c])
+    return cnt.sum(0), tails.sum(0)
 
 # %% ../nbs/12_hopfield.ipynb #f19da97c
 def _numba_threads(N:int) -> int:
     "Threads for one enumeration of 2^(N-1) states: all of numba's, but one below 2^22 states (waking threads costs more than they save)."
     return numba.get_num_threads() if 2**(N - 1) >= 2**22 else 1
 
-# %% ../nbs/12_hopfield.ipynb #58f8159c
-def _hist_numba(J, L, tile=4096, chunk=2**16):
-    "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1: the numba kernel on all CPU threads."
+# %% ../nbs/12_hopfield.ipynb #c04da043
+def _hist_numba(J, L, start=None, per_task=None):
+    "Histogram of min_i u_i over the 2^(N-1) states with the last spin +1 (index u + N - 1): the int8 vector kernel on all CPU threads."
     if numba is None: raise ImportError("the numba backend needs numba (pip install numba)")
-    N = len(J); nB = 2**(N - 1 - L)
+    N = len(J); nB = 2**(N - 1 - L); Ji = J.astype(np.int64)
     T, V_lo, V_hi = _tables(J, L)
-    tile = min(tile, 2**L)
+    w = (T.astype(np.int16) + N - 1)//2
+    a = _window_start(w, Ji, L, V_lo, V_hi) if start is None else check_int('start', start, lo=0, hi=N)
+    Tt = _tile_table((w - a).astype(np.int8))
     threads, before = _numba_threads(N), numba.get_num_threads()
-    per_task = max(1, min(64, nB//(4*threads)))           # enough tasks to balance the threads
-    h = np.zeros(256, np.int64)
     numba.set_num_threads(threads)
-    try:
-        for c0 in range(0, nB, chunk):
-            h += _min_hist_cpu(T, _rows(J, L, V_lo, V_hi, c0, min(c0 + chunk, nB)).astype(np.int32), tile, per_task)
+    try: cnt, tails = _window_counts_cpu(Tt, Ji, L, V_lo, V_hi, per_task or max(1, nB//(4*threads)))
     finally: numba.set_num_threads(before)
-    return _from_bytes(h, N)
+    c = np.concatenate([[nB*Tt.shape[0]*_LANES], cnt, [tails.sum()]])
+    win = c[:-1] - c[1:]                                  # #(d = v), v = 0.._WINDOW-1
+    win[0] -= nB*(Tt.shape[0]*_LANES - 2**L)              # pad columns
+    h = np.zeros(2*N + 2*_WINDOW, np.int64)
+    h[2*(a + np.arange(_WINDOW))] = win
+    for b in np.nonzero(tails)[0]: h[2*(int(np.uint8(b).view(np.int8)) + a)] += tails[b]
+    return h[:2*N - 1]
 
 # %% ../nbs/12_hopfield.ipynb #d979606e
 _CUDA_BLOCK, _CUDA_BINS = 128, 80          # threads per block; histogram bins (2N - 1 <= 79 for N <= 40)
@@ -379,7 +511,7 @@ def min_stability_histogram(J, device=None, low_bits:int|None=None, backend:str=
     N = len(J)
     device, backend, auto = _pick_backend(device, backend)
     if low_bits is not None: L = check_int('low_bits', low_bits, lo=1)
-    else: L = {'numpy': 16 if N > 28 else max(10, min(14, N - 8)), 'numba': 10 if N <= 26 else 14, 'cuda': 14, 'torch': 20}[backend]
+    else: L = {'numpy': 16 if N > 28 else max(10, min(14, N - 8)), 'numba': 10 if N <= 26 else 12, 'cuda': 14, 'torch': 20}[backend]
     L = min(L, N - 1)                # numpy, numba: measured on a 2-core CPU; cuda: the table fits the GPU's L2
     if backend == 'cuda': return 2*(_cuda_or_torch(_hist_cuda, _hist_torch, J, L, device) if auto else _hist_cuda(J, L, device))
     if backend == 'torch': return 2*_hist_torch(J, L, device)

@@ -41,9 +41,50 @@ def test_numba_kernel_equals_numpy(N):
         ref = min_stability_histogram(J, device='cpu', backend='numpy')
         assert (min_stability_histogram(J, device='cpu', backend='numba') == ref).all()
         assert (min_stability_histogram(J, device='cpu', backend='numba', low_bits=max(1, N//2)) == ref).all()
-    Jc = H._check_couplings(J)                       # tiles smaller than a row, several kernel calls with a ragged end
-    L = max(1, N - 6)
-    assert (2*H._hist_numba(Jc, L, tile=max(1, 2**L//8), chunk=5) == ref).all()
+    Jc = H._check_couplings(J)                       # small tasks; the window at both ends (most states through the tail branch)
+    L = max(1, min(N - 6, 12))
+    for a in ([0, N//3, N] if N <= 16 else [None]): assert (2*H._hist_numba(Jc, L, start=a, per_task=7) == ref).all()
+    if N >= 20: assert (2*H._hist_numba(Jc, N - 11, per_task=2**10) == ref).all()     # one task of 1024 patterns: blocks of 255
+
+def _brute_histogram(J):
+    "Histogram of min_i u_i over all 2^N states, both signs of the last spin (index u + N - 1), in int64."
+    N = len(J)
+    s = H._spins(N).astype(np.int64)
+    return np.bincount((s*(s @ J.astype(np.int64).T)).min(1) + N - 1, minlength=2*N - 1)
+
+@pytest.mark.parametrize('N', [2, 3, 8, 13])
+def test_numba_histogram_equals_brute_force_over_all_states(N):
+    "All 2^N states (last spin + and -), not the doubled half: the ± symmetry and every window placement."
+    J = random_couplings(N, seed=99)
+    ref = _brute_histogram(J)
+    assert ref.sum() == 2**N
+    for L in sorted({1, N - 1, max(1, N//2)}):
+        for a in [None, 0, N//2, N]:
+            assert (2*H._hist_numba(H._check_couplings(J), L, start=a) == ref).all(), (N, L, a)
+    assert (min_stability_histogram(J, backend='numba') == ref).all()
+
+def test_task_rows_equal_numpy_rows():
+    for N, L, p0, p1 in [(2, 1, 0, 1), (10, 3, 7, 64), (17, 5, 100, 700)]:
+        J = random_couplings(N, seed=8)
+        _, V_lo, V_hi = H._tables(J, L)
+        assert (H._task_rows(J.astype(np.int64), L, V_lo, V_hi, p0, p1) == H._rows(J, L, V_lo, V_hi, p0, p1)).all()
+
+def test_numba_table_aligned_and_wide():
+    """The tile table starts on a cache line (16-byte aligned numpy data made every load straddle two lines: twice as slow);
+    on an AVX-512 CPU the compiled minima use 512-bit registers (LLVM's default there is 256)."""
+    J = random_couplings(12, seed=1)
+    Tt = H._tile_table(np.zeros((5, 2**9), np.int8))
+    assert Tt.ctypes.data % 64 == 0 and Tt.shape == (2, 5*256)
+    import llvmlite.binding as llb, numba
+    if 'avx512bw' in llb.get_host_cpu_features().flatten():
+        f = numba.njit(lambda T, R, c, t: H._min_count_block(T, R, 0, 1, c, t))      # not cached: its assembly can be read
+        f(Tt[0], np.zeros((1, 5), np.uint16), np.zeros(H._WINDOW - 1, np.int64), np.zeros(256, np.int64))
+        mins = [l for l in ''.join(f.inspect_asm().values()).splitlines() if 'vpminsb' in l]
+        assert mins and all('zmm' in l for l in mins), mins
+
+def test_numba_start_checked():
+    J = H._check_couplings(random_couplings(6, seed=1))
+    with pytest.raises(ValueError, match='start'): H._hist_numba(J, 3, start=7)
 
 def test_default_backend_is_the_compiled_one():
     assert H._default_backend(torch.device('cpu')) == 'numba'

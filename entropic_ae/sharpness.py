@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, math, numbers, time
 from contextlib import contextmanager
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,27 @@ def _ggn_graph(out, loss, params) -> Callable:
         return _grads(out, params, grad_outputs=torch.zeros_like(out) if hjv is None else hjv, retain_graph=True)
     return gv
 
+# %% ../nbs/08_sharpness.ipynb #b3137b9b
+def _bn_affine(m:nn.Module, x:Tensor) -> Tensor:
+    "Batch norm `m` with its running statistics, as the per-channel affine map x·s + (β − μ·s), s = γ/√(σ² + ε)."
+    s = torch.rsqrt(m.running_var + m.eps)
+    if m.weight is not None: s = s * m.weight
+    t = -m.running_mean * s if m.bias is None else m.bias - m.running_mean * s
+    shape = (1, -1, *[1] * (x.dim() - 2))
+    return torch.addcmul(t.view(shape), x, s.view(shape))
+
+# %% ../nbs/08_sharpness.ipynb #75fc61ca
+@contextmanager
+def _affine_bn(model:nn.Module):
+    mods = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None]
+    saved = [m.__dict__.get('forward') for m in mods]
+    for m in mods: m.forward = partial(_bn_affine, m)
+    try: yield model
+    finally:
+        for m, f in zip(mods, saved):
+            if f is None: del m.forward
+            else: m.forward = f
+
 # %% ../nbs/08_sharpness.ipynb #377a53d2
 def curvature_operator(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, target:Tensor|None=None,
                        batch_size:int|None=None, subset:int|None=None, gauss_newton:bool=False, keep_graph:bool=True):
@@ -122,7 +144,7 @@ def curvature_operator(model:nn.Module, x:Tensor, loss_fn:Callable=recon_error, 
     x, target, parts = _data(model, x, target, batch_size, subset)
     n = x.shape[0]
     def graph(a, b):
-        with torch.enable_grad():
+        with torch.enable_grad(), _affine_bn(model):
             o = model(x[a:b])
             loss = loss_fn(o, target[a:b]).sum() * ((b - a) / n)
             return _ggn_graph(o, loss, F.params) if gauss_newton else _hess_graph(loss, F.params)

@@ -40,14 +40,18 @@ def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
 
 def interleaved(ways:dict, rounds:int, dev) -> dict:
-    "Times [rounds] per way, the order rotating every round."
-    names, times = list(ways), {k: [] for k in ways}
+    "Times [rounds] per way, the order rotating every round: wall-clock seconds, and CPU seconds (process time) under key (way, 'cpu')."
+    names, times = list(ways), {**{k: [] for k in ways}, **{(k, 'cpu'): [] for k in ways}}
     for i in range(rounds):
         for k in names[i % len(names):] + names[:i % len(names)]:
-            sync(dev); t = time.perf_counter(); ways[k](); sync(dev); times[k].append(time.perf_counter() - t)
+            sync(dev); t, c = time.perf_counter(), time.process_time(); ways[k](); sync(dev)
+            times[k].append(time.perf_counter() - t); times[k, 'cpu'].append(time.process_time() - c)
     return times
 
-def ratio(times, peer, way) -> float: return statistics.median(p / t for p, t in zip(times[peer], times[way]))
+def ratio(times, peer, way, cpu=False) -> float:
+    "Median over rounds of peer time / our time (wall clock, or CPU time with `cpu`)."
+    p, w = ((peer, 'cpu'), (way, 'cpu')) if cpu else (peer, way)
+    return statistics.median(a / b for a, b in zip(times[p], times[w]))
 
 # ---- plain per-replica models, what a PyHessian or loss-landscape user has
 
@@ -75,25 +79,44 @@ def pyhessian_loop(nets, criterion, x, t, what):
         out.append(h.eigenvalues()[0][0] if what == 'eig' else sum(h.trace(maxIter=8, tol=0.)) / 8)
     return torch.tensor(out)
 
+def train_briefly(model, x, t, loss_fn, steps:int, lr:float, seed:int=0):
+    "`steps` full-batch Adam steps on the summed per-replica loss (seeded; batch norm in train mode), then eval mode."
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad(); loss_fn(model(x), x if t is None else t).sum().backward(); opt.step()
+    for p in model.parameters(): p.grad = None
+    return model.eval()
+
+def states(a):
+    "The nets' states to measure: freshly initialised, then after `--train-steps` Adam steps (the minima a researcher measures)."
+    return [s for s in ('untrained', 'trained') if s in a.states]
+
 def curvature(a, dev, rows, trace_rows):
     torch.manual_seed(0)
     cases = {}
     im = fake_images(n_train=a.images, n_test=1, shape=(3, a.image_size, a.image_size), seed=0, device=dev)
     conv = image_classifier('small_convnet', y=a.y, shape=(3, a.image_size, a.image_size), width=a.width, device=dev).eval()
     cases[f'BN conv net (small_convnet width {a.width}, {a.images} images {a.image_size}x{a.image_size}), y={a.y}'] = (
-        conv, im.x_train, im.t_train, cross_entropy, [plain_conv(conv, r, in_channels=3, width=a.width) for r in range(a.y)], nn.CrossEntropyLoss())
+        conv, im.x_train, im.t_train, cross_entropy, lambda m, r: plain_conv(m, r, in_channels=3, width=a.width), nn.CrossEntropyLoss())
     data = random_features(N=a.N, D=max(1, a.B // 2), P=a.P, P_test=1, seed=0, device=dev)
     ae = deep_ae(a.N, a.B, y=a.y, device=dev)
-    cases[f'deep AE N={a.N}, B={a.B}, P={a.P}, y={a.y}'] = (ae, data.x_train, None, recon_error, [plain_ae(ae, r) for r in range(a.y)], nn.MSELoss())
-    for name, (model, x, t, loss_fn, nets, crit) in cases.items():
-        kw = dict(loss_fn=loss_fn, target=t, progress=False)
-        tt = x if t is None else t
-        with torch.no_grad():          # the plain models compute the same losses as the stack
-            ref_loss = S.dataset_loss(model, x, loss_fn, target=t)
-            plain_loss = torch.stack([crit(n(x), tt) for n in nets])
-        assert torch.allclose(ref_loss, plain_loss, rtol=1e-4), (ref_loss, plain_loss)
-        if 'eig' not in a.skip: top_eigenvalue(a, dev, rows, name, model, x, kw, nets, crit, tt)
-        if 'trace' not in a.skip: trace(a, dev, trace_rows, name, model, x, kw, nets, crit, tt)
+    cases[f'deep AE N={a.N}, B={a.B}, P={a.P}, y={a.y}'] = (ae, data.x_train, None, recon_error, plain_ae, nn.MSELoss())
+    for state in states(a):
+        for name, (model, x, t, loss_fn, plain, crit) in cases.items():
+            if state == 'trained': train_briefly(model, x, t, loss_fn, a.train_steps, a.train_lr)
+            label = f'{name}, {state}' + (f' ({a.train_steps} Adam steps)' if state == 'trained' else '')
+            nets = [plain(model, r) for r in range(a.y)]
+            kw = dict(loss_fn=loss_fn, target=t, progress=False)
+            tt = x if t is None else t
+            with torch.no_grad():          # the plain models compute the same losses as the stack
+                ref_loss = S.dataset_loss(model, x, loss_fn, target=t)
+                plain_loss = torch.stack([crit(n(x), tt) for n in nets])
+            assert torch.allclose(ref_loss, plain_loss, rtol=1e-4), (ref_loss, plain_loss)
+            print(f'{label}: loss per replica {ref_loss.tolist()}', flush=True)
+            if 'eig' not in a.skip: top_eigenvalue(a, dev, rows, label, model, x, kw, nets, crit, tt)
+            if 'trace' not in a.skip: trace(a, dev, trace_rows, label, model, x, kw, nets, crit, tt)
 
 def top_eigenvalue(a, dev, rows, name, model, x, kw, nets, crit, tt):
     ref = S.hessian_eigs(model, x, n_iter=60, **kw)[:, 0]
@@ -106,7 +129,7 @@ def top_eigenvalue(a, dev, rows, name, model, x, kw, nets, crit, tt):
     for w, label in (('pyhessian', 'PyHessian loop over replicas (power iteration, maxIter=100, tol=1e-3)'),
                      ('exact', 'ours, 22 Lanczos steps (exact default)'), *[(f'tol={t:g}', f'ours, Lanczos with tol={t:g}') for t in a.tol]):
         rows.append(dict(task=f'top-1 Hessian eigenvalue, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w),
-                         rel_error=err(res[w]), rounds=a.rounds, device=str(dev)))
+                         rel_error=err(res[w]), rounds=a.rounds, device=str(dev), speed_vs_peer_cpu=ratio(times, 'pyhessian', w, cpu=True)))
         print(rows[-1], flush=True)
 
 def trace(a, dev, rows, name, model, x, kw, nets, crit, tt):
@@ -126,7 +149,7 @@ def trace(a, dev, rows, name, model, x, kw, nets, crit, tt):
                         ('ours', 'ours, hessian_trace, Hutchinson, 8 probes', e_h), ('hutchpp', 'ours, hessian_trace, Hutch++, 8 products', e_pp)):
         rows.append(dict(task=f'Hessian trace 8 products, {name}', way=label, speed_vs_peer=ratio(times, 'pyhessian', w), rel_error=e,
                          time_to_equal_error_vs_peer=ratio(times, 'pyhessian', w) * (m_eq / 8 if w == 'hutchpp' else 1.),
-                         rounds=a.rounds, device=str(dev)))
+                         rounds=a.rounds, device=str(dev), speed_vs_peer_cpu=ratio(times, 'pyhessian', w, cpu=True)))
         print(rows[-1], flush=True)
     print(f"  trace: reference {true.tolist()}; Hutchinson {res['tr'][0].tolist()}; Hutch++ {res['pp'][0].tolist()}; PyHessian {res['tr_py'].tolist()}; "
           f"PyHessian needs ~{m_eq:.0f} probes for Hutch++'s error at 8")
@@ -148,7 +171,12 @@ def point_loop(model, nets, dirs, ab, x):
 def slice_bench(a, dev, rows):
     data = random_features(N=a.slice_N, D=max(1, a.slice_B // 2), P=a.slice_P, P_test=1, seed=0, device=dev)
     model = deep_ae(a.slice_N, a.slice_B, y=a.y, device=dev)
-    nets, x = [plain_ae(model, r) for r in range(a.y)], data.x_train
+    for state in states(a):
+        if state == 'trained': train_briefly(model, data.x_train, None, recon_error, a.train_steps, a.train_lr)
+        one_slice(a, dev, rows, model, data.x_train, state)
+
+def one_slice(a, dev, rows, model, x, state):
+    nets = [plain_ae(model, r) for r in range(a.y)]
     dirs = S.filter_directions(model, 2, seed=0)
     ab = torch.linspace(-1, 1, a.grid)
     old = F_max_points(dev, a.y, S._Flat(model).n, x.shape[0], x.shape[1])      # the old default: a 2^26-byte budget on a CPU
@@ -158,13 +186,13 @@ def slice_bench(a, dev, rows):
             'old budget': lambda: res.__setitem__('old', S.loss_slice(model, x, dirs, (ab, ab), points_per_pass=old, progress=False))}
     times = interleaved(ways, a.rounds, dev)
     for k in ('ours', 'old'): assert torch.allclose(res[k].cpu(), res['loop'], rtol=1e-4, atol=1e-6), (res[k] - res['loop']).abs().max()
-    task = f'{a.grid}x{a.grid} filter-normalised slice, deep AE N={a.slice_N}, B={a.slice_B}, P={a.slice_P}, y={a.y}'
+    task = f'{a.grid}x{a.grid} filter-normalised slice, deep AE N={a.slice_N}, B={a.slice_B}, P={a.slice_P}, y={a.y}, {state}' + (f' ({a.train_steps} Adam steps)' if state == 'trained' else '')
     for w, label in (('point loop', 'point loop as loss-landscape (plain model per replica, p.data = w + a d1 + b d2)'),
                      ('ours', 'ours, loss_slice (points per pass by timing, first layer once)'),
                      ('old budget', f'loss_slice with the old 2^26-byte budget ({old} points per pass)')):
         rows.append(dict(task=task, way=label, speed_vs_peer=ratio(times, 'point loop', w),
                          max_abs_diff_vs_loop=(res[{'point loop': 'loop', 'ours': 'ours', 'old budget': 'old'}[w]].cpu() - res['loop']).abs().max().item(),
-                         rounds=a.rounds, device=str(dev)))
+                         rounds=a.rounds, device=str(dev), speed_vs_peer_cpu=ratio(times, 'point loop', w, cpu=True)))
         print(rows[-1], flush=True)
 
 def main():
@@ -177,6 +205,8 @@ def main():
     ap.add_argument('--slice-N', type=int, default=200); ap.add_argument('--slice-B', type=int, default=40)
     ap.add_argument('--slice-P', type=int, default=500); ap.add_argument('--grid', type=int, default=21)
     ap.add_argument('--skip', nargs='*', choices=['curvature', 'slice', 'eig', 'trace'], default=[])
+    ap.add_argument('--states', nargs='+', choices=['untrained', 'trained'], default=['untrained', 'trained'])
+    ap.add_argument('--train-steps', type=int, default=300); ap.add_argument('--train-lr', type=float, default=1e-3)
     ap.add_argument('--seeds', type=int, default=5); ap.add_argument('--ref-probes', type=int, default=240)
     a = ap.parse_args()
     dev = default_device(a.device)

@@ -18,15 +18,23 @@ One step = zero_grad + forward + backward of the summed per-replica loss + optim
 are timed round-robin (one step of each per round) so that drifting load hits them alike; the minimum and median
 over rounds are reported. `--fit` also times `train.fit` for a few epochs against the same number of bare steps.
 
-    python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling
-    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 python tests/benchmarks/bench_replicas.py ...
+    python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling --floor
+
+The script runs under the allocator settings `eae-run` gives every kernel (`experiments.tuned_environ`: large blocks stay
+in glibc's heap instead of fresh page-faulted `mmap`s); it re-executes itself with them unless `--raw-allocator`.
+
+`--floor` splits the y-replica step into its two kinds of work, each timed alone on the same stack: the memory-bound
+passes over y × P numbers (the fused Adam step, the barycentre, the pull) and the rest (forward and backward: the
+GEMMs). It prints the fraction of the GEMM peak the GEMM part reaches, and the best fraction any step could reach
+with the memory-bound passes at their measured speed (the step's roofline on this machine).
 """
 from __future__ import annotations
-import argparse, os, platform, statistics, time
+import argparse, os, platform, statistics, sys, time
 from functools import partial
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
+from entropic_ae.experiments import tuned_environ
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
 from entropic_ae.replicas import replicate
@@ -155,6 +163,30 @@ def coupling_share(device, ys, steps:int, warmup:int) -> list[dict]:
             print(f"coupling {c}, y={y}: {1e3*(on - off):.1f} ms of {1e3*on:.1f} ms ({100*(on - off)/on:.0f} %)", flush=True)
     return out
 
+def floor_split(device, ys, steps:int, warmup:int, peak:float) -> list[dict]:
+    "Median ms of each part of the elastic-coupled stacked step (forward+backward, fused Adam, barycentre, pull), each timed alone, round robin."
+    X = torch.rand(2048, N, device=device)
+    out = []
+    for y in ys:
+        model = deep_ae(N, B, H=H, y=y, device=device); opt = Replicated(model, gamma=0.1, lr=1e-3)
+        xb = X[torch.randint(0, len(X), (y, 64), generator=torch.Generator(device=device).manual_seed(0), device=device)]
+        def fwd_bwd(): opt.zero_grad(set_to_none=True); recon_error(model(xb), xb).sum().backward()
+        fwd_bwd(); opt.step()
+        ps = opt._coupled()
+        cs = torch.no_grad()(opt._centres)(ps)
+        parts = dict(fwd_bwd=fwd_bwd, adam=torch.no_grad()(opt.base.step), centre=torch.no_grad()(lambda: opt._centres(ps)),
+                     pull=torch.no_grad()(lambda: opt._pull(ps, cs, 0.1)))
+        times = {k: statistics.median(v) for k, v in time_round_robin(parts, device, warmup, steps).items()}
+        mem = times['adam'] + times['centre'] + times['pull']
+        gf = ae_flops(y) / times['fwd_bwd'] / 1e9
+        best = ae_flops(y) / (ae_flops(y) / (peak * 1e9) + mem) / 1e9
+        out.append(dict(y=y, **{f'{k}_ms': 1e3 * v for k, v in times.items()}, memory_bound_ms=1e3 * mem,
+                        gemm_part_gflops=gf, gemm_part_frac=gf / peak, roofline_frac=best / peak))
+        print(f"floor, y={y}: forward+backward {1e3*times['fwd_bwd']:.1f} ms ({gf:.0f} GFLOP/s, {gf/peak:.0%} of peak); "
+              f"Adam {1e3*times['adam']:.1f} + barycentre {1e3*times['centre']:.1f} + pull {1e3*times['pull']:.1f} ms memory-bound; "
+              f"a step with GEMMs at peak would reach {best/peak:.0%} of peak", flush=True)
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default=None)
@@ -165,8 +197,13 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
     ap.add_argument('--coupling', action='store_true', help="also measure the coupling's share of the stacked step (γ > 0 against γ = 0)")
+    ap.add_argument('--floor', action='store_true', help='also split the stacked step into GEMM work and memory-bound passes (roofline)')
+    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings (no re-execution)")
     ap.add_argument('--threads', type=int, default=None, help='torch threads; with 1 on a CPU, steps are timed in thread CPU time')
     a = ap.parse_args(argv)
+    tuned = tuned_environ()
+    if not a.raw_allocator and os.environ.get('GLIBC_TUNABLES') != tuned['GLIBC_TUNABLES']:   # read by glibc at start only
+        os.execve(sys.executable, [sys.executable, *sys.argv], tuned)
     global CLOCK
     if a.threads: torch.set_num_threads(a.threads)
     if a.threads == 1 and (a.device or 'cpu') == 'cpu':   # CPU time of this thread: robust to other processes on a shared machine
@@ -202,6 +239,12 @@ def main(argv=None):
             rows.append(dict(model='ae', impl=f"coupling_share_{r['coupling']}", y=r['y'], min_ms=r['on_ms'] - r['off_ms'],
                              median_ms=r['on_ms'] - r['off_ms'], ratio_vs_plain=float('nan'), median_ratio_vs_plain=r['share'],
                              gflops=float('nan'), frac_of_peak=float('nan'), gemm_peak_gflops=peak, steps=a.steps, **info))
+    if a.floor:
+        for r in floor_split(device, [int(v) for v in a.ys.split(',') if v and int(v) > 1], a.steps, a.warmup, peak):
+            rows.append(dict(model='ae', impl='floor_split', y=r['y'], min_ms=float('nan'), median_ms=r['fwd_bwd_ms'] + r['memory_bound_ms'],
+                             ratio_vs_plain=float('nan'), median_ratio_vs_plain=float('nan'), gflops=r['gemm_part_gflops'],
+                             frac_of_peak=r['gemm_part_frac'], gemm_peak_gflops=peak, steps=a.steps, **info,
+                             **{k: v for k, v in r.items() if k.endswith('_ms') or k == 'roofline_frac'}))
     if a.fit:
         fo = fit_overhead(device, 25)
         print(f"fit over bare steps, y=25: {fo['fit_over_bare']:.3f} ({fo['fit_s']:.2f} s vs {fo['bare_s']:.2f} s)")

@@ -14,15 +14,16 @@ import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 from torch import Tensor
-from .core import check_int, check_float, check_bool, check_seeds, check_path, atomic_path, default_device
+from .core import check_int, check_float, check_seeds, check_path, atomic_path, default_device
 from .models import recon_error
 from .replicas import n_replicas, check_groups, replica_axis
 from .optim import Wrapper, Replicated, finite_replicas
-from .train import FitResult, CancelFit, Loop, Guard, Schedules, Recorder, Progress, Checkpoint, _check_data
+from .train import (FitResult, CancelFit, Callback, Loop, Guard, Schedules, Recorder, Progress, Checkpoint,
+                               _check_data, _check_cbs)
 
 # %% auto #0
 __all__ = ['setup', 'rank_world', 'replica_slice', 'barrier', 'all_gather_object', 'DistributedReplicated', 'active_everywhere',
-           'RankGuard', 'RankCheckpoint', 'fit_ranks', 'main']
+           'RankGuard', 'RankRecorder', 'RankCheckpoint', 'fit_ranks', 'main']
 
 # %% ../nbs/18_distributed.ipynb #5342d87c
 def setup(backend:str|None=None, timeout:float=120., **kw) -> tuple[int, int]:
@@ -243,6 +244,21 @@ class RankGuard(Guard):
         L.active_all = active_everywhere(L)
         if not bool(L.active_all.any()): raise CancelFit()
 
+# %% ../nbs/18_distributed.ipynb #5b0e2c71
+class RankRecorder(Recorder):
+    "`Recorder` on one rank: `on='replicas'` only (each rank evaluates its own replicas), `groups` checked on the whole axis."
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        if self.on != ('replicas',): raise ValueError(f"on: on ranks only the replicas are evaluated (on='replicas'), got on={self.on!r}; "
+                                                      "barycentre and ensemble views need the whole axis (gather it, or use fit)")
+    def before_fit(self, L):
+        Recorder.before_fit(self, SimpleNamespace(hooks=L.hooks, y=L.y * rank_world()[1]))   # the optimizer's groups span the ranks
+        self.n_groups = 1                                 # the replicas view does not group: a rank's slice need not hold whole groups
+    @classmethod
+    def of(cls, rec:Recorder) -> RankRecorder:
+        "`rec`'s settings, on ranks."
+        return cls(rec.metrics, rec.on, rec.every, rec.batch_size, rec.histograms, rec.run, rec.groups, rec.data)
+
 # %% ../nbs/18_distributed.ipynb #89cf662a
 class RankCheckpoint(Checkpoint):
     "Each rank saves its part to `folder/epoch-E/rank-R.pt`; epoch E counts (folder/LATEST) only once every rank has written it."
@@ -256,6 +272,14 @@ class RankCheckpoint(Checkpoint):
         "The last epoch every rank saved, as recorded in `folder/LATEST`; None if none."
         f = self.folder / 'LATEST'
         return int(f.read_text().split()[1]) if f.exists() else None
+
+# %% ../nbs/18_distributed.ipynb #c3d91a57
+@patch(cls_method=True)
+def of(cls:RankCheckpoint, ck:Checkpoint, timeout:float|None=None) -> RankCheckpoint:
+    "`ck`'s settings on ranks; the parts go to the folder named like `ck.path` with the suffix `.ranks` (`runs/ck.pt` -> `runs/ck.ranks/`)."
+    if ck.path.suffix == '.ranks': raise ValueError(f"path: {ck.path} ends in .ranks, the suffix of the folder of the ranks' parts; "
+                                                    f"name the checkpoint as for fit, e.g. {ck.path.with_suffix('.pt')}")
+    return cls(ck.path.with_suffix('.ranks'), ck.every, ck.resume, timeout)
 
 # %% ../nbs/18_distributed.ipynb #7a601b92
 @patch
@@ -306,13 +330,13 @@ def _global_rows(rows:list[dict], first:int, rank:int) -> list[dict]:
     return [dict(r, replica=r['replica'] + first) if r['replica'] >= 0 else r for r in rows if r['replica'] >= 0 or rank == 0]
 
 # %% ../nbs/18_distributed.ipynb #58db6b0c
-def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int, loss_fn, run, cbs) -> Loop:
+def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int, loss_fn, run, cbs, x_test=None, t_test=None) -> Loop:
     "`Loop` over this rank's replicas `mine` of the whole axis `seeds`; with shared minibatches each replica draws its group's first replica's order, wherever that replica lives."
     y = len(seeds)
     rep = _replicated(opt)
     shared = rep is not None and getattr(rep, 'batches', 'own') == 'shared'
     if shared: rep.batches = 'own'                 # `Loop` would group the local slice alone: its streams are set below
-    try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs)
+    try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs, x_test, t_test)
     finally:
         if shared: rep.batches = 'shared'
     if shared:                                     # each replica draws its group's first replica's order, wherever that lives
@@ -320,30 +344,42 @@ def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int
         L.gens = L.streams = [torch.Generator().manual_seed(seeds[r - r % s]) for r in mine]
     return L
 
+# %% ../nbs/18_distributed.ipynb #9d27b6e3
+def _rank_cbs(cbs, timeout:float|None=None) -> list[Callback]:
+    "`fit`'s callbacks `cbs`, checked as `fit` checks them, for this rank: `Recorder` and `Checkpoint` rank-aware with their settings, `Progress` on rank 0 only."
+    cbs = _check_cbs(cbs)
+    recs = [c for c in cbs if isinstance(c, Recorder)]
+    if len(recs) > 1: raise ValueError(f"cbs must hold at most one Recorder (it names the run and records every metric), got {len(recs)}")
+    for i, c in enumerate(cbs):
+        for plain, ranked in ((Recorder, RankRecorder), (Checkpoint, RankCheckpoint)):
+            if isinstance(c, plain) and not isinstance(c, ranked) and type(c) is not plain:
+                raise TypeError(f"cbs[{i}]: fit_ranks makes a {plain.__name__} rank-aware ({ranked.__name__}), but cannot convert "
+                                f"its subclass {type(c).__name__}; derive it from {ranked.__name__}")
+    cbs = [RankRecorder.of(c) if type(c) is Recorder else c for c in cbs] + ([] if recs else [RankRecorder()])
+    rank = rank_world()[0]
+    return [RankCheckpoint.of(c, timeout) if type(c) is Checkpoint else c for c in cbs if rank == 0 or not isinstance(c, Progress)]
+
 # %% ../nbs/18_distributed.ipynb #4ea651c8
 def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:Callable=partial(DistributedReplicated, lr=1e-3), *,
-              seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, metrics=('train_loss', 'test_loss'),
-              record_every:int=1, ckpt_dir=None, ckpt_every:int=1, resume:bool=False, timeout:float|None=None,
-              progress:bool|None=None, run='run', device=None, cbs=()) -> FitResult:
-    "`fit` on this rank's slice of `y` replicas, `make_model(seeds)` building it; rows, active set and checkpoint cover every rank."
+              seeds:Sequence[int]|None=None, loss_fn:Callable=recon_error, cbs:Sequence[Callback]=(), device=None,
+              timeout:float|None=None) -> FitResult:
+    "`fit` on this rank's slice of `y` replicas, `make_model(seeds)` building it, `fit`'s callbacks made rank-aware; rows, active set and checkpoint cover every rank."
     y, epochs, bs = check_int('y', y, lo=1), check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     for k, f in (('make_model', make_model), ('opt_func', opt_func), ('loss_fn', loss_fn)):
         if not callable(f): raise TypeError(f"{k} must be callable, got {f!r}")
-    seeds, rank = check_seeds(seeds, y), rank_world()[0]
-    mine = replica_slice(y)
+    timeout = None if timeout is None else check_float('timeout', timeout, lo=1e-3)
+    seeds, mine = check_seeds(seeds, y), replica_slice(y)
+    cbs = _rank_cbs(cbs, timeout)
     model = make_model([seeds[r] for r in mine])
     if n_replicas(model) != len(mine):
         raise ValueError(f"make_model(seeds) must build a model of {len(mine)} replicas (one per seed), got {n_replicas(model)}")
     model.to(default_device(device))
     params = [p for p in model.parameters() if p.requires_grad]
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
-    data = SimpleNamespace(x_train=x, x_test=x_test, t_train=t, t_test=t_test)
-    cbs = [RankGuard(), Schedules(), Recorder(metrics, 'replicas', record_every, data=data), *cbs]
-    if ckpt_dir is not None: cbs.append(RankCheckpoint(ckpt_dir, ckpt_every, check_bool('resume', resume), timeout))
-    if (rank == 0) if progress is None else check_bool('progress', progress): cbs.append(Progress())
-    L = _rank_loop(model, opt_func(params), x, t, seeds, mine, bs, epochs, loss_fn, run, cbs)
+    run = next(c for c in cbs if isinstance(c, Recorder)).run
+    L = _rank_loop(model, opt_func(params), x, t, seeds, mine, bs, epochs, loss_fn, run, [RankGuard(), Schedules(), *cbs], x_test, t_test)
     L.fit()
-    rows = sum(all_gather_object('fit_ranks: gathering the rows', _global_rows(L.rows, mine.start, rank)), [])
+    rows = sum(all_gather_object('fit_ranks: gathering the rows', _global_rows(L.rows, mine.start, rank_world()[0])), [])
     return FitResult(model, L.opt, rows, active_everywhere(L), L.epoch + 1 if L.epochs > L.start else L.start)
 
 # %% ../nbs/18_distributed.ipynb #87e0a143
@@ -359,7 +395,7 @@ def _parser():
     a('--P', type=int, default=2048, help='training patterns'); a('--epochs', type=int, default=2); a('--bs', type=int, default=64)
     a('--lr', type=float, default=1e-3); a('--gamma', type=float, default=0.1)
     a('--coupling', default='elastic', choices=('elastic', 'gradient')); a('--every', type=int, default=1, help='couple every k-th step')
-    a('--ckpt', default=None, help='checkpoint folder (on a file system every rank sees)'); a('--resume', action='store_true')
+    a('--ckpt', default=None, help='checkpoint path, as for fit: the ranks write their parts to the folder of its name with the suffix .ranks (on a file system every rank sees)'); a('--resume', action='store_true')
     a('--timeout', type=float, default=120., help='seconds before a collective waiting for a silent rank fails')
     a('--out', default=None, help='CSV of the tidy rows (written by rank 0)'); a('--seed', type=int, default=0)
     return p
@@ -377,7 +413,8 @@ def main(argv=None):
     make = lambda seeds: deep_ae(args.N, args.B, y=len(seeds), seeds=seeds, device=dev)
     opt = partial(DistributedReplicated, gamma=args.gamma, coupling=args.coupling, groups=args.groups, every=args.every, lr=args.lr)
     t0 = time.perf_counter()
-    res = fit_ranks(make, d, args.y, args.epochs, args.bs, opt, ckpt_dir=args.ckpt, resume=args.resume, timeout=args.timeout, device=dev)
+    cbs = [Progress()] + ([Checkpoint(args.ckpt, resume=args.resume)] if args.ckpt else [])
+    res = fit_ranks(make, d, args.y, args.epochs, args.bs, opt, cbs=cbs, device=dev, timeout=args.timeout)
     secs, o = time.perf_counter() - t0, _replicated(res.optimizer)
     if rank == 0:
         steps = max(o.t, 1)

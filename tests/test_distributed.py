@@ -2,11 +2,14 @@
 
 Three gloo processes on the CPU (float64) train a tiny batch-norm net and record, after every step, their parameters,
 BN buffers and active flags, and at the end the γ history; the single-process stacked run with the same seeds
-(`train.fit` + `optim.Replicated`) records the same. Scenarios: elastic and gradient coupling, each with a replica
-that dies mid-run; six replicas in two groups that span ranks, coupled every second step; the same groups with the
-lagged coupling and one minibatch order per group (`batches='shared'`); a run killed while
-saving its checkpoint (after every rank wrote its part, before the epoch was recorded) and resumed; a rank that dies,
+(`train.fit` + `optim.Replicated`) records the same, and the same tidy rows. Both take their recording and
+checkpoint settings as `fit`'s callbacks (`Recorder`, `Checkpoint` in `cbs`). Scenarios: elastic and gradient coupling,
+each with a replica that dies mid-run; six replicas in two groups that span ranks, coupled every second step; the
+same groups with the lagged coupling and one minibatch order per group (`batches='shared'`); six replicas in three
+groups, so that a rank's two replicas are not a multiple of the groups; a run with `Checkpoint(path, resume=True)`
+killed while saving (after every rank wrote its part, before the epoch was recorded) and resumed; a rank that dies,
 which must make the others stop with a clear error within the process group's timeout. One spawn runs them all.
+Bad callbacks are refused before any work (one process, no spawn).
 """
 import os, time
 from functools import partial
@@ -16,7 +19,7 @@ from torch import nn
 import torch.multiprocessing as mp
 from entropic_ae.optim import Replicated, Exponential
 from entropic_ae.replicas import replicate
-from entropic_ae.train import fit, Callback, Guard, Recorder
+from entropic_ae.train import fit, Callback, Guard, Recorder, Checkpoint, Progress
 from entropic_ae import distributed as D
 
 WORLD, TIMEOUT, TOL = 3, 5., 1e-12
@@ -33,6 +36,7 @@ SCENARIOS = dict(
     gradient=(3, dict(gamma=Exponential(0.2, 1.), coupling='gradient', base=partial(torch.optim.SGD, momentum=0.9), lr=0.05), 2, 5, False),
     span=(6, dict(gamma=2., coupling='elastic', groups=2, every=2, lr=0.05), 2, 3, False),
     shared=(6, dict(gamma=0.3, coupling='lagged', groups=2, batches='shared', lr=0.05), 4, 2, False),
+    thirds=(6, dict(gamma=1., coupling='gradient', groups=3, lr=0.05), 3, 2, False),
     resume=(3, dict(gamma=Exponential(0.5, 0.5), coupling='elastic', lr=0.05), 0, 1, True))
 
 class Die(Callback):
@@ -57,17 +61,17 @@ def run_stacked(name):
     y, kw, dies, at, _ = SCENARIOS[name]
     opt = partial(D.DistributedReplicated if kw.get('every', 1) > 1 else Replicated, **{k: v for k, v in kw.items() if k != 'every' or v > 1})
     tr = Trace()
-    res = fit(make_model(range(y)), data(), 3, 8, opt, cbs=[Die(dies, at), tr, Recorder(metrics=())])
-    return tr.steps, res.optimizer.gamma_history, res.active
+    res = fit(make_model(range(y)), data(), 3, 8, opt, cbs=[Die(dies, at), tr, Recorder(metrics=('train_loss',))])
+    return tr.steps, res.optimizer.gamma_history, res.active, res.rows
 
 class _Crash(Exception): pass
 
 def run_ranks(name, tmp):
     y, kw, dies, at, ckpt = SCENARIOS[name]
     first = D.replica_slice(y).start
-    go = lambda tr, **k: D.fit_ranks(make_model, data(), y, 3, 8, partial(D.DistributedReplicated, **kw), metrics=(),
-                                     progress=False, cbs=[Die(dies, at, first), tr], timeout=TIMEOUT, **k)
-    tr = Trace()
+    go = lambda tr, *cbs: D.fit_ranks(make_model, data(), y, 3, 8, partial(D.DistributedReplicated, **kw),
+                                      cbs=[Recorder(metrics=('train_loss',)), Die(dies, at, first), tr, *cbs], timeout=TIMEOUT)
+    tr, ck = Trace(), lambda: Checkpoint(tmp/'ckpt.pt', resume=True)   # fit's callback; the parts go to tmp/ckpt.ranks
     if not ckpt: res = go(tr)
     else:                                      # killed while saving epoch 2: every part written, LATEST not yet moved
         commit = D.RankCheckpoint.commit
@@ -75,12 +79,12 @@ def run_ranks(name, tmp):
             if epoch == 2: raise _Crash()
             commit(self, epoch)
         D.RankCheckpoint.commit = crash
-        try: go(Trace(), ckpt_dir=tmp/'ckpt')
+        try: go(Trace(), ck())                 # nothing to resume yet: starts afresh
         except _Crash: pass
         finally: D.RankCheckpoint.commit = commit
-        latest, parts = (tmp/'ckpt'/'LATEST').read_text(), sorted(p.name for p in (tmp/'ckpt'/'epoch-2').glob('*.pt'))
+        latest, parts = (tmp/'ckpt.ranks'/'LATEST').read_text(), sorted(p.name for p in (tmp/'ckpt.ranks'/'epoch-2').glob('*.pt'))
         D.barrier('test: before resuming')
-        res = go(tr, ckpt_dir=tmp/'ckpt', resume=True)
+        res = go(tr, ck())
         tr.steps['latest_after_kill'], tr.steps['parts_after_kill'] = latest, parts
     return tr.steps, res.optimizer.gamma_history, res.active, res.rows
 
@@ -94,7 +98,7 @@ def worker(rank, tmp):
             if rank == 2 and L.step == 2: os._exit(3)
     t0 = time.monotonic()
     try:
-        D.fit_ranks(make_model, data(), 3, 3, 8, partial(D.DistributedReplicated, gamma=1., lr=0.05), metrics=(), progress=False, cbs=[Exit()])
+        D.fit_ranks(make_model, data(), 3, 3, 8, partial(D.DistributedReplicated, gamma=1., lr=0.05), cbs=[Recorder(metrics=()), Exit()])
         msg = 'no error'
     except RuntimeError as e: msg = str(e)
     (tmp/f'fault{rank}.txt').write_text(f'{time.monotonic() - t0:.3f}\n{msg}')
@@ -131,7 +135,7 @@ def max_dev(ref, got, first, n):
 @pytest.mark.parametrize('name', list(SCENARIOS))
 def test_ranks_equal_the_stacked_run(ranks, name):
     tmp, refs, out = ranks
-    ref, gammas, active = refs[name]
+    ref, gammas, active, ref_rows = refs[name]
     y = SCENARIOS[name][0]
     devs = []
     for r, res in enumerate(out):
@@ -141,6 +145,11 @@ def test_ranks_equal_the_stacked_run(ranks, name):
         assert sorted(got) == sorted(expect) and len(got) >= (6 if name == 'resume' else 9), sorted(got)
         devs.append(max_dev(expect, got, r * (y // WORLD), y // WORLD))
         assert g == gammas and torch.equal(act, active)
+        if r == 0:                               # the gathered rows: every replica's, on the whole axis, as the stacked run's
+            key = lambda row: repr(sorted((k, v) for k, v in row.items() if k != 'value'))
+            a, b = sorted(ref_rows, key=key), sorted(rows, key=key)
+            assert [key(x) for x in a] == [key(x) for x in b] and any(x['metric'] == 'train_loss' for x in a)
+            assert max(abs(x['value'] - z['value']) for x, z in zip(a, b)) <= TOL
     print(f"{name}: max |ranks - stacked| = {max(devs):.3g}")
     assert max(devs) <= TOL
     dead = SCENARIOS[name][2]
@@ -156,3 +165,18 @@ def test_rank_death_stops_the_others_with_a_clear_error(ranks):
         secs, msg = (tmp/f'fault{r}.txt').read_text().split('\n', 1)
         assert 'a peer rank died or did not answer' in msg, msg
         assert float(secs) < TIMEOUT + 5, secs
+
+def test_bad_callbacks_are_refused_before_any_work(tmp_path):
+    "fit_ranks checks fit's callbacks as fit does, naming the parameter, before it builds the model."
+    built = []
+    go = lambda cbs, **k: D.fit_ranks(lambda seeds: built.append(seeds), data(), 3, 1, 8, cbs=cbs, **k)
+    class MyCheckpoint(Checkpoint): pass
+    for cbs, err, msg in (([Recorder(), Recorder(metrics=())], ValueError, 'at most one Recorder'),
+                          ([Recorder(), 'Progress'], TypeError, 'cbs[1] must be a train.Callback'),
+                          (Progress(), TypeError, 'cbs must be a list'),
+                          ([Recorder(on='barycentre')], ValueError, "on: on ranks only the replicas"),
+                          ([MyCheckpoint(tmp_path/'a.pt')], TypeError, 'cbs[0]: fit_ranks makes a Checkpoint rank-aware')):
+        with pytest.raises(err, match=None) as e: go(cbs)
+        assert msg in str(e.value), str(e.value)
+    with pytest.raises(ValueError, match='timeout'): go([], timeout=-1.)
+    assert built == []

@@ -19,7 +19,7 @@ from .models import recon_error
 from .replicas import n_replicas, check_groups, replica_axis
 from .optim import Wrapper, Replicated, finite_replicas
 from .train import (FitResult, CancelFit, Callback, Loop, Guard, Schedules, Recorder, Progress, Checkpoint,
-                               _check_data, _check_cbs)
+                               _check_data, _check_cbs, _one_recorder)
 
 # %% auto #0
 __all__ = ['setup', 'rank_world', 'replica_slice', 'barrier', 'all_gather_object', 'DistributedReplicated', 'active_everywhere',
@@ -348,14 +348,13 @@ def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int
 def _rank_cbs(cbs, timeout:float|None=None) -> list[Callback]:
     "`fit`'s callbacks `cbs`, checked as `fit` checks them, for this rank: `Recorder` and `Checkpoint` rank-aware with their settings, `Progress` on rank 0 only."
     cbs = _check_cbs(cbs)
-    recs = [c for c in cbs if isinstance(c, Recorder)]
-    if len(recs) > 1: raise ValueError(f"cbs must hold at most one Recorder (it names the run and records every metric), got {len(recs)}")
+    given = _one_recorder(cbs)
     for i, c in enumerate(cbs):
         for plain, ranked in ((Recorder, RankRecorder), (Checkpoint, RankCheckpoint)):
             if isinstance(c, plain) and not isinstance(c, ranked) and type(c) is not plain:
                 raise TypeError(f"cbs[{i}]: fit_ranks makes a {plain.__name__} rank-aware ({ranked.__name__}), but cannot convert "
                                 f"its subclass {type(c).__name__}; derive it from {ranked.__name__}")
-    cbs = [RankRecorder.of(c) if type(c) is Recorder else c for c in cbs] + ([] if recs else [RankRecorder()])
+    cbs = [RankRecorder.of(c) if type(c) is Recorder else c for c in cbs] + ([] if given else [RankRecorder()])
     rank = rank_world()[0]
     return [RankCheckpoint.of(c, timeout) if type(c) is Checkpoint else c for c in cbs if rank == 0 or not isinstance(c, Progress)]
 

@@ -663,6 +663,14 @@ def _check_seeds(seeds, model, y) -> list[int]:
     return check_seeds((getattr(model, 'seeds', None) or None) if seeds is None else seeds, y)
 
 
+# %% ../nbs/09_train.ipynb #f343728d
+def _one_recorder(cbs:list[Callback]) -> Recorder|None:
+    "The one `Recorder` among the checked `cbs`, or None; two are refused (the Recorder names the run and records every metric)."
+    recs = [c for c in cbs if isinstance(c, Recorder)]
+    if len(recs) > 1: raise ValueError(f"cbs must hold at most one Recorder (it names the run and records every metric), got {len(recs)}")
+    return recs[0] if recs else None
+
+
 # %% ../nbs/09_train.ipynb #31520740
 def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(adam, lr=1e-3), *,
         loss_fn:Callable=recon_error, seeds:Sequence[int]|None=None, cbs:Sequence[Callback]=()) -> FitResult:
@@ -671,15 +679,13 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     epochs, bs = check_int('epochs', epochs, lo=1), check_int('bs', bs, lo=1)
     if not callable(opt_func): raise TypeError(f"opt_func must be callable (params -> optimizer), got {opt_func!r}")
     if not callable(loss_fn): raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-    recs = [c for c in cbs if isinstance(c, Recorder)]
-    if len(recs) > 1: raise ValueError(f"cbs must hold at most one Recorder (it names the run and records every metric), got {len(recs)}")
-    rec = recs[0] if recs else Recorder()
+    given = _one_recorder(cbs); rec = given or Recorder()
     y = n_replicas(model)
     seeds, params = _check_seeds(seeds, model, y), [p for p in model.parameters() if p.requires_grad]
     if not params: raise ValueError("model has no trainable parameters")
     x, x_test, t, t_test = _check_data(data, params[0].device, params[0].dtype)
     L = Loop(model.train(), opt_func(params), x, t, seeds, bs, epochs, loss_fn, rec.run,
-             [Guard(), Schedules(), *cbs, *([] if recs else [rec])], x_test, t_test)
+             [Guard(), Schedules(), *cbs, *([] if given else [rec])], x_test, t_test)
     L.fit()
     return FitResult(model, L.opt, L.rows, L.active.cpu(), L.epoch + 1 if L.epochs > L.start else L.start)
 

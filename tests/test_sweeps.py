@@ -215,3 +215,15 @@ def test_small_sweeps_run_here_and_a_cluster_starts_only_once_it_pays_back(tmp_p
     s = S.run_sweep(cells, progress=False, force=True)
     assert where(s)[0] is None and all(w is not None for w in where(s)[1:]) and started == [2], where(s)
     assert s['engine'] == '1 cell(s) in this process, then 3 on a local Dask cluster of 2 workers (it pays back)'
+
+def test_committed_sweep_files_plan():
+    "Every sweep file under nbs/experiments/sweeps names existing notebooks and parameters they accept (checked as eae-run checks them, nothing run)."
+    from entropic_ae.sweeps import load_sweep, plan_cells
+    root = Path(__file__).parent.parent
+    files = sorted((root/'nbs'/'experiments'/'sweeps').glob('*.toml'))
+    assert files, 'no sweep files found'
+    for f in files:
+        spec = load_sweep(f)
+        cells = plan_cells(spec['blocks'], profile=spec.get('profile'), runs_dir=root/(spec.get('runs_dir') or 'runs/sweeps/grid'),
+                           folder=root/'nbs'/'experiments')
+        assert cells, f

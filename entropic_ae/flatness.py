@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 from .core import check_int, check_float, check_sigmas, check_choice, check_module, make_generator, tidy
 from .data import check_data
-from .models import recon_error, StackedLinear
+from .models import recon_error, error_rate, StackedLinear
 from .replicas import n_replicas, stack, per_replica
 
 # %% auto #0
@@ -405,6 +405,11 @@ def register_metric(name:str, fn:Callable|str, axis:str|None=None, column:str|No
 def _loss(model, x, target, loss_fn, batch_size=None): return dataset_loss(model, x, loss_fn, batch_size, target)
 register_metric('train_loss', _loss)
 register_metric('test_loss', _loss, split='test')
+def _error(model, x, target, loss_fn, batch_size=None):
+    "The error rate of each replica on `x` (labels in `target`); `loss_fn` is not used."
+    return dataset_loss(model, x, error_rate, batch_size, target)
+register_metric('train_error', _error)
+register_metric('test_error', _error, split='test')
 register_metric('local_energy', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, params='all':
                 local_energy(model, x, sigmas, n_draws, seed, loss_fn, batch_size, target, params=params), 'sigmas', 'sigma', weights=True)
 register_metric('denoising', lambda model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None, noise='additive':
@@ -412,8 +417,6 @@ register_metric('denoising', lambda model, x, target, loss_fn, sigmas, n_draws=2
 
 # %% ../nbs/07_flatness.ipynb #7c4b9e21
 # the measures defined in later chapters, by name: their modules are imported when a measure is first used
-register_metric('train_error', 'entropic_ae.vision:_error')
-register_metric('test_error', 'entropic_ae.vision:_error', split='test')
 register_metric('delta_error', 'entropic_ae.vision:_m_delta_error', 'sigmas', 'sigma', weights=True)
 register_metric('grad_sharpness', 'entropic_ae.vision:_m_grad_sharpness')
 register_metric('hessian_max', 'entropic_ae.sharpness:_m_max', weights=True)

@@ -143,11 +143,6 @@ def delta_error(model:nn.Module, x:Tensor, target:Tensor, sigmas, n_draws:int=20
     return delta_energy(model, x, sigmas, n_draws, seed, error_rate, target, batch_size)
 
 
-# %% ../nbs/11c_vision.ipynb #72c9615c
-def _error(model, x, target, loss_fn, batch_size=None):
-    "The error rate of each replica on `x` (the metrics `train_error` and `test_error`); `loss_fn` is not used."
-    return dataset_loss(model, x, error_rate, batch_size, target)
-
 # %% ../nbs/11c_vision.ipynb #dd3ffb7c
 def _m_delta_error(model, x, target, loss_fn, sigmas, n_draws=20, seed=0, batch_size=None):
     "`delta_error` in the registry's signature (the metric `delta_error`)."

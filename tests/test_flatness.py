@@ -173,8 +173,8 @@ assert 'entropic_ae.vision' not in sys.modules and 'entropic_ae.sharpness' not i
 check_metrics({'test_error': {}, 'train_error': {}, 'delta_error': {'sigmas': [0.1]}, 'grad_sharpness': {},
                'hessian_max': {}, 'rho_sharpness': {'rhos': [0.]}, 'local_entropy': {'gammas': [1.]}, 'dead_bottleneck_units': {}})
 assert list(inspect.signature(METRICS['hessian_top'].fn).parameters)[:5] == ['model', 'x', 'target', 'loss_fn', 'ranks']
-from entropic_ae import vision, sharpness, compare
-assert METRICS['test_error'].fn.__wrapped__ is vision._error and METRICS['asam_sharpness'].fn.__wrapped__ is sharpness._m_asam_sharpness
+from entropic_ae import vision, sharpness, compare, flatness
+assert METRICS['test_error'].fn is flatness._error and METRICS['asam_sharpness'].fn.__wrapped__ is sharpness._m_asam_sharpness
 assert METRICS['dead_bottleneck_units'].fn(compare.shallow_ae(4, 2, y=1), __import__('torch').zeros(3, 4), None, None).shape == (1,)
 """
 

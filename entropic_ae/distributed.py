@@ -18,7 +18,7 @@ from .core import check_int, check_float, check_seeds, check_path, atomic_path, 
 from .models import recon_error
 from .replicas import n_replicas, check_groups, replica_axis
 from .optim import Wrapper, Replicated, finite_replicas
-from .train import (FitResult, CancelFit, Callback, Loop, Guard, Schedules, Recorder, Progress, Checkpoint,
+from .train import (FitResult, CancelFit, Callback, Loop, Guard, Schedules, Recorder, Progress, Checkpoint, StopAtLoss,
                                _check_data, _check_cbs, _one_recorder)
 
 # %% auto #0
@@ -354,6 +354,8 @@ def _rank_cbs(cbs, timeout:float|None=None) -> list[Callback]:
             if isinstance(c, plain) and not isinstance(c, ranked) and type(c) is not plain:
                 raise TypeError(f"cbs[{i}]: fit_ranks makes a {plain.__name__} rank-aware ({ranked.__name__}), but cannot convert "
                                 f"its subclass {type(c).__name__}; derive it from {ranked.__name__}")
+        if isinstance(c, StopAtLoss) and c.on == 'barycentre':   # its loss would be this rank's share of a group only
+            raise ValueError(f"cbs[{i}]: StopAtLoss(on='barycentre') needs every replica of a group on one rank; fit_ranks supports on='replicas'")
     cbs = [RankRecorder.of(c) if type(c) is Recorder else c for c in cbs] + ([] if given else [RankRecorder()])
     rank = rank_world()[0]
     return [RankCheckpoint.of(c, timeout) if type(c) is Checkpoint else c for c in cbs if rank == 0 or not isinstance(c, Progress)]

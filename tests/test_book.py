@@ -346,3 +346,12 @@ def test_book_modules_are_layers():
     assert deps('book') == {'apidoc', 'website'}, deps('book')
     from entropic_ae import apidoc
     assert book.chapters is apidoc.chapters is website.chapters and book.missing_show_doc is apidoc.missing_show_doc  # old path
+
+def test_no_control_characters_in_sources():
+    "No notebook cell holds a control character (a LaTeX `\\bar` or `\\rVert` written in a non-raw Python string becomes a backspace or a line break)."
+    import json, re
+    from pathlib import Path
+    root = Path(__file__).parent.parent/'nbs'
+    bad = [(f.name, c.get('id')) for f in sorted(root.glob('*.ipynb')) + sorted(root.glob('experiments/*.ipynb'))
+           for c in json.loads(f.read_text())['cells'] if re.search(r'[\x00-\x08\x0b-\x1f]', ''.join(c['source']))]
+    assert not bad, f'control characters in the sources of {bad}'

@@ -24,7 +24,7 @@ from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoin
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
            'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se',
-           'paired_diff', 'verdict_status', 'paired_verdict']
+           'paired_diff', 't_critical', 'verdict_status', 'paired_verdict']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -295,8 +295,23 @@ def paired_diff(a, b) -> tuple[float, float, float]:
     z = m / se if se > 0 else (math.inf if m > 0 else -math.inf if m < 0 else math.nan)
     return m, se, z
 
+# %% ../nbs/10_compare.ipynb #78cb1160
+def t_critical(dof:int, level:float=0.95) -> float:
+    "Two-sided critical value of Student's t with `dof` degrees of freedom: P(|T| ≥ it) = 1 − `level`."
+    dof, level = check_int('dof', dof, lo=1), check_float('level', level, lo=0., hi=1.)
+    if not 0 < level < 1: raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    c = math.exp(math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2)) / math.sqrt(dof * math.pi)
+    def mass(t):                                   # P(0 ≤ T ≤ t), Simpson's rule on 4000 intervals
+        x = np.linspace(0., t, 4001); f = c * (1 + x * x / dof) ** (-(dof + 1) / 2)
+        return (x[1] - x[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+    lo, hi = 0., 1.
+    while mass(hi) < level / 2: hi *= 2
+    for _ in range(60): lo, hi = ((lo + hi) / 2, hi) if mass((lo + hi) / 2) < level / 2 else (lo, (lo + hi) / 2)
+    return (lo + hi) / 2
+
+
 # %% ../nbs/10_compare.ipynb #0604cabf
-def verdict_status(z:float, threshold:float=2.0) -> str:
+def verdict_status(z:float, threshold:float) -> str:
     "'holds' if z ≥ threshold, 'contradicted' if z ≤ −threshold, else 'not resolved' (also for NaN)."
     threshold = check_float('threshold', threshold, lo=0.)
     if threshold == 0: raise ValueError("threshold must be > 0, got 0.0")
@@ -304,11 +319,13 @@ def verdict_status(z:float, threshold:float=2.0) -> str:
     return 'holds' if z >= threshold else ('contradicted' if z <= -threshold else 'not resolved')
 
 # %% ../nbs/10_compare.ipynb #a77f4de7
-def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float=2.0) -> dict:
-    "One verdict row: each arm's mean and s.e. (`{name}_mean`, `{name}_se`), then diff, diff_se, z and status of a − b."
+def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float|None=None) -> dict:
+    "One verdict row: each arm's mean and s.e., then diff, diff_se, z, the degrees of freedom, the threshold on |z| (default: `t_critical` of n − 1 pairs) and the status of a − b."
     if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) for n in names)):
         raise TypeError(f"names must be a pair of strings (the two arms' names), got {names!r}")
     (am, ase), (bm, bse) = mean_se(a), mean_se(b)
     m, se, z = paired_diff(a, b)
+    dof = len(a) - 1
+    threshold = t_critical(dof) if threshold is None else threshold
     return {f'{names[0]}_mean': am, f'{names[0]}_se': ase, f'{names[1]}_mean': bm, f'{names[1]}_se': bse,
-            'diff': m, 'diff_se': se, 'z': z, 'status': verdict_status(z, threshold)}
+            'diff': m, 'diff_se': se, 'z': z, 'dof': dof, 'threshold': threshold, 'status': verdict_status(z, threshold)}

@@ -163,17 +163,20 @@ def test_paired_diff_bad_input():
     with pytest.raises(ValueError, match='x must'): mean_se([3.])
 
 def test_verdict_status_thresholds():
-    assert [verdict_status(z) for z in (2., 5., 1.999, 0., -1.999, -2., -math.inf, math.nan, np.float64(2.5))] == \
+    assert [verdict_status(z, 2.) for z in (2., 5., 1.999, 0., -1.999, -2., -math.inf, math.nan, np.float64(2.5))] == \
         ['holds', 'holds', 'not resolved', 'not resolved', 'not resolved', 'contradicted', 'contradicted', 'not resolved', 'holds']
     assert verdict_status(1.5, threshold=1.5) == 'holds' and verdict_status(1.5, threshold=3) == 'not resolved'
     with pytest.raises(ValueError, match='threshold'): verdict_status(1., threshold=0)
     with pytest.raises(ValueError, match='threshold'): verdict_status(1., threshold=-1)
-    with pytest.raises(TypeError, match='z'): verdict_status('2')
+    with pytest.raises(TypeError, match='z'): verdict_status('2', 2.)
+    with pytest.raises(TypeError): verdict_status(2.5)                  # the threshold is always stated
 
 def test_paired_verdict_row():
     v = paired_verdict([1., 2., 3., 4.], [0., 0., 1., 1.], names=('adam', 'other'))
-    assert list(v) == ['adam_mean', 'adam_se', 'other_mean', 'other_se', 'diff', 'diff_se', 'z', 'status']
-    assert v['status'] == 'holds' and v['other_mean'] == pytest.approx(0.5)
+    assert list(v) == ['adam_mean', 'adam_se', 'other_mean', 'other_se', 'diff', 'diff_se', 'z', 'dof', 'threshold', 'status']
+    assert v['status'] == 'holds' and v['other_mean'] == pytest.approx(0.5) and v['dof'] == 3
+    two = paired_verdict([1., 2.], [0., 0.5])                          # z = 5 with 2 trials: far below t_critical(1) = 12.7
+    assert two['z'] == pytest.approx(5.) and two['status'] == 'not resolved' and two['threshold'] == pytest.approx(12.7062, abs=1e-4)
 
 def test_per_trial():
     rows = []

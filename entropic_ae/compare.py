@@ -24,7 +24,7 @@ from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoin
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
            'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se',
-           'paired_diff', 't_critical', 'verdict_status', 'paired_verdict']
+           'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -310,6 +310,11 @@ def t_critical(dof:int, level:float=0.95) -> float:
     return (lo + hi) / 2
 
 
+# %% ../nbs/10_compare.ipynb #c1a5e7d2
+def ci_halfwidth(x, level:float=0.95) -> float:
+    "Half-width of the `level` confidence interval of the mean of the per-trial values `x`: t_critical(n − 1)·s/√n."
+    return t_critical(len(_trials('x', x)) - 1, level) * mean_se(x)[1]
+
 # %% ../nbs/10_compare.ipynb #0604cabf
 def verdict_status(z:float, threshold:float) -> str:
     "'holds' if z ≥ threshold, 'contradicted' if z ≤ −threshold, else 'not resolved' (also for NaN)."
@@ -320,7 +325,7 @@ def verdict_status(z:float, threshold:float) -> str:
 
 # %% ../nbs/10_compare.ipynb #a77f4de7
 def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float|None=None) -> dict:
-    "One verdict row: each arm's mean and s.e., then diff, diff_se, z, the degrees of freedom, the threshold on |z| (default: `t_critical` of n − 1 pairs) and the status of a − b."
+    "One verdict row: each arm's mean and s.e.; diff, diff_se, z; the degrees of freedom; the threshold on |z| (default: `t_critical` of n − 1 pairs); the interval diff ± threshold·s.e. (the 95 % confidence interval by default); and the status of a − b."
     if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) for n in names)):
         raise TypeError(f"names must be a pair of strings (the two arms' names), got {names!r}")
     (am, ase), (bm, bse) = mean_se(a), mean_se(b)
@@ -328,4 +333,5 @@ def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float|None=
     dof = len(a) - 1
     threshold = t_critical(dof) if threshold is None else threshold
     return {f'{names[0]}_mean': am, f'{names[0]}_se': ase, f'{names[1]}_mean': bm, f'{names[1]}_se': bse,
-            'diff': m, 'diff_se': se, 'z': z, 'dof': dof, 'threshold': threshold, 'status': verdict_status(z, threshold)}
+            'diff': m, 'diff_se': se, 'z': z, 'dof': dof, 'threshold': threshold,
+            'ci_lo': m - threshold * se, 'ci_hi': m + threshold * se, 'status': verdict_status(z, threshold)}

@@ -60,7 +60,7 @@ def test_talk_table_quick(smoke_run):
 def test_talk_table_full_on_tiny_cifar(smoke_run):
     df, vt, _ = run('talk_table', smoke_run, 'full')
     assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
-    assert ((vt.ci95_lo <= vt['diff']) & (vt['diff'] <= vt.ci95_hi)).all()                          # 95 % CI of each paired difference
+    assert ((vt.ci_lo <= vt['diff']) & (vt['diff'] <= vt.ci_hi)).all()                          # 95 % CI of each paired difference
 
 @smoke('sam_study', n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
 def test_sam_study_quick(smoke_run):
@@ -79,7 +79,7 @@ def test_sam_study_mnist(smoke_run):
     assert set(df.arm) == {'sgd', 'sgd_sam', 'sgd_2x'} and len(vt) == 2 * 4
     assert df[(df.arm == 'sgd_2x') & (df.metric == 'test_error')].epoch.max() == 2                 # twice the epochs
     eq = vt[vt.claim.str.contains('equal gradient evaluations')]
-    assert len(eq) == 2 and set(eq.reference) == {'sgd_2x'} and (vt.ci95_lo <= vt['diff']).all() and (vt['diff'] <= vt.ci95_hi).all()
+    assert len(eq) == 2 and set(eq.reference) == {'sgd_2x'} and (vt.ci_lo <= vt['diff']).all() and (vt['diff'] <= vt.ci_hi).all()
     assert 'CI ±' in pd.read_csv(out/'sam_study_mnist_quick_table.csv').iloc[0, 1]
 
 AE = dict(trials=2, y=2, epochs=2, bs=32, n_draws=2, record_every=1, energy_sigmas=[0.0, 0.1], denoise_sigmas=[0.0, 0.2])
@@ -95,6 +95,33 @@ def test_real_autoencoders_quick(smoke_run):
 def test_real_autoencoders_full(smoke_run):
     df, vt, _ = run('real_autoencoders', smoke_run, 'full')
     assert set(df.dataset) == {'mnist', 'fashion_mnist'} and len(vt) == 2 * 2 * 4 * 3
+
+FIGURES = EXP.parent.parent/'figures'
+@smoke('talk_table', gather='../../figures/talk_table_quick.csv')
+def test_talk_table_gathers_committed_rows(smoke_run):
+    "gather: the committed quick run's rows are summarised by today's code (paired t verdicts), nothing is trained."
+    from entropic_ae.compare import t_critical
+    df, vt, out = run('talk_table', smoke_run)
+    src = pd.read_csv(FIGURES/'talk_table_quick.csv')
+    assert len(df) == len(src) and 'gathered the rows of 1 earlier run' in smoke_run().text
+    assert np.allclose(vt.threshold, t_critical(3)) and (vt.dof == 3).all()                       # 4 paired trials
+    decided = vt.z.abs() >= vt.threshold
+    assert (decided == (vt.status != 'not resolved')).all() and ((vt.ci_lo > 0) | (vt.ci_hi < 0) == decided).all()
+    fin = src[(src.metric == 'final_test_error') & (src.arch == 'resnet18')]
+    d = [fin[(fin.arm == a) & (fin.eval_on == e)].sort_values('trial').value.to_numpy() for a, e in (('baseline', 'replicas'), ('esgd', 'replicas'))]
+    row = vt[(vt.arch == 'resnet18') & vt.claim.str.startswith('eSGD has a lower test error')].iloc[0]
+    assert np.isclose(row['diff'], (d[0] - d[1]).mean())
+
+@smoke('sam_study', gather='../../figures/sam_study_quick.csv')
+def test_sam_study_gathers_committed_rows(smoke_run):
+    df, vt, out = run('sam_study', smoke_run)
+    assert len(df) == len(pd.read_csv(FIGURES/'sam_study_quick.csv')) and (vt.dof == 3).all() and len(vt) == 2 * 8
+
+@smoke('sam_study', gather='../../figures/no_such_run_*.csv')
+def test_gather_without_files_fails_before_writing(smoke_run):
+    with pytest.raises(pm.PapermillExecutionError, match='gather: no files match'):
+        smoke_run()
+    assert not list(smoke_run.out.glob('*'))
 
 def test_replicas_start_together_in_the_autoencoder_notebook(tmp_path):
     "same_start: a replicated trial's replicas begin at its first network's weights (checked through the builder's code path)."

@@ -4,20 +4,21 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+import argparse, ast, glob, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_int, check_float, check_choice, check_path, atomic_path
+from .core import check_int, check_float, check_choice, check_path, atomic_path, write_csv
 
 # %% auto #0
-__all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure', 'elbow',
-           'default_profile', 'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters',
-           'notebook_constant', 'notebook_profiles', 'notebook_bounds', 'check_parameters', 'notebook_requires',
-           'missing_data', 'tuned_environ', 'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json',
-           'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+__all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure',
+           'gather_files', 'read_rows', 'write_rows', 'elbow', 'default_profile', 'experiments_dir',
+           'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
+           'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
+           'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance', 'output_paths',
+           'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -95,6 +96,27 @@ def save_figure(fig, path, dpi:int=150) -> Path:
     if not callable(getattr(fig, 'savefig', None)): raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     path, dpi = check_path('path', path), check_int('dpi', dpi, lo=1)
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight')
+    return path
+
+# %% ../nbs/15_experiments.ipynb #a7e1c0d2
+def gather_files(pattern:str) -> list[Path]:
+    "The files matching the glob `pattern` (`**` recurses), sorted; a `FileNotFoundError` naming `gather` if none does."
+    if not isinstance(pattern, str) or not pattern: raise TypeError(f"gather must be a non-empty glob pattern, got {pattern!r}")
+    files = sorted(Path(f) for f in glob.glob(pattern, recursive=True))
+    if not files: raise FileNotFoundError(f"gather: no files match {pattern!r} (relative to {Path.cwd()})")
+    return files
+
+# %% ../nbs/15_experiments.ipynb #a7e1c0d4
+def read_rows(files):
+    "The tidy rows of the CSV `files`, as one pandas `DataFrame`."
+    import pandas as pd
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+# %% ../nbs/15_experiments.ipynb #a7e1c0d6
+def write_rows(rows:list[dict], path, gathered=()) -> Path:
+    "`write_csv(rows, path)`, unless `path` is one of the `gathered` files (then it is left as it is); returns `path`."
+    path = check_path('path', path)
+    if not any(Path(f).resolve() == path.resolve() for f in gathered): write_csv(rows, path)
     return path
 
 # %% ../nbs/15_experiments.ipynb #3d995ad9

@@ -82,3 +82,16 @@ def test_bad_override_fails_before_writing(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='widths must lie in'):
         smoke_run()
     assert not list(smoke_run.out.glob('replication_bottleneck_quick*'))
+
+def test_flatness_summarises_a_sweep_that_is_half_done(tmp_path):
+    "gather mid-sweep: replicated Adam has one finished trial, so only SAM is compared with Adam (verdict and curvature), and nothing fails."
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    rows = pd.read_csv(root/'figures'/'replication_flatness_quick.csv')
+    (tmp_path/'cells').mkdir()
+    rows[~((rows.arm == 'replicated') & (rows.trial > 0))].to_csv(tmp_path/'cells'/'a.csv', index=False)
+    pm.execute_notebook(str(root/'nbs'/'experiments'/'replication_flatness.ipynb'), str(tmp_path/'out.ipynb'), kernel_name='python3',
+                        cwd=str(root/'nbs'/'experiments'), progress_bar=False,
+                        parameters=dict(gather=str(tmp_path/'cells'/'*.csv'), figures_dir=str(tmp_path), device='cpu'))
+    vt, cv = (pd.read_csv(tmp_path/f'replication_flatness_quick{s}.csv') for s in ('_verdict', '_curvature_verdict'))
+    assert set(vt.vs) == set(cv.vs) == {'sam/replicas'} and set(vt.arch) == {'deep', 'shallow'} and (vt.n_trials == 5).all()

@@ -5,7 +5,7 @@
    vs PyHessian (`pip install pyhessian`, the package itself: `hessian(model, criterion, data).eigenvalues()` with its
    defaults maxIter=100, tol=1e-3, and `.trace(maxIter=8, tol=0)`) looping over the 5 replicas as plain torch models.
    Ours is timed three ways for the eigenvalue: the exact default (2k + 20 = 22 Lanczos steps, full reorthogonalisation)
-   and with `tol=1e-2` and `1e-3` (stop once the Ritz residual guarantees 1 % / 0.1 % to an eigenvalue). Accuracy is the largest
+   and with `tol=3e-2`, `1e-2` and `1e-3` (stop once the Ritz residual is below 3 % / 1 % / 0.1 % of the Ritz value). Accuracy is the largest
    relative error over the replicas against a 60-step Lanczos reference. The trace also by Hutch++ (`method='hutch++'`)
    with the same 8 products; accuracy as the RMS relative error over replicas and `--seeds` seeds against Hutch++ with
    `--ref-probes` products, and the time PyHessian would need to reach Hutch++'s error, from Hutchinson's 1/sqrt(m)
@@ -16,6 +16,9 @@
    replica, a plain model; for each grid point, `p.data = w + a d1 + b d2`, then the loss in `torch.no_grad`), and vs
    `loss_slice` with the old 2^26-byte budget's points per pass.
 
+The script runs, like `bench_replicas`, under the allocator settings `eae-run` gives every kernel (it re-executes itself
+with `experiments.tuned_environ` unless `--raw-allocator`): ours and the peer share the process, so both get them.
+
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
 go to three CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv (eigenvalue), bench_trace_<device>.csv
@@ -25,11 +28,12 @@ and bench_slice_<device>.csv.
     python tests/benchmarks/bench_sharpness.py --device cuda
 """
 from __future__ import annotations
-import argparse, copy, statistics, time
+import argparse, copy, os, statistics, sys, time
 from pathlib import Path
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
+from entropic_ae.experiments import tuned_environ
 from entropic_ae.data import random_features
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.vision import fake_images, image_classifier, small_convnet
@@ -201,14 +205,18 @@ def main():
     ap.add_argument('--y', type=int, default=5); ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--N', type=int, default=200); ap.add_argument('--B', type=int, default=40); ap.add_argument('--P', type=int, default=500)
     ap.add_argument('--images', type=int, default=128); ap.add_argument('--image-size', type=int, default=16); ap.add_argument('--width', type=int, default=16)
-    ap.add_argument('--tol', type=float, nargs='+', default=[1e-2, 1e-3])
+    ap.add_argument('--tol', type=float, nargs='+', default=[3e-2, 1e-2, 1e-3])
     ap.add_argument('--slice-N', type=int, default=200); ap.add_argument('--slice-B', type=int, default=40)
     ap.add_argument('--slice-P', type=int, default=500); ap.add_argument('--grid', type=int, default=21)
     ap.add_argument('--skip', nargs='*', choices=['curvature', 'slice', 'eig', 'trace'], default=[])
     ap.add_argument('--states', nargs='+', choices=['untrained', 'trained'], default=['untrained', 'trained'])
+    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings (no re-execution)")
     ap.add_argument('--train-steps', type=int, default=300); ap.add_argument('--train-lr', type=float, default=1e-3)
     ap.add_argument('--seeds', type=int, default=5); ap.add_argument('--ref-probes', type=int, default=240)
     a = ap.parse_args()
+    tuned = tuned_environ()
+    if not a.raw_allocator and os.environ.get('GLIBC_TUNABLES') != tuned['GLIBC_TUNABLES']:   # read by glibc at start only
+        os.execve(sys.executable, [sys.executable, *sys.argv], tuned)
     dev = default_device(a.device)
     print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
     tag = 'cuda' if dev.type == 'cuda' else 'cpu'

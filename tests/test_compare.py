@@ -173,10 +173,11 @@ def test_verdict_status_thresholds():
 
 def test_paired_verdict_row():
     v = paired_verdict([1., 2., 3., 4.], [0., 0., 1., 1.], names=('adam', 'other'))
-    assert list(v) == ['adam_mean', 'adam_se', 'other_mean', 'other_se', 'diff', 'diff_se', 'z', 'dof', 'threshold', 'status']
+    assert list(v) == ['adam_mean', 'adam_se', 'other_mean', 'other_se', 'diff', 'diff_se', 'z', 'dof', 'threshold', 'ci_lo', 'ci_hi', 'status']
     assert v['status'] == 'holds' and v['other_mean'] == pytest.approx(0.5) and v['dof'] == 3
     two = paired_verdict([1., 2.], [0., 0.5])                          # z = 5 with 2 trials: far below t_critical(1) = 12.7
     assert two['z'] == pytest.approx(5.) and two['status'] == 'not resolved' and two['threshold'] == pytest.approx(12.7062, abs=1e-4)
+    assert two['ci_lo'] < 0 < two['ci_hi']                              # not resolved: the interval holds 0
 
 def test_per_trial():
     rows = []

@@ -355,3 +355,17 @@ def test_no_control_characters_in_sources():
     bad = [(f.name, c.get('id')) for f in sorted(root.glob('*.ipynb')) + sorted(root.glob('experiments/*.ipynb'))
            for c in json.loads(f.read_text())['cells'] if re.search(r'[\x00-\x08\x0b-\x1f]', ''.join(c['source']))]
     assert not bad, f'control characters in the sources of {bad}'
+
+def test_source_links_point_at_their_definitions():
+    "Every show_doc `[source]` link in a committed output names the line that defines the documented name (the book check masks line anchors, so a chapter left unexecuted after its module changed would otherwise keep links to the wrong lines)."
+    wrong = []
+    for nbp in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in json.loads(nbp.read_text())['cells']:
+            for o in c.get('outputs', []):
+                md = ''.join(o.get('data', {}).get('text/markdown', ''))
+                for m in re.finditer(r'\[source\]\(\.\./(entropic_ae/\w+\.py)#L(\d+)\)[^\n]*\n\n#+ ([\w.]+)', md):
+                    f, n, name = ROOT/m.group(1), int(m.group(2)), m.group(3).split('.')[-1]
+                    lines = f.read_text().splitlines()[n - 1:n + 3]               # the line, or a decorator above the def
+                    if not any(re.search(rf'\b(def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*[:=]', l.strip()) for l in lines):
+                        wrong.append(f'{nbp.name}: {name} -> {m.group(1)}#L{n}')
+    assert not wrong, f'{len(wrong)} stale source links (run eae-book execute on these chapters): {wrong[:5]}'

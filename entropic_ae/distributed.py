@@ -356,9 +356,9 @@ def _rank_cbs(cbs, timeout:float|None=None) -> list[Callback]:
                                 f"its subclass {type(c).__name__}; derive it from {ranked.__name__}")
         if isinstance(c, StopAtLoss) and c.on == 'barycentre':   # its loss would be this rank's share of a group only
             raise ValueError(f"cbs[{i}]: StopAtLoss(on='barycentre') needs every replica of a group on one rank; fit_ranks supports on='replicas'")
-    cbs = [RankRecorder.of(c) if type(c) is Recorder else c for c in cbs] + ([] if given else [RankRecorder()])
+    on_rank = {Recorder: RankRecorder.of, Checkpoint: lambda c: RankCheckpoint.of(c, timeout)}
     rank = rank_world()[0]
-    return [RankCheckpoint.of(c, timeout) if type(c) is Checkpoint else c for c in cbs if rank == 0 or not isinstance(c, Progress)]
+    return [on_rank.get(type(c), lambda c: c)(c) for c in cbs if rank == 0 or not isinstance(c, Progress)] + ([] if given else [RankRecorder()])
 
 # %% ../nbs/18_distributed.ipynb #4ea651c8
 def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:Callable=partial(DistributedReplicated, lr=1e-3), *,

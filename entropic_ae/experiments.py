@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, glob, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+import argparse, ast, ctypes, glob, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -17,8 +17,8 @@ __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check
            'gather_files', 'read_rows', 'write_rows', 'elbow', 'default_profile', 'experiments_dir',
            'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
            'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
-           'use_tuned_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance', 'output_paths',
-           'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+           'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance',
+           'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -295,8 +295,18 @@ def tuned_environ(environ=None) -> dict:
 
 # %% ../nbs/15_experiments.ipynb #5c0c4239
 def use_tuned_allocator():
-    "Put the tuned `GLIBC_TUNABLES` in this process's environment, for every kernel or worker it starts from now on."
+    "Tune this process now (`tune_allocator`) and put the tuned `GLIBC_TUNABLES` in its environment, for every kernel or worker it starts from now on."
+    tune_allocator()
     os.environ['GLIBC_TUNABLES'] = tuned_environ()['GLIBC_TUNABLES']
+
+# %% ../nbs/15_experiments.ipynb #093a525b
+_MALLOPT = {'glibc.malloc.mmap_threshold': -3, 'glibc.malloc.trim_threshold': -1}   # glibc's M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+def tune_allocator() -> bool:
+    "Give this running process `ALLOCATOR_TUNABLES` through glibc's `mallopt` (values capped at the C int range); False, with nothing changed, where that is not possible."
+    try: mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError): return False
+    return all([mallopt(k, ctypes.c_int(min(int(ALLOCATOR_TUNABLES[name]), 2**31 - 1))) == 1 for name, k in _MALLOPT.items()])
 
 # %% ../nbs/15_experiments.ipynb #5f09589b
 def check_writable(**folders):

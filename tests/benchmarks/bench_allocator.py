@@ -4,14 +4,15 @@ glibc serves blocks above its mmap threshold (at most 32 MB) with mmap and retur
 training step of y = 25 stacked replicas faults in fresh pages for its gradients and evaluation activations on every
 step. `eae-run` starts every papermill kernel and Dask worker with
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 (set before the process
-starts: glibc reads it once). This script runs the same short `fit` (deep autoencoder [800, 800, 160, 800, 800],
-y = 25 replicas, replicated Adam, batch 64, full-batch evaluation every epoch) in fresh processes with and without it,
-alternating the two so that load drift on a shared machine hits both alike, and reports per epoch the wall time, the
+starts: glibc reads it once); a running process gets the same thresholds from `experiments.tune_allocator` (glibc's
+mallopt). This script runs the same short `fit` (deep autoencoder [800, 800, 160, 800, 800],
+y = 25 replicas, replicated Adam, batch 64, full-batch evaluation every epoch) in fresh processes three ways, 'default' (glibc's own settings), 'tunables' (the
+environment variable) and 'mallopt' (`tune_allocator()` called first thing in the process), rotating the order so that load drift on a shared machine hits both alike, and reports per epoch the wall time, the
 CPU time (user + system: on a machine shared with other jobs, wall time mostly measures waiting for a core, CPU time
-much less so), the system time and the minor page faults, the peak RSS, and the ratios (without / with).
+much less so), the system time and the minor page faults, the peak RSS, and the ratios default / tuned for both ways.
 
-    python tests/benchmarks/bench_allocator.py                  # y=25, 3 pairs of runs
-    python tests/benchmarks/bench_allocator.py --y 5 --pairs 5
+    python tests/benchmarks/bench_allocator.py                  # y=25, 3 rounds of the three ways
+    python tests/benchmarks/bench_allocator.py --y 5 --rounds 5
 """
 from __future__ import annotations
 import argparse, json, os, statistics, subprocess, sys
@@ -27,6 +28,9 @@ def child(a):
     from entropic_ae.models import deep_ae
     from entropic_ae.optim import Replicated
     from entropic_ae.train import fit
+    if a.mallopt:
+        from entropic_ae.experiments import tune_allocator
+        assert tune_allocator(), "glibc's mallopt refused the thresholds"
     torch.set_num_threads(a.threads)
     rf = random_features(800, 16, a.P, P_test=a.P, seed=0)
     data = (rf.x_train, rf.x_test)
@@ -46,27 +50,30 @@ def child(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--y', type=int, default=25); ap.add_argument('--P', type=int, default=640)
-    ap.add_argument('--epochs', type=int, default=3); ap.add_argument('--pairs', type=int, default=3)
+    ap.add_argument('--epochs', type=int, default=3); ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument('--threads', type=int, default=2); ap.add_argument('--child', action='store_true')
+    ap.add_argument('--mallopt', action='store_true')
     a = ap.parse_args()
     if a.child: return child(a)
     base = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
     args = [sys.executable, __file__, '--child', '--y', str(a.y), '--P', str(a.P), '--epochs', str(a.epochs), '--threads', str(a.threads)]
-    res = {'default': [], 'tuned': []}
-    for i in range(a.pairs):
-        for name in (('default', 'tuned') if i % 2 == 0 else ('tuned', 'default')):
-            env = dict(base, **({'GLIBC_TUNABLES': TUNED} if name == 'tuned' else {}))
-            out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    ways = ['default', 'tunables', 'mallopt']
+    res = {w: [] for w in ways}
+    for i in range(a.rounds):
+        for name in ways[i % 3:] + ways[:i % 3]:
+            env = dict(base, **({'GLIBC_TUNABLES': TUNED} if name == 'tunables' else {}))
+            out = subprocess.run(args + (['--mallopt'] if name == 'mallopt' else []), env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             res[name].append(json.loads(out)); print(name, res[name][-1], flush=True)
     keys = ('s_per_epoch', 'cpu_s_per_epoch', 'sys_s_per_epoch', 'faults_per_epoch', 'peak_rss_mb')
     med = {n: {k: statistics.median(r[k] for r in rs) for k in keys} for n, rs in res.items()}
-    print(f"\ny={a.y}, P={a.P}, {a.epochs} epochs of {a.P // 64} steps + evaluation, {a.threads} threads, median of {a.pairs} runs each")
+    print(f"\ny={a.y}, P={a.P}, {a.epochs} epochs of {a.P // 64} steps + evaluation, {a.threads} threads, median of {a.rounds} runs each")
     for n, m in med.items():
         print(f"  {n:8s} wall {m['s_per_epoch']:.2f} s/epoch, CPU {m['cpu_s_per_epoch']:.2f} s/epoch (system {m['sys_s_per_epoch']:.2f} s), "
               f"{m['faults_per_epoch']:.0f} minor faults/epoch, peak RSS {m['peak_rss_mb']:.0f} MB")
-    for k, what in (('s_per_epoch', 'wall time'), ('cpu_s_per_epoch', 'CPU time')):
-        per = [d[k] / t[k] for d, t in zip(res['default'], res['tuned'])]
-        print(f"  {what} without / with the tuned allocator: {med['default'][k] / med['tuned'][k]:.2f}x (per pair: {', '.join(f'{r:.2f}' for r in per)})")
-    print(f"  peak memory with / without: {med['tuned']['peak_rss_mb'] / med['default']['peak_rss_mb']:.2f}x")
+    for tuned in ('tunables', 'mallopt'):
+        for k, what in (('s_per_epoch', 'wall time'), ('cpu_s_per_epoch', 'CPU time')):
+            per = [d[k] / t[k] for d, t in zip(res['default'], res[tuned])]
+            print(f"  {what} default / {tuned}: {med['default'][k] / med[tuned][k]:.2f}x (per round: {', '.join(f'{r:.2f}' for r in per)})")
+        print(f"  peak memory {tuned} / default: {med[tuned]['peak_rss_mb'] / med['default']['peak_rss_mb']:.2f}x")
 
 if __name__ == '__main__': main()

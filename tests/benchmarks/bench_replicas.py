@@ -20,8 +20,8 @@ over rounds are reported. `--fit` also times `train.fit` for a few epochs agains
 
     python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling --floor
 
-The script runs under the allocator settings `eae-run` gives every kernel (`experiments.tuned_environ`: large blocks stay
-in glibc's heap instead of fresh page-faulted `mmap`s); it re-executes itself with them unless `--raw-allocator`.
+The script runs under the allocator settings `eae-run` gives every kernel (`experiments.tune_allocator`, called first
+thing: large blocks stay in glibc's heap instead of fresh page-faulted `mmap`s) unless `--raw-allocator`.
 
 `--floor` splits the y-replica step into its two kinds of work, each timed alone on the same stack: the memory-bound
 passes over y × P numbers (the fused Adam step, the barycentre, the pull) and the rest (forward and backward: the
@@ -29,12 +29,12 @@ GEMMs). It prints the fraction of the GEMM peak the GEMM part reaches, and the b
 with the memory-bound passes at their measured speed (the step's roofline on this machine).
 """
 from __future__ import annotations
-import argparse, os, platform, statistics, sys, time
+import argparse, platform, statistics, time
 from functools import partial
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tuned_environ
+from entropic_ae.experiments import tune_allocator
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
 from entropic_ae.replicas import replicate
@@ -198,12 +198,10 @@ def main(argv=None):
     ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
     ap.add_argument('--coupling', action='store_true', help="also measure the coupling's share of the stacked step (γ > 0 against γ = 0)")
     ap.add_argument('--floor', action='store_true', help='also split the stacked step into GEMM work and memory-bound passes (roofline)')
-    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings (no re-execution)")
+    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings")
     ap.add_argument('--threads', type=int, default=None, help='torch threads; with 1 on a CPU, steps are timed in thread CPU time')
     a = ap.parse_args(argv)
-    tuned = tuned_environ()
-    if not a.raw_allocator and os.environ.get('GLIBC_TUNABLES') != tuned['GLIBC_TUNABLES']:   # read by glibc at start only
-        os.execve(sys.executable, [sys.executable, *sys.argv], tuned)
+    allocator = 'glibc default' if a.raw_allocator else 'tuned' if tune_allocator() else 'glibc default (mallopt refused)'
     global CLOCK
     if a.threads: torch.set_num_threads(a.threads)
     if a.threads == 1 and (a.device or 'cpu') == 'cpu':   # CPU time of this thread: robust to other processes on a shared machine
@@ -216,7 +214,7 @@ def main(argv=None):
     conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                           threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
-                          glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''), clock=CLOCK.__name__)
+                          allocator=allocator, clock=CLOCK.__name__)
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
         data = ae_data if model_name == 'ae' else conv_data

@@ -16,8 +16,8 @@
    replica, a plain model; for each grid point, `p.data = w + a d1 + b d2`, then the loss in `torch.no_grad`), and vs
    `loss_slice` with the old 2^26-byte budget's points per pass.
 
-The script runs, like `bench_replicas`, under the allocator settings `eae-run` gives every kernel (it re-executes itself
-with `experiments.tuned_environ` unless `--raw-allocator`): ours and the peer share the process, so both get them.
+The script runs, like `bench_replicas`, under the allocator settings `eae-run` gives every kernel (`experiments.tune_allocator`,
+called first thing, unless `--raw-allocator`): ours and the peer share the process, so both get them.
 
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
@@ -28,12 +28,12 @@ and bench_slice_<device>.csv.
     python tests/benchmarks/bench_sharpness.py --device cuda
 """
 from __future__ import annotations
-import argparse, copy, os, statistics, sys, time
+import argparse, statistics, time
 from pathlib import Path
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tuned_environ
+from entropic_ae.experiments import tune_allocator
 from entropic_ae.data import random_features
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.vision import fake_images, image_classifier, small_convnet
@@ -210,15 +210,13 @@ def main():
     ap.add_argument('--slice-P', type=int, default=500); ap.add_argument('--grid', type=int, default=21)
     ap.add_argument('--skip', nargs='*', choices=['curvature', 'slice', 'eig', 'trace'], default=[])
     ap.add_argument('--states', nargs='+', choices=['untrained', 'trained'], default=['untrained', 'trained'])
-    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings (no re-execution)")
+    ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings")
     ap.add_argument('--train-steps', type=int, default=300); ap.add_argument('--train-lr', type=float, default=1e-3)
     ap.add_argument('--seeds', type=int, default=5); ap.add_argument('--ref-probes', type=int, default=240)
     a = ap.parse_args()
-    tuned = tuned_environ()
-    if not a.raw_allocator and os.environ.get('GLIBC_TUNABLES') != tuned['GLIBC_TUNABLES']:   # read by glibc at start only
-        os.execve(sys.executable, [sys.executable, *sys.argv], tuned)
+    allocator = 'glibc default' if a.raw_allocator else 'tuned' if tune_allocator() else 'glibc default (mallopt refused)'
     dev = default_device(a.device)
-    print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, allocator {allocator}")
     tag = 'cuda' if dev.type == 'cuda' else 'cpu'
     if 'curvature' not in a.skip:
         rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)

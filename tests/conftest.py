@@ -11,7 +11,7 @@ import torch
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 import resource, threading, time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
@@ -81,9 +81,13 @@ class SmokeRuns:
                                                              for o in c.get('outputs', [])))
 
     def get(self, key):
-        "The run of test `key`: its result, or its error raised here; run in this thread if the background has not begun it."
+        "The run of test `key`: its result, or its error raised here; run in this thread (once) if the background has not begun it."
         f = self.futures[key]
-        return self.run(key, 'inline') if f.cancel() else f.result()
+        if f.cancel():                             # not begun: run it here, and keep the outcome for the test's next call
+            self.futures[key] = f = Future()
+            try: f.set_result(self.run(key, 'inline'))
+            except BaseException as e: f.set_exception(e)
+        return f.result()
 
 @pytest.fixture(scope='session', autouse=True)
 def _smoke_runs(request, tmp_path_factory):

@@ -117,6 +117,19 @@ def test_sam_study_gathers_committed_rows(smoke_run):
     df, vt, out = run('sam_study', smoke_run)
     assert len(df) == len(pd.read_csv(FIGURES/'sam_study_quick.csv')) and (vt.dof == 3).all() and len(vt) == 2 * 8
 
+@smoke('real_autoencoders', gather='../../figures/real_autoencoders_quick.csv')
+def test_real_autoencoders_gathers_committed_rows(smoke_run):
+    "The committed quick rows, re-summarised: the same rows, 5 paired trials under t_4, and each diff the mean of the per-trial differences."
+    from entropic_ae.compare import t_critical
+    df, vt, out = run('real_autoencoders', smoke_run)
+    src = pd.read_csv(FIGURES/'real_autoencoders_quick.csv')
+    assert len(df) == len(src) and 'gathered from 1 earlier run' in smoke_run().text and len(vt) == 2 * 4 * 3
+    assert np.allclose(vt.threshold, t_critical(4)) and ((vt.z.abs() >= vt.threshold) == (vt.status != 'not resolved')).all()
+    fin = src[(src.final == True) & (src.metric == 'test_loss') & (src.arch == 'mlp')]
+    d = [fin[(fin.arm == a) & (fin.eval_on == e)].sort_values('trial').value.to_numpy() for a, e in (('adam', 'replicas'), ('replicated', 'barycentre'))]
+    row = vt[(vt.arch == 'mlp') & (vt.metric == 'test_loss') & (vt.vs == 'replicated/barycentre')].iloc[0]
+    assert np.isclose(row['diff'], (d[0] - d[1]).mean())
+
 @smoke('sam_study', gather='../../figures/no_such_run_*.csv')
 def test_gather_without_files_fails_before_writing(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='gather: no files match'):

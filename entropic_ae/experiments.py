@@ -303,7 +303,7 @@ def use_tuned_allocator():
 _MALLOPT = {'glibc.malloc.mmap_threshold': -3, 'glibc.malloc.trim_threshold': -1}   # glibc's M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 def tune_allocator() -> bool:
-    "Give this running process `ALLOCATOR_TUNABLES` through glibc's `mallopt` (values capped at the C int range); False, with nothing changed, where that is not possible."
+    "Give this running process `ALLOCATOR_TUNABLES` through glibc's `mallopt` (values capped at the C int range); False where the C library has no `mallopt` or refuses a value."
     try: mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError): return False
     return all([mallopt(k, ctypes.c_int(min(int(ALLOCATOR_TUNABLES[name]), 2**31 - 1))) == 1 for name, k in _MALLOPT.items()])

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .core import check_int, check_float, check_sigmas, check_choice, check_module, make_generator, tidy
 from .data import check_data
 from .models import recon_error, error_rate, StackedLinear
-from .replicas import n_replicas, stack, per_replica
+from .replicas import n_replicas, stack
 
 # %% auto #0
 __all__ = ['METRICS', 'model_device', 'dataset_loss', 'replica_generators', 'local_energy', 'denoising', 'avg_diff', 'log_bins',
@@ -108,13 +108,15 @@ def _cache_bytes() -> int:
 class _PassSize:
     "Points per pass `k`: `fixed`, or from `start` doubled (up to `cap`) while the time per point that `record` is told falls."
     def __init__(self, cap:int, start:int, timed:bool=True):
-        self.cap, self.k, self.timed, self.best = cap, max(1, min(cap, start)), timed, None
+        self.cap, self.k, self.timed, self.best, self.warm = cap, max(1, min(cap, start)), timed, None, None
     def record(self, n:int, seconds:float):
-        "A pass of `n` points took `seconds`: while timing, double `k` or settle on the best size."
+        "A pass of `n` points took `seconds`: while timing, the second pass at each size counts (the first pays for fresh memory); double `k` while its time per point falls (once more after it does not), then settle on the best size."
         if not self.timed or n != self.k: return
+        if self.warm != n: self.warm = n; return
         dt = seconds / n
-        if self.best is None or dt < self.best[1]: self.best = (n, dt)
-        if self.best[0] == self.k and 2 * self.k <= self.cap: self.k *= 2
+        if self.best is None or dt < self.best[1]: self.best, self.misses = (n, dt), 0
+        else: self.misses += 1
+        if self.misses < 2 and 2 * self.k <= self.cap: self.k *= 2
         else: self.k, self.timed = self.best[0], False
 
 # %% ../nbs/07_flatness.ipynb #0d93c7ae
@@ -144,7 +146,7 @@ class _FirstLayers:
         self.reset([])
     def reset(self, basis):
         "A new basis: forget the products of the old one."
-        self.basis, self.cache, self.chunk, self.coef, self.used, self.extra_s = basis, {}, None, None, None, 0.
+        self.basis, self.cache, self.chunk, self.coef, self.extra_s = basis, {}, None, None, 0.
     def patch(self, sc):
         "Route the scratch copy's first layers through the shortcut (any other input goes the ordinary way)."
         for name, m in sc.named_modules():
@@ -157,10 +159,7 @@ def forward(self:_FirstLayers, name, m, x):
     key = (name, *self.chunk[1])
     if x is not self.chunk[0] or (key not in self.cache and not self._fill(name, key, x)): return StackedLinear.forward(m, x)
     c, P = self.coef, self.cache[key]                                         # c [k, nb], P [nb, y, rows, out]
-    out = P[0].unsqueeze(0) * c[:, 0].view(-1, 1, 1, 1)
-    for j in range(1, len(P)):
-        if self.used[j]: out.addcmul_(P[j].unsqueeze(0), c[:, j].view(-1, 1, 1, 1))
-    return out.view(-1, *out.shape[2:])
+    return torch.mm(c, P.view(len(P), -1)).view(-1, *P.shape[2:])            # Σ_j c[g, j]·P_j for every point g: one GEMM
 
 # %% ../nbs/07_flatness.ipynb #a1d43cff
 @patch
@@ -218,11 +217,8 @@ def __call__(self:_Points, basis, coef:Tensor, out:Tensor, todo=None, on_pass=No
         idx = todo[i:i + self.size.k]; i += len(idx)
         (sc, views), t0, extra = self._copy(len(idx)), time.perf_counter(), self.first.extra_s
         c = coef[idx].to(self.x.device, self.params[0].dtype)
-        used = self.first.used = (c != 0).any(0).tolist()
-        for v, *bs in zip(views, *basis):                                    # w_g = Σ_j c[g, j]·B_j
-            v.copy_(bs[0].unsqueeze(0) * per_replica(c[:, 0], v))
-            for j in range(1, len(bs)):
-                if used[j]: v.add_(bs[j].unsqueeze(0) * per_replica(c[:, j], v))
+        for v, *bs in zip(views, *basis):                                    # w_g = Σ_j c[g, j]·B_j: one GEMM
+            torch.mm(c, torch.stack([b.expand(v.shape[1:]) for b in bs]).view(len(bs), -1), out=v.view(len(idx), -1))
         if self.fill_buffers is not None:
             self.fill_buffers([(b.view(len(idx), self.y, *b.shape[1:]), b0) for b, b0 in zip(sc.buffers(), self.model.buffers())], idx)
         self.first.coef = c

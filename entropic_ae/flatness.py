@@ -105,10 +105,12 @@ def _cache_bytes() -> int:
     return 2**20
 
 # %% ../nbs/07_flatness.ipynb #a7eeb464
+_SETTLED = {}        # pass sizes settled by timing in this process, by problem (device, replicas, shapes, rows)
+
 class _PassSize:
-    "Points per pass `k`: `fixed`, or from `start` doubled (up to `cap`) while the time per point that `record` is told falls."
-    def __init__(self, cap:int, start:int, timed:bool=True):
-        self.cap, self.k, self.timed, self.best, self.warm = cap, max(1, min(cap, start)), timed, None, None
+    "Points per pass `k`: `fixed`, or from `start` doubled (up to `cap`) while the time per point that `record` is told falls; the size settled on is kept under `key`."
+    def __init__(self, cap:int, start:int, timed:bool=True, key=None):
+        self.cap, self.k, self.timed, self.best, self.warm, self.key = cap, max(1, min(cap, start)), timed, None, None, key
     def record(self, n:int, seconds:float):
         "A pass of `n` points took `seconds`: while timing, the second pass at each size counts (the first pays for fresh memory); double `k` while its time per point falls (once more after it does not), then settle on the best size."
         if not self.timed or n != self.k: return
@@ -117,7 +119,9 @@ class _PassSize:
         if self.best is None or dt < self.best[1]: self.best, self.misses = (n, dt), 0
         else: self.misses += 1
         if self.misses < 2 and 2 * self.k <= self.cap: self.k *= 2
-        else: self.k, self.timed = self.best[0], False
+        else:
+            self.k, self.timed = self.best[0], False
+            if self.key is not None: _SETTLED[self.key] = self.k
 
 # %% ../nbs/07_flatness.ipynb #0d93c7ae
 def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
@@ -126,15 +130,17 @@ def _max_points(device, y:int, n_params:int, rows:int, width:int) -> int:
     return max(1, budget // max(1, 4 * y * (n_params + rows * width)))
 
 # %% ../nbs/07_flatness.ipynb #e7ada401
-def _plan(device, y:int, n_params:int, x:Tensor, batch_size:int|None, points_per_pass:int|None) -> tuple[list, _PassSize]:
-    "Row chunks of `x` and the points-per-pass rule for a `y`-replica model with `n_params` parameters per replica."
+def _plan(device, y:int, n_params:int, x:Tensor, batch_size:int|None, points_per_pass:int|None, shapes=()) -> tuple[list, _PassSize]:
+    "Row chunks of `x` and the points-per-pass rule for a `y`-replica model with `n_params` parameters per replica (of `shapes`): a size timed before for the same problem is reused."
     cpu, per_row = torch.device(device).type != 'cuda', x.element_size() * y * x[0].numel()
     if batch_size is None and cpu and per_row * x.shape[0] > _cache_bytes(): batch_size = max(128, _cache_bytes() // per_row)
     parts = _chunks(x.shape[0], batch_size)
     rows = parts[0][1] - parts[0][0]
     cap = points_per_pass or _max_points(device, y, n_params, rows, x[0].numel())
     if points_per_pass or not cpu: return parts, _PassSize(cap, cap, timed=False)
-    return parts, _PassSize(cap, _cache_bytes() // (per_row * rows))
+    key = (torch.device(device).type, y, n_params, tuple(shapes), rows, x[0].numel(), x.dtype)
+    if key in _SETTLED: return parts, _PassSize(cap, _SETTLED[key], timed=False)
+    return parts, _PassSize(cap, _cache_bytes() // (per_row * rows), key=key)
 
 # %% ../nbs/07_flatness.ipynb #a7d3f45c
 class _FirstLayers:
@@ -193,7 +199,8 @@ class _Points:
         ids = {id(p) for p in self.params}
         self.pos = [i for i, p in enumerate(ps) if id(p) in ids]
         self.model, self.x, self.target, self.loss_fn, self.y = model, x, x if target is None else target, loss_fn, n_replicas(model)
-        self.parts, self.size = _plan(model_device(model), self.y, sum(p[0].numel() for p in ps), x, batch_size, points_per_pass)
+        self.parts, self.size = _plan(model_device(model), self.y, sum(p[0].numel() for p in ps), x, batch_size, points_per_pass,
+                                      [tuple(p.shape) for p in ps])
         self.first, self.scratch = _FirstLayers(model, self.params), {}
         self.mode, self.fill_buffers = mode or (lambda sc: contextlib.nullcontext()), fill_buffers
     def _copy(self, k:int) -> tuple[nn.Module, list[Tensor]]:

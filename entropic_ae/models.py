@@ -98,7 +98,7 @@ def encode(self:AutoEncoder, x:Tensor) -> Tensor:
     "Bottleneck codes [y, b, B] of `x` ([b, N] or [y, b, N])."
     for i,l in enumerate(self.layers[:self.bottleneck]):
         x = l(x)
-        if i < self.bottleneck-1 or self.bottleneck_relu: x = torch.relu(x)
+        if i < self.bottleneck-1 or self.bottleneck_relu: x = torch.relu_(x)              # in place: x is a fresh output
     return x
 
 # %% ../nbs/03_models.ipynb #1c12fc91
@@ -106,9 +106,9 @@ def encode(self:AutoEncoder, x:Tensor) -> Tensor:
 def decode(self:AutoEncoder, z:Tensor) -> Tensor:
     "Reconstructions [y, b, N] (in (0, 1) with the sigmoid output) from codes `z` [y, b, B] (or [b, B])."
     dec = self.layers[self.bottleneck:]
-    for l in dec[:-1]: z = torch.relu(l(z))
+    for l in dec[:-1]: z = torch.relu_(l(z))
     z = dec[-1](z)
-    return z if self.output is None else torch.sigmoid(z)
+    return z if self.output is None else torch.sigmoid_(z)
 
 # %% ../nbs/03_models.ipynb #3aad0607
 @patch
@@ -141,7 +141,7 @@ def recon_error(xhat:Tensor, x:Tensor) -> Tensor:
     if xhat.dim() != 3: raise ValueError(f"xhat must have shape [y, b, N], got {tuple(xhat.shape)}")
     if not isinstance(x, Tensor) or x.shape not in (xhat.shape[1:], xhat.shape):
         raise ValueError(f"x must have shape {list(xhat.shape[1:])} or {list(xhat.shape)} to match xhat, got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-    return (xhat - x).square().mean(dim=(-2, -1))
+    return nn.functional.mse_loss(xhat, x.expand_as(xhat), reduction='none').mean(dim=(-2, -1))   # one fused pass, the same bits
 
 # %% ../nbs/03_models.ipynb #5c1e2a71
 def _flat_labels(logits:Tensor, labels:Tensor) -> tuple[Tensor, Tensor]:
@@ -181,7 +181,7 @@ class MLP(nn.Module):
 
     def forward(self, x:Tensor) -> Tensor:
         "Logits [y, b, C] of `x` ([b, N] or [y, b, N])."
-        for l in self.layers[:-1]: x = torch.relu(l(x))
+        for l in self.layers[:-1]: x = torch.relu_(l(x))
         return self.layers[-1](x)
 
     def extra_repr(self): return f'sizes={self.sizes}, y={self.y}'

@@ -5,9 +5,10 @@ training step of y = 25 stacked replicas faults in fresh pages for its gradients
 step. `eae-run` starts every papermill kernel and Dask worker with
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 (set before the process
 starts: glibc reads it once); a running process gets the same thresholds from `experiments.tune_allocator` (glibc's
-mallopt). This script runs the same short `fit` (deep autoencoder [800, 800, 160, 800, 800],
-y = 25 replicas, replicated Adam, batch 64, full-batch evaluation every epoch) in fresh processes three ways, 'default' (glibc's own settings), 'tunables' (the
-environment variable) and 'mallopt' (`tune_allocator()` called first thing in the process), rotating the order so that load drift on a shared machine hits both alike, and reports per epoch the wall time, the
+mallopt). This script runs the same short `fit` (deep autoencoder [800, 800, 160, 800, 800], y = 25 replicas,
+replicated Adam, batch 64, full-batch evaluation every epoch) in fresh processes three ways: 'default' (glibc's own
+settings), 'tunables' (the environment variable) and 'mallopt' (`tune_allocator()` called first thing in the process),
+rotating the order every round so that load drift on a shared machine hits all three alike. It reports per epoch the wall time, the
 CPU time (user + system: on a machine shared with other jobs, wall time mostly measures waiting for a core, CPU time
 much less so), the system time and the minor page faults, the peak RSS, and the ratios default / tuned for both ways.
 
@@ -17,7 +18,6 @@ much less so), the system time and the minor page faults, the peak RSS, and the 
 from __future__ import annotations
 import argparse, json, os, statistics, subprocess, sys
 
-TUNED = 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296'
 
 def child(a):
     "One run in this process: warm-up epoch, then `a.epochs` timed epochs; prints a JSON line."
@@ -50,18 +50,20 @@ def child(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--y', type=int, default=25); ap.add_argument('--P', type=int, default=640)
-    ap.add_argument('--epochs', type=int, default=3); ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument('--epochs', type=int, default=3); ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--threads', type=int, default=2); ap.add_argument('--child', action='store_true')
     ap.add_argument('--mallopt', action='store_true')
     a = ap.parse_args()
     if a.child: return child(a)
+    from entropic_ae.experiments import tuned_environ
     base = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+    tuned = tuned_environ(base)               # the library's one setting, not a copy of it
     args = [sys.executable, __file__, '--child', '--y', str(a.y), '--P', str(a.P), '--epochs', str(a.epochs), '--threads', str(a.threads)]
     ways = ['default', 'tunables', 'mallopt']
     res = {w: [] for w in ways}
     for i in range(a.rounds):
         for name in ways[i % 3:] + ways[:i % 3]:
-            env = dict(base, **({'GLIBC_TUNABLES': TUNED} if name == 'tunables' else {}))
+            env = tuned if name == 'tunables' else base
             out = subprocess.run(args + (['--mallopt'] if name == 'mallopt' else []), env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             res[name].append(json.loads(out)); print(name, res[name][-1], flush=True)
     keys = ('s_per_epoch', 'cpu_s_per_epoch', 'sys_s_per_epoch', 'faults_per_epoch', 'peak_rss_mb')

@@ -17,8 +17,8 @@ __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check
            'gather_files', 'read_rows', 'write_rows', 'elbow', 'default_profile', 'experiments_dir',
            'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
            'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
-           'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'provenance',
-           'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+           'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'cpu_model',
+           'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -367,6 +367,17 @@ def _gpus() -> list[str]:
     want = [v.strip() for v in vis.split(',') if v.strip()]
     return [r[2] for w in want for r in rows if w in (r[0], r[1])]
 
+# %% ../nbs/15_experiments.ipynb #c9a1e0f2
+def cpu_model() -> str:
+    "The processor's model name and its widest vector instructions (AMX, AVX-512, AVX2), from /proc/cpuinfo; `platform.processor()` elsewhere."
+    try: info = Path('/proc/cpuinfo').read_text()
+    except OSError: return platform.processor() or platform.machine()
+    field = lambda key: next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith(key)), '')
+    flags = set(field('flags').split())
+    widest = next(([n] for f, n in (('avx512f', 'AVX-512'), ('avx2', 'AVX2')) if f in flags), [])
+    isa = (['AMX'] if 'amx_tile' in flags else []) + widest
+    return ', '.join([field('model name') or platform.machine(), *isa])
+
 # %% ../nbs/15_experiments.ipynb #ae52f728
 def provenance(notebook, parameters:dict) -> dict:
     "Where and with what a notebook run happens: git commit, package versions, machine, visible GPUs."
@@ -376,7 +387,7 @@ def provenance(notebook, parameters:dict) -> dict:
     return dict(notebook=str(notebook), parameters=parameters, git_commit=_git_commit(Path(notebook).parent),
                 versions={'python': platform.python_version(), **{p: v(p) for p in
                           ('entropic_ae', 'torch', 'numpy', 'papermill', 'distributed', 'nbclient', 'ipykernel')}},
-                device=dict(host=socket.gethostname(), platform=platform.platform(), cpus=os.cpu_count(),
+                device=dict(host=socket.gethostname(), platform=platform.platform(), cpu=cpu_model(), cpus=os.cpu_count(),
                             torch_device=parameters.get('device') or 'auto (cuda if available)',
                             cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'), gpus=_gpus()),
                 glibc_tunables=os.environ.get('GLIBC_TUNABLES'))

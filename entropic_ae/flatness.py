@@ -111,6 +111,7 @@ class _PassSize:
     "Points per pass `k`: `fixed`, or from `start` doubled (up to `cap`) while the time per point that `record` is told falls; the size settled on is kept under `key`."
     def __init__(self, cap:int, start:int, timed:bool=True, key=None):
         self.cap, self.k, self.timed, self.best, self.warm, self.key = cap, max(1, min(cap, start)), timed, None, None, key
+        self.misses = 0                                   # timed sizes in a row no faster than the best
     def record(self, n:int, seconds:float):
         "A pass of `n` points took `seconds`: while timing, the second pass at each size counts (the first pays for fresh memory); double `k` while its time per point falls (once more after it does not), then settle on the best size."
         if not self.timed or n != self.k: return
@@ -138,7 +139,7 @@ def _plan(device, y:int, n_params:int, x:Tensor, batch_size:int|None, points_per
     rows = parts[0][1] - parts[0][0]
     cap = points_per_pass or _max_points(device, y, n_params, rows, x[0].numel())
     if points_per_pass or not cpu: return parts, _PassSize(cap, cap, timed=False)
-    key = (torch.device(device).type, y, n_params, tuple(shapes), rows, x[0].numel(), x.dtype)
+    key = (torch.device(device).type, y, tuple(shapes), rows, x[0].numel(), x.dtype)   # the shapes fix n_params
     if key in _SETTLED: return parts, _PassSize(cap, _SETTLED[key], timed=False)
     return parts, _PassSize(cap, _cache_bytes() // (per_row * rows), key=key)
 

@@ -9,9 +9,10 @@ torch runs with one CPU thread by default (--torch-threads). Backends are interl
 and the numba and torch final states are checked to be identical. Writes a tidy table (default
 figures/annealing_benchmark.csv).
 """
-import argparse, os, platform, time
+import argparse, os, time
 import numpy as np, numba, torch
 from entropic_ae.core import tidy, write_csv
+from entropic_ae.experiments import cpu_model
 from entropic_ae.annealing import anneal, binary_perceptron
 
 def run(prob, y, sweeps, backend, device=None):
@@ -37,7 +38,7 @@ def main(argv=None):
     ap.add_argument('--out', default='figures/annealing_benchmark.csv')
     a = ap.parse_args(argv)
     torch.set_num_threads(a.torch_threads)
-    host = f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}'
+    host = f'{cpu_model()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}'
     all_threads = numba.config.NUMBA_NUM_THREADS
     arms = [('numba', 1, None), ('numba', all_threads, None), ('torch', None, 'cpu')]
     if torch.cuda.is_available(): arms.append(('torch', None, 'cuda'))

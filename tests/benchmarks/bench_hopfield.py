@@ -29,10 +29,11 @@ N done within 60 s (goal on one H200: N = 40, 2^39 states).
 The table (default figures/hopfield_benchmark.csv) is merged: rows of the same hardware, backend and
 N are replaced, others kept, so CPU and GPU results live in one file.
 """
-import argparse, os, platform, time
+import argparse, os, time
 from pathlib import Path
 import numba, numpy as np, pandas as pd, torch
 from entropic_ae.core import tidy, write_csv
+from entropic_ae.experiments import cpu_model
 from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, count_fixed_points, cuda
 
 D_LIST = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
@@ -57,7 +58,7 @@ def run_one(N, backend, low_bits=None, seed=0, couplings='pm1'):
 
 def hardware(backend):
     if device_of(backend) == 'cuda': return torch.cuda.get_device_name()
-    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cpus'
+    return f'{cpu_model()}, {os.cpu_count()} cpus'
 
 def first_call(backend, couplings='pm1'):
     "Time of the first call (compiles, or loads the compiled kernel from numba's cache); None if the backend fails."

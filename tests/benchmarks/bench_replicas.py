@@ -18,7 +18,7 @@ One step = zero_grad + forward + backward of the summed per-replica loss + optim
 are timed round-robin (one step of each per round) so that drifting load hits them alike; the minimum and median
 over rounds are reported. `--fit` also times `train.fit` for a few epochs against the same number of bare steps.
 
-    python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling --floor
+    python tests/benchmarks/bench_replicas.py --device cpu --threads 1 --out figures/bench_replicas_cpu.csv --fit --coupling --floor --first-layer
 
 The script runs under the allocator settings `eae-run` gives every kernel (`experiments.tune_allocator`, called first
 thing: large blocks stay in glibc's heap instead of fresh page-faulted `mmap`s) unless `--raw-allocator`.
@@ -27,14 +27,17 @@ thing: large blocks stay in glibc's heap instead of fresh page-faulted `mmap`s) 
 passes over y × P numbers (the fused Adam step, the barycentre, the pull) and the rest (forward and backward: the
 GEMMs). It prints the fraction of the GEMM peak the GEMM part reaches, and the best fraction any step could reach
 with the memory-bound passes at their measured speed (the step's roofline on this machine).
+
+`--first-layer` times the one layer a shared minibatch could turn into a single wide GEMM (forward and weight gradient
+[b, N] × [N, y·N]) against the batched `baddbmm` over the batch expanded to [y, b, N] that `StackedLinear` runs.
 """
 from __future__ import annotations
-import argparse, platform, statistics, time
+import argparse, statistics, time
 from functools import partial
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tune_allocator
+from entropic_ae.experiments import tune_allocator, cpu_model
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
 from entropic_ae.replicas import replicate
@@ -187,6 +190,20 @@ def floor_split(device, ys, steps:int, warmup:int, peak:float) -> list[dict]:
               f"a step with GEMMs at peak would reach {best/peak:.0%} of peak", flush=True)
     return out
 
+def first_layer(device, ys, steps:int, warmup:int) -> list[dict]:
+    "Median ms of the shared-minibatch first layer (forward + backward), y replicas: one `baddbmm` over the batch expanded to [y, b, N] (what `StackedLinear` does) against one wide GEMM [b, N] x [N, y·N] on weights kept in nn.Linear's layout [y·N, N]."
+    out = []
+    for y in ys:
+        x, g = torch.rand(64, N, device=device), torch.randn(y, 64, N, device=device)
+        W, bias = torch.randn(y, N, N, device=device, requires_grad=True), torch.zeros(y, 1, N, device=device, requires_grad=True)
+        Wt = torch.randn(y * N, N, device=device, requires_grad=True)
+        def bmm(): torch.baddbmm(bias, x.expand(y, *x.shape), W).backward(g)
+        def wide(): torch.addmm(bias.reshape(1, -1), x, Wt.t()).view(64, y, N).transpose(0, 1).backward(g)
+        times = {k: statistics.median(v) for k, v in time_round_robin(dict(bmm=bmm, wide=wide), device, warmup, steps).items()}
+        out.append(dict(y=y, **{f'{k}_ms': 1e3 * v for k, v in times.items()}))
+        print(f"shared first layer, y={y}: baddbmm over the expanded batch {1e3*times['bmm']:.1f} ms, one wide GEMM {1e3*times['wide']:.1f} ms", flush=True)
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default=None)
@@ -198,6 +215,7 @@ def main(argv=None):
     ap.add_argument('--fit', action='store_true', help='also measure fit over bare steps (y=25)')
     ap.add_argument('--coupling', action='store_true', help="also measure the coupling's share of the stacked step (γ > 0 against γ = 0)")
     ap.add_argument('--floor', action='store_true', help='also split the stacked step into GEMM work and memory-bound passes (roofline)')
+    ap.add_argument('--first-layer', action='store_true', help='also time the shared first layer as one baddbmm against one wide GEMM')
     ap.add_argument('--raw-allocator', action='store_true', help="keep glibc's default allocator settings")
     ap.add_argument('--threads', type=int, default=None, help='torch threads; with 1 on a CPU, steps are timed in thread CPU time')
     a = ap.parse_args(argv)
@@ -213,7 +231,7 @@ def main(argv=None):
     ae_data = (torch.rand(2048, N, device=device), None)
     conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
-                          threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
+                          threads=torch.get_num_threads(), torch=torch.__version__, machine=cpu_model(),
                           allocator=allocator, clock=CLOCK.__name__)
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
@@ -237,6 +255,12 @@ def main(argv=None):
             rows.append(dict(model='ae', impl=f"coupling_share_{r['coupling']}", y=r['y'], min_ms=r['on_ms'] - r['off_ms'],
                              median_ms=r['on_ms'] - r['off_ms'], ratio_vs_plain=float('nan'), median_ratio_vs_plain=r['share'],
                              gflops=float('nan'), frac_of_peak=float('nan'), gemm_peak_gflops=peak, steps=a.steps, **info))
+    if a.first_layer:
+        for r in first_layer(device, [int(v) for v in a.ys.split(',') if v and int(v) > 1], a.steps, a.warmup):
+            for way in ('bmm', 'wide'):
+                rows.append(dict(model='ae', impl=f'first_layer_{way}', y=r['y'], min_ms=r[f'{way}_ms'], median_ms=r[f'{way}_ms'],
+                                 ratio_vs_plain=float('nan'), median_ratio_vs_plain=r[f'{way}_ms'] / r['bmm_ms'], gflops=float('nan'),
+                                 frac_of_peak=float('nan'), gemm_peak_gflops=peak, steps=a.steps, **info))
     if a.floor:
         for r in floor_split(device, [int(v) for v in a.ys.split(',') if v and int(v) > 1], a.steps, a.warmup, peak):
             rows.append(dict(model='ae', impl='floor_split', y=r['y'], min_ms=float('nan'), median_ms=r['fwd_bwd_ms'] + r['memory_bound_ms'],

@@ -233,6 +233,7 @@ def main(argv=None):
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                           threads=torch.get_num_threads(), torch=torch.__version__, machine=cpu_model(),
                           allocator=allocator, clock=CLOCK.__name__)
+    plain_ms = float('inf')                             # best plain one-model autoencoder step, for the floor's ratio bound
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
         data = ae_data if model_name == 'ae' else conv_data
@@ -241,6 +242,7 @@ def main(argv=None):
             steps.update({(impl, y): make_step(model_name, impl, y, device, data) for impl in impls})
             times = time_round_robin(steps, device, a.warmup, a.steps)
             base, base_med = min(times[('plain', 1)]), statistics.median(times[('plain', 1)])
+            if model_name == 'ae': plain_ms = min(plain_ms, 1e3 * base)
             for (impl, yy), t in times.items():
                 if impl == 'plain' and y != 1: continue
                 med = statistics.median(t)
@@ -266,7 +268,10 @@ def main(argv=None):
             rows.append(dict(model='ae', impl='floor_split', y=r['y'], min_ms=float('nan'), median_ms=r['fwd_bwd_ms'] + r['memory_bound_ms'],
                              ratio_vs_plain=float('nan'), median_ratio_vs_plain=float('nan'), gflops=r['gemm_part_gflops'],
                              frac_of_peak=r['gemm_part_frac'], gemm_peak_gflops=peak, steps=a.steps, **info,
-                             **{k: v for k, v in r.items() if k.endswith('_ms') or k == 'roofline_frac'}))
+                             **{k: v for k, v in r.items() if k.endswith('_ms') or k == 'roofline_frac'},
+                             ratio_bound=(1e3 * ae_flops(r['y']) / (peak * 1e9) + r['memory_bound_ms']) / plain_ms))
+            print(f"floor, y={r['y']}: no implementation of this step can cost less than {rows[-1]['ratio_bound']:.2f}x the plain "
+                  f"one-model step on this machine (every product at peak, the memory-bound passes as measured)", flush=True)
     if a.fit:
         fo = fit_overhead(device, 25)
         print(f"fit over bare steps, y=25: {fo['fit_over_bare']:.3f} ({fo['fit_s']:.2f} s vs {fo['bare_s']:.2f} s)")

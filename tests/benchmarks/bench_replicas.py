@@ -25,8 +25,10 @@ thing: large blocks stay in glibc's heap instead of fresh page-faulted `mmap`s) 
 
 `--floor` splits the y-replica step into its two kinds of work, each timed alone on the same stack: the memory-bound
 passes over y × P numbers (the fused Adam step, the barycentre, the pull) and the rest (forward and backward: the
-GEMMs). It prints the fraction of the GEMM peak the GEMM part reaches, and the best fraction any step could reach
-with the memory-bound passes at their measured speed (the step's roofline on this machine).
+GEMMs). It prints the fraction of the GEMM peak the GEMM part reaches, the best fraction any step could reach
+with the memory-bound passes at their measured speed (the step's roofline on this machine), and the lowest ratio to
+the plain one-model step that any implementation could reach (`ratio_bound`: y times one model's arithmetic at peak
+plus the measured memory-bound passes, over the plain step timed beside the y-replica ones, as in `ratio_vs_plain`).
 
 `--first-layer` times the one layer a shared minibatch could turn into a single wide GEMM (forward and weight gradient
 [b, N] × [N, y·N]) against the batched `baddbmm` over the batch expanded to [y, b, N] that `StackedLinear` runs.
@@ -233,7 +235,7 @@ def main(argv=None):
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                           threads=torch.get_num_threads(), torch=torch.__version__, machine=cpu_model(),
                           allocator=allocator, clock=CLOCK.__name__)
-    plain_ms = float('inf')                             # best plain one-model autoencoder step, for the floor's ratio bound
+    plain_ms = {}                                       # the plain one-model step timed beside each y, for the floor's ratio bound
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),
                                   ('bn_convnet', a.conv_ys, ('replicate-loop', 'replicate-vmap', 'models-loop'))]:
         data = ae_data if model_name == 'ae' else conv_data
@@ -242,7 +244,7 @@ def main(argv=None):
             steps.update({(impl, y): make_step(model_name, impl, y, device, data) for impl in impls})
             times = time_round_robin(steps, device, a.warmup, a.steps)
             base, base_med = min(times[('plain', 1)]), statistics.median(times[('plain', 1)])
-            if model_name == 'ae': plain_ms = min(plain_ms, 1e3 * base)
+            if model_name == 'ae': plain_ms[y] = 1e3 * base
             for (impl, yy), t in times.items():
                 if impl == 'plain' and y != 1: continue
                 med = statistics.median(t)
@@ -269,7 +271,7 @@ def main(argv=None):
                              ratio_vs_plain=float('nan'), median_ratio_vs_plain=float('nan'), gflops=r['gemm_part_gflops'],
                              frac_of_peak=r['gemm_part_frac'], gemm_peak_gflops=peak, steps=a.steps, **info,
                              **{k: v for k, v in r.items() if k.endswith('_ms') or k == 'roofline_frac'},
-                             ratio_bound=(1e3 * ae_flops(r['y']) / (peak * 1e9) + r['memory_bound_ms']) / plain_ms))
+                             ratio_bound=(1e3 * ae_flops(r['y']) / (peak * 1e9) + r['memory_bound_ms']) / plain_ms.get(r['y'], float('nan'))))
             print(f"floor, y={r['y']}: no implementation of this step can cost less than {rows[-1]['ratio_bound']:.2f}x the plain "
                   f"one-model step on this machine (every product at peak, the memory-bound passes as measured)", flush=True)
     if a.fit:

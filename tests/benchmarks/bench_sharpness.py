@@ -14,7 +14,8 @@
 2. A 21 x 21 filter-normalised 2-D slice of the deep AE: `sharpness.loss_slice` (points per pass chosen by timing the
    first passes; the first layer's products computed once) vs the point loop as loss-landscape writes it (for each
    replica, a plain model; for each grid point, `p.data = w + a d1 + b d2`, then the loss in `torch.no_grad`), and vs
-   `loss_slice` with the old 2^26-byte budget's points per pass.
+   `loss_slice` with the old 2^26-byte budget's points per pass. `flop_bound` is the speed-up the multiply-adds allow
+   (the loop's forward against ours, whose first layer combines three precomputed products): the rest is overhead.
 
 The script runs, like `bench_replicas`, under the allocator settings `eae-run` gives every kernel (`experiments.tune_allocator`,
 called first thing, unless `--raw-allocator`): ours and the peer share the process, so both get them.
@@ -22,23 +23,31 @@ called first thing, unless `--raw-allocator`): ours and the peer share the proce
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
 go to three CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv (eigenvalue), bench_trace_<device>.csv
-and bench_slice_<device>.csv.
+and bench_slice_<device>.csv. Each row names its processor (`machine`, `experiments.cpu_model()`); a run replaces the rows
+of its own machine and keeps the other machines' rows.
 
     python tests/benchmarks/bench_sharpness.py                      # CPU, 1 thread (OMP_NUM_THREADS=1)
     python tests/benchmarks/bench_sharpness.py --device cuda
 """
 from __future__ import annotations
-import argparse, statistics, time
+import argparse, csv, statistics, time
 from pathlib import Path
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tune_allocator
+from entropic_ae.experiments import tune_allocator, cpu_model
 from entropic_ae.data import random_features
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.vision import fake_images, image_classifier, small_convnet
 from entropic_ae.flatness import dataset_loss, _max_points as F_max_points
 from entropic_ae import sharpness as S
+
+def write_table(rows:list[dict], path:Path) -> Path:
+    "`rows`, each tagged with this machine, replace this machine's earlier rows in `path`; other machines' rows stay."
+    here = cpu_model()
+    old = list(csv.DictReader(open(path, newline='', encoding='utf-8'))) if path.exists() else []
+    others = [{**r, 'machine': r.get('machine') or 'not recorded (an earlier x86-64)'} for r in old]
+    return write_csv([r for r in others if r['machine'] != here] + [{**r, 'machine': here} for r in rows], path)
 
 def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
@@ -189,6 +198,9 @@ def one_slice(a, dev, rows, model, x, state):
             'ours': lambda: res.__setitem__('ours', S.loss_slice(model, x, dirs, (ab, ab), progress=False)),
             'old budget': lambda: res.__setitem__('old', S.loss_slice(model, x, dirs, (ab, ab), points_per_pass=old, progress=False))}
     times = interleaved(ways, a.rounds, dev)
+    sz = model.sizes                        # multiply-adds per pattern: the loop runs every layer; ours combines the
+    loop_macs = sum(i * o for i, o in zip(sz, sz[1:]))              # first layer's 3 basis products (3 per output)
+    bound = loop_macs / (3 * sz[1] + sum(i * o for i, o in zip(sz[1:], sz[2:])))
     for k in ('ours', 'old'): assert torch.allclose(res[k].cpu(), res['loop'], rtol=1e-4, atol=1e-6), (res[k] - res['loop']).abs().max()
     task = f'{a.grid}x{a.grid} filter-normalised slice, deep AE N={a.slice_N}, B={a.slice_B}, P={a.slice_P}, y={a.y}, {state}' + (f' ({a.train_steps} Adam steps)' if state == 'trained' else '')
     for w, label in (('point loop', 'point loop as loss-landscape (plain model per replica, p.data = w + a d1 + b d2)'),
@@ -196,7 +208,8 @@ def one_slice(a, dev, rows, model, x, state):
                      ('old budget', f'loss_slice with the old 2^26-byte budget ({old} points per pass)')):
         rows.append(dict(task=task, way=label, speed_vs_peer=ratio(times, 'point loop', w),
                          max_abs_diff_vs_loop=(res[{'point loop': 'loop', 'ours': 'ours', 'old budget': 'old'}[w]].cpu() - res['loop']).abs().max().item(),
-                         rounds=a.rounds, device=str(dev), speed_vs_peer_cpu=ratio(times, 'point loop', w, cpu=True)))
+                         rounds=a.rounds, device=str(dev), speed_vs_peer_cpu=ratio(times, 'point loop', w, cpu=True),
+                         flop_bound=bound if w != 'point loop' else 1.))
         print(rows[-1], flush=True)
 
 def main():
@@ -221,9 +234,9 @@ def main():
     if 'curvature' not in a.skip:
         rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)
         for r, what in ((rows, 'curvature'), (trace_rows, 'trace')):
-            if r: write_csv(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv'); print('wrote', Path(a.out_dir)/f'bench_{what}_{tag}.csv')
+            if r: print('wrote', write_table(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv'))
     if 'slice' not in a.skip:
         rows = []; slice_bench(a, dev, rows)
-        write_csv(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv'); print('wrote', Path(a.out_dir)/f'bench_slice_{tag}.csv')
+        print('wrote', write_table(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv'))
 
 if __name__ == '__main__': main()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One GPU session's work in a fixed wall-clock budget, from the repository root:
+#
+#     bash tests/benchmarks/gpu_session.sh OUT_DIR [SECONDS]        # default 540 s
+#
+# 1. Fig. 4.2 under the thesis author's protocol (`replication_flatness`, profile `thesis`), trials 0-4: one process per
+#    architecture x arm (the five trials stacked in one model, 25 replicas for replicated Adam), the six processes side
+#    by side on the one GPU (under MPS when the driver allows it, so that their small kernels overlap).
+# 2. Beside them, the speed benchmarks on the GPU: bench_replicas, bench_sharpness (PyHessian and the point loop),
+#    bench_flatness and bench_hopfield. Their timings share the GPU with the training processes: ratios only.
+# Everything that finished goes into OUT_DIR/results.tar.gz (figures/tables of each cell, executed notebooks, benchmark
+# CSVs, logs), and OUT_DIR/summary.txt says what ran, what finished and in how long. A process still running at the
+# budget's end is stopped and reported, not waited for.
+# SMOKE="-p N 16 -p D 4 ..." adds notebook parameters to every cell (a CPU check of this script with tiny settings);
+# BENCH=0 skips the benchmarks.
+set -u
+out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}; budget=${2:-540}; t0=$(date +%s)
+left() { echo $(( budget - $(date +%s) + t0 )); }
+py=${PYTHON:-python3}; work=${WORK:-/tmp/eae_gpu}; smoke=${SMOKE:-}
+rm -rf "$work"; mkdir -p "$out" "$work/logs" "$work/cells" "$work/bench"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$work/summary.txt"; }
+
+{ nvidia-smi -L; $py -c "import torch, entropic_ae, entropic_ae.experiments as E; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '|', E.cpu_model())"; } > "$work/logs/env.txt" 2>&1
+say "environment: $(tail -1 "$work/logs/env.txt")"
+if [ -z "$smoke" ] && command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d >> "$work/logs/env.txt" 2>&1; then
+  if timeout 60 $py -c "import torch; print(torch.ones(1, device='cuda').sum().item())" >> "$work/logs/env.txt" 2>&1; then say "MPS on"
+  else echo quit | nvidia-cuda-mps-control; say "MPS off (a client could not start under it)"; fi
+else say "MPS not used"; fi
+
+# 1. the thesis panel: one eae-run per architecture x arm, all in the background, stopped 40 s before the budget ends
+pids=()
+for arch in deep shallow; do for arm in replicated sam adam; do
+  c=${arch}_$arm
+  timeout $(( $(left) - 40 )) $py -c 'import sys; from entropic_ae.experiments import main; sys.exit(main())' \
+    --only replication_flatness --profile thesis -p archs "['$arch']" -p arms "['$arm']" -p trials 5 -p threads 2 $smoke \
+    --runs-dir "$work/cells/$c/runs" --figures-dir "$work/cells/$c" > "$work/logs/$c.log" 2>&1 &
+  pids+=("$!:$c:$(date +%s)")
+done; done
+say "started the thesis cells: ${pids[*]}"
+
+# 2. the benchmarks, one after another, each within what is left
+bench() { local name=$1; shift; local t=$(date +%s)
+  if [ "$(left)" -lt 60 ]; then say "$name skipped: too little time left"; return; fi
+  timeout $(( $(left) - 45 )) $py "$@" > "$work/logs/$name.log" 2>&1; say "$name: exit $? after $(( $(date +%s) - t )) s"; }
+if [ "${BENCH:-1}" = 1 ]; then
+  cp figures/hopfield_benchmark.csv "$work/bench/" 2>/dev/null
+  bench bench_replicas tests/benchmarks/bench_replicas.py --device cuda --out "$work/bench/bench_replicas_cuda.csv" --coupling
+  bench bench_sharpness tests/benchmarks/bench_sharpness.py --device cuda --out-dir "$work/bench"
+  bench bench_flatness tests/benchmarks/bench_flatness.py --device cuda --out-dir "$work/bench"
+  bench bench_hopfield tests/benchmarks/bench_hopfield.py --backends cuda torch --N 32 --repeats 2 --out "$work/bench/hopfield_benchmark.csv"
+fi
+
+for p in "${pids[@]}"; do IFS=: read -r pid c ts <<< "$p"; wait "$pid"; rc=$?
+  done_csv=$(ls "$work/cells/$c"/replication_flatness_thesis.csv 2>/dev/null)
+  say "$c: exit $rc after $(( $(date +%s) - ts )) s or less; ${done_csv:+finished: }$(find "$work/cells/$c/runs" -name '*.ipynb' -exec grep -ho 'trained and evaluated in [0-9]* s' {} + 2>/dev/null | head -1)"
+done
+cp "$work/summary.txt" "$out/summary.txt"
+tar czf "$out/results.tar.gz" -C "$work" . && say "packed $(du -h "$out/results.tar.gz" | cut -f1)"
+cp "$work/summary.txt" "$out/summary.txt"

@@ -229,6 +229,8 @@ def main():
     a = ap.parse_args()
     allocator = 'glibc default' if a.raw_allocator else 'tuned' if tune_allocator() else 'glibc default (mallopt refused)'
     dev = default_device(a.device)
+    if dev.type == 'cuda':           # full float32 products on both sides (TF32 would split the stack from the plain models)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, allocator {allocator}")
     tag = 'cuda' if dev.type == 'cuda' else 'cpu'
     if 'curvature' not in a.skip:

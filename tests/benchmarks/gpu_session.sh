@@ -11,8 +11,12 @@
 # Everything that finished goes into OUT_DIR/results.tar.gz (figures/tables of each cell, executed notebooks, benchmark
 # CSVs, logs), and OUT_DIR/summary.txt says what ran, what finished and in how long. A process still running at the
 # budget's end is stopped and reported, not waited for.
-# SMOKE="-p N 16 -p D 4 ..." adds notebook parameters to every cell (a CPU check of this script with tiny settings);
-# BENCH=0 skips the benchmarks.
+# 3. With MNIST_SIZES="512 1024 ..." (and the files under $ENTROPIC_AE_DATA/MNIST/raw), the author's MNIST autoencoder
+#    runs (`mnist_autoencoders`, profile `full`, shallow [784, 15]): one process per size x arm of MNIST_ARMS (default
+#    "adamw sam"), ten seeds stacked in each.
+# THESIS=0 skips part 1; BENCHES="replicas sharpness flatness hopfield" (the default) names the benchmarks to run ("" for
+# none); SMOKE="-p N 16 -p D 4 ..." and SMOKE_MNIST="-p max_epochs 2 ..." add notebook parameters to every thesis or
+# MNIST cell (a CPU check of this script with tiny settings).
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}; budget=${2:-540}; t0=$(date +%s)
 left() { echo $(( budget - $(date +%s) + t0 )); }
@@ -28,32 +32,36 @@ if [ -z "$smoke" ] && command -v nvidia-cuda-mps-control > /dev/null && nvidia-c
   else echo quit | nvidia-cuda-mps-control; say "MPS off (a client could not start under it)"; fi
 else say "MPS not used"; fi
 
-# 1. the thesis panel: one eae-run per architecture x arm, all in the background, stopped 40 s before the budget ends
-pids=()
-for arch in deep shallow; do for arm in replicated sam adam; do
-  c=${arch}_$arm
-  timeout $(( $(left) - 40 )) $py -c 'import sys; from entropic_ae.experiments import main; sys.exit(main())' \
-    --only replication_flatness --profile thesis -p archs "['$arch']" -p arms "['$arm']" -p trials 5 -p threads 2 $smoke \
+# 1 and 3. the cells
+cell() { local c=$1; shift   # one eae-run in the background, stopped 40 s before the budget ends
+  timeout $(( $(left) - 40 )) $py -c 'import sys; from entropic_ae.experiments import main; sys.exit(main())' "$@" \
     --runs-dir "$work/cells/$c/runs" --figures-dir "$work/cells/$c" > "$work/logs/$c.log" 2>&1 &
-  pids+=("$!:$c:$(date +%s)")
+  pids+=("$!:$c:$(date +%s)"); }
+pids=()
+[ "${THESIS:-1}" = 1 ] && for arch in deep shallow; do for arm in replicated sam adam; do
+  cell ${arch}_$arm --only replication_flatness --profile thesis -p archs "['$arch']" -p arms "['$arm']" -p trials 5 -p threads 2 $smoke
 done; done
-say "started the thesis cells: ${pids[*]}"
+for size in ${MNIST_SIZES:-}; do for arm in ${MNIST_ARMS:-adamw sam}; do
+  cell mnist_${size}_$arm --only mnist_autoencoders --profile full -p arch "'shallow'" -p sizes "[$size]" -p arms "['$arm']" \
+    -p ckpt_dir "''" -p threads 2 ${SMOKE_MNIST:-}
+done; done
+say "started the cells: ${pids[*]}"
 
 # 2. the benchmarks, one after another, each within what is left
 bench() { local name=$1; shift; local t=$(date +%s)
   if [ "$(left)" -lt 60 ]; then say "$name skipped: too little time left"; return; fi
   timeout $(( $(left) - 45 )) $py "$@" > "$work/logs/$name.log" 2>&1; say "$name: exit $? after $(( $(date +%s) - t )) s"; }
-if [ "${BENCH:-1}" = 1 ]; then
-  cp figures/hopfield_benchmark.csv "$work/bench/" 2>/dev/null
-  bench bench_replicas tests/benchmarks/bench_replicas.py --device cuda --out "$work/bench/bench_replicas_cuda.csv" --coupling
-  bench bench_sharpness tests/benchmarks/bench_sharpness.py --device cuda --out-dir "$work/bench"
-  bench bench_flatness tests/benchmarks/bench_flatness.py --device cuda --out-dir "$work/bench"
-  bench bench_hopfield tests/benchmarks/bench_hopfield.py --backends cuda torch --N 32 --repeats 2 --out "$work/bench/hopfield_benchmark.csv"
-fi
+for b in ${BENCHES-replicas sharpness flatness hopfield}; do case $b in
+  replicas) bench bench_replicas tests/benchmarks/bench_replicas.py --device cuda --out "$work/bench/bench_replicas_cuda.csv" --coupling ;;
+  sharpness) bench bench_sharpness tests/benchmarks/bench_sharpness.py --device cuda --out-dir "$work/bench" ;;
+  flatness) bench bench_flatness tests/benchmarks/bench_flatness.py --device cuda --out-dir "$work/bench" ;;
+  hopfield) cp figures/hopfield_benchmark.csv "$work/bench/" 2>/dev/null
+            bench bench_hopfield tests/benchmarks/bench_hopfield.py --backends cuda torch --N 32 --repeats 2 --out "$work/bench/hopfield_benchmark.csv" ;;
+esac; done
 
 for p in "${pids[@]}"; do IFS=: read -r pid c ts <<< "$p"; wait "$pid"; rc=$?
-  done_csv=$(ls "$work/cells/$c"/replication_flatness_thesis.csv 2>/dev/null)
-  say "$c: exit $rc after $(( $(date +%s) - ts )) s or less; ${done_csv:+finished: }$(find "$work/cells/$c/runs" -name '*.ipynb' -exec grep -ho 'trained and evaluated in [0-9]* s' {} + 2>/dev/null | head -1)"
+  done_csv=$(ls "$work/cells/$c"/*.csv 2>/dev/null | head -1)
+  say "$c: exit $rc after $(( $(date +%s) - ts )) s or less; ${done_csv:+finished: }$(find "$work/cells/$c/runs" -name '*.ipynb' -exec grep -hoE '(trained and evaluated|total|in) [0-9]+ s' {} + 2>/dev/null | head -1)"
 done
 cp "$work/summary.txt" "$out/summary.txt"
 tar czf "$out/results.tar.gz" -C "$work" . && say "packed $(du -h "$out/results.tar.gz" | cut -f1)"

@@ -42,9 +42,12 @@ from entropic_ae.vision import fake_images, image_classifier, small_convnet
 from entropic_ae.flatness import dataset_loss, _max_points as F_max_points
 from entropic_ae import sharpness as S
 
-def write_table(rows:list[dict], path:Path) -> Path:
-    "`rows`, each tagged with this machine, replace this machine's earlier rows in `path`; other machines' rows stay."
-    here = cpu_model()
+def machine(dev) -> str:
+    "What ran the benchmark: the GPU (and its host) on CUDA, else the processor."
+    return f'{torch.cuda.get_device_name(dev)} (host: {cpu_model()})' if dev.type == 'cuda' else cpu_model()
+
+def write_table(rows:list[dict], path:Path, here:str) -> Path:
+    "`rows`, each tagged with machine `here`, replace that machine's earlier rows in `path`; other machines' rows stay."
     old = list(csv.DictReader(open(path, newline='', encoding='utf-8'))) if path.exists() else []
     others = [{**r, 'machine': r.get('machine') or 'not recorded (an earlier x86-64)'} for r in old]
     return write_csv([r for r in others if r['machine'] != here] + [{**r, 'machine': here} for r in rows], path)
@@ -236,9 +239,9 @@ def main():
     if 'curvature' not in a.skip:
         rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)
         for r, what in ((rows, 'curvature'), (trace_rows, 'trace')):
-            if r: print('wrote', write_table(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv'))
+            if r: print('wrote', write_table(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv', machine(dev)))
     if 'slice' not in a.skip:
         rows = []; slice_bench(a, dev, rows)
-        print('wrote', write_table(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv'))
+        print('wrote', write_table(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv', machine(dev)))
 
 if __name__ == '__main__': main()

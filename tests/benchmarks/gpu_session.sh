@@ -27,10 +27,11 @@ say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$work/summary.txt"; }
 
 { nvidia-smi -L; $py -c "import torch, entropic_ae, entropic_ae.experiments as E; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '|', E.cpu_model())"; } > "$work/logs/env.txt" 2>&1
 say "environment: $(tail -1 "$work/logs/env.txt")"
-if [ -z "$smoke" ] && command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d >> "$work/logs/env.txt" 2>&1; then
-  if timeout 60 $py -c "import torch; print(torch.ones(1, device='cuda').sum().item())" >> "$work/logs/env.txt" 2>&1; then say "MPS on"
-  else echo quit | nvidia-cuda-mps-control; say "MPS off (a client could not start under it)"; fi
-else say "MPS not used"; fi
+if [ -n "$smoke" ] || ! command -v nvidia-cuda-mps-control > /dev/null; then say "MPS not used"
+elif pgrep -x nvidia-cuda-mps-control > /dev/null; then say "MPS on (its daemon was already running)"
+elif nvidia-cuda-mps-control -d >> "$work/logs/env.txt" 2>&1 &&
+     timeout 60 $py -c "import torch; print(torch.ones(1, device='cuda').sum().item())" >> "$work/logs/env.txt" 2>&1; then say "MPS on"
+else echo quit | nvidia-cuda-mps-control 2> /dev/null; say "MPS off (its daemon or a client under it did not start)"; fi
 
 # 1 and 3. the cells
 cell() { local c=$1; shift   # one eae-run in the background, stopped 40 s before the budget ends

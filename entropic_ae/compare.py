@@ -195,7 +195,7 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
         if from_one_point: same_start(m, groups=trials)
         c = cbs('replicated')
         r = fit(m, data, epochs, bs, opts['replicated'], loss_fn=loss_fn, seeds=seeds, cbs=c)
-        rows += _replicated_rows(r, trials, y, columns)
+        rows += _replicated_rows(r, trials, y, columns, record_every)
         models.update(_ensemble_targets(r.model, r.active, trials, y))
         for t in targets: at.setdefault(t, {}).update(_ensemble_targets(_stop(c).at_target(r.model, t), r.active, trials, y))
     if targets: models['at_target'] = at
@@ -203,14 +203,16 @@ def train_arms(data, build:Callable, *, trials:int, y:int, epochs:int, lr:float,
 
 
 # %% ../nbs/10_compare.ipynb #06372e52
-def _replicated_rows(r, trials:int, y:int, columns:dict) -> list[dict]:
-    "The replicated arm's rows with trial and in-trial replica made explicit, and each replica's distance to its barycentre per epoch."
+def _replicated_rows(r, trials:int, y:int, columns:dict, every:int=1) -> list[dict]:
+    "The replicated arm's rows with trial and in-trial replica made explicit, and each replica's distance to its barycentre at epoch 1, every `every` epochs and the last (γ: every epoch)."
+    last = len(r.optimizer.dist_log)
+    kept = lambda e: e == 1 or e % every == 0 or e == last               # per-epoch rows of a long run would swamp the table
     of_trial = lambda q: q['replica'] // y if q['eval_on'] == 'replicas' else q['group'] if q['eval_on'] == 'barycentre' else -1
     in_trial = lambda q: q['replica'] % y if q['eval_on'] == 'replicas' else -1
     rows = [q for t in range(trials) for q in _relabel([q for q in r.rows if q['eval_on'] == 'optimizer'], lambda q: t, in_trial, arm='replicated', **columns)]
     rows += _relabel([q for q in r.rows if q['eval_on'] != 'optimizer'], of_trial, in_trial, arm='replicated', **columns)
     return rows + [dict(tidy('replicated', k % y, e + 1, 'dist_to_barycentre', float(d[k]), eval_on='optimizer'),
-                        trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) for k in range(y * trials)
+                        trial=k // y, arm='replicated', **columns) for e, d in enumerate(r.optimizer.dist_log) if kept(e + 1) for k in range(y * trials)
                    if math.isfinite(d[k])]                                  # a replica that left the ensemble has no distance
 
 # %% ../nbs/10_compare.ipynb #20a491e3

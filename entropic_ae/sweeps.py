@@ -273,6 +273,9 @@ def gather_results(cells:list[Cell]):
             except pd.errors.EmptyDataError: continue
             info = dict(cell=c.id, notebook=c.notebook.stem, profile=c.profile, table=Path(f).stem,
                         **{f'param_{k}': json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in sorted(c.params.items())})
+            same = lambda k: (df[k].astype(str) == str(info[k])).all()      # a table may carry a label column of its own
+            df = df.rename(columns={k: f'{k}_in_table' for k in info if k in df.columns and not same(k)})
+            info = {k: v for k, v in info.items() if k not in df.columns}
             frames.append(pd.concat([pd.DataFrame({k: [v]*len(df) for k, v in info.items()}), df], axis=1))
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 

@@ -23,8 +23,8 @@ called first thing, unless `--raw-allocator`): ours and the peer share the proce
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
 go to three CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv (eigenvalue), bench_trace_<device>.csv
-and bench_slice_<device>.csv. Each row names its processor (`machine`, `experiments.cpu_model()`); a run replaces the rows
-of its own machine and keeps the other machines' rows.
+and bench_slice_<device>.csv. Each row names what ran it (`machine`: `experiments.cpu_model()`, or on CUDA the GPU and
+its host); a run replaces the rows of its own machine and keeps the other machines' rows.
 
     python tests/benchmarks/bench_sharpness.py                      # CPU, 1 thread (OMP_NUM_THREADS=1)
     python tests/benchmarks/bench_sharpness.py --device cuda

@@ -8,12 +8,12 @@
 #    by side on the one GPU (under MPS when the driver allows it, so that their small kernels overlap).
 # 2. Beside them, the speed benchmarks on the GPU: bench_replicas, bench_sharpness (PyHessian and the point loop),
 #    bench_flatness and bench_hopfield. Their timings share the GPU with the training processes: ratios only.
-# Everything that finished goes into OUT_DIR/results.tar.gz (figures/tables of each cell, executed notebooks, benchmark
-# CSVs, logs), and OUT_DIR/summary.txt says what ran, what finished and in how long. A process still running at the
-# budget's end is stopped and reported, not waited for.
 # 3. With MNIST_SIZES="512 1024 ..." (and the files under $ENTROPIC_AE_DATA/MNIST/raw), the author's MNIST autoencoder
 #    runs (`mnist_autoencoders`, profile `full`, shallow [784, 15]): one process per size x arm of MNIST_ARMS (default
 #    "adamw sam"), ten seeds stacked in each.
+# Everything that finished goes into OUT_DIR/results.tar.gz (figures/tables of each cell, executed notebooks, benchmark
+# CSVs, logs), and OUT_DIR/summary.txt says what ran, what finished and in how long. A process still running at the
+# budget's end is stopped and reported, not waited for.
 # THESIS=0 skips part 1; BENCHES="replicas sharpness flatness hopfield" (the default) names the benchmarks to run ("" for
 # none); SMOKE="-p N 16 -p D 4 ..." and SMOKE_MNIST="-p max_epochs 2 ..." add notebook parameters to every thesis or
 # MNIST cell (a CPU check of this script with tiny settings).
@@ -64,6 +64,5 @@ for p in "${pids[@]}"; do IFS=: read -r pid c ts <<< "$p"; wait "$pid"; rc=$?
   done_csv=$(ls "$work/cells/$c"/*.csv 2>/dev/null | head -1)
   say "$c: exit $rc after $(( $(date +%s) - ts )) s or less; ${done_csv:+finished: }$(find "$work/cells/$c/runs" -name '*.ipynb' -exec grep -hoE '(trained and evaluated|total|in) [0-9]+ s' {} + 2>/dev/null | head -1)"
 done
-cp "$work/summary.txt" "$out/summary.txt"
 tar czf "$out/results.tar.gz" -C "$work" . && say "packed $(du -h "$out/results.tar.gz" | cut -f1)"
 cp "$work/summary.txt" "$out/summary.txt"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #04bb7332
 from __future__ import annotations
-import math, numbers, os, tempfile, csv
+import csv, io, math, numbers, os, tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +13,7 @@ import torch
 # %% auto #0
 __all__ = ['CSV_DIGITS', 'check_int', 'check_seeds', 'check_float', 'check_sigmas', 'check_choice', 'check_path',
            'check_callable', 'check_bool', 'check_module', 'default_device', 'make_generator', 'tidy', 'atomic_path',
-           'format_float', 'write_csv']
+           'format_float', 'write_csv', 'merge_csv']
 
 # %% ../nbs/00_core.ipynb #9856ea91
 def check_int(name:str, value, lo=None, hi=None) -> int:
@@ -159,3 +159,19 @@ def write_csv(rows:list[dict], path, digits:int=CSV_DIGITS) -> Path:
         w = csv.DictWriter(f, fieldnames=fields, restval='')
         w.writeheader(); w.writerows({k: _csv_value(v, digits) for k, v in r.items()} for r in rows)
     return path
+
+# %% ../nbs/00_core.ipynb #7b1c2e02
+def merge_csv(rows:list[dict], path, key:list[str], digits:int=CSV_DIGITS) -> Path:
+    "Write `rows` into the table at `path`, replacing its rows that share every `key` column's value with a new row; returns the path."
+    path = check_path('path', path)
+    if isinstance(key, str) or not key or not all(isinstance(k, str) for k in key):
+        raise ValueError(f"key must be a non-empty list of column names, got {key!r}")
+    rows = list(rows)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict): raise TypeError(f"rows[{i}] must be a dict, got {type(r).__name__}")
+    with open(path, newline='', encoding='utf-8') if path.exists() else io.StringIO() as f: old = list(csv.DictReader(f))
+    columns = {k for r in old[:1] + rows for k in r}
+    if absent := [k for k in key if k not in columns]: raise ValueError(f"key column(s) {absent} in neither the rows nor {path}")
+    cell = lambda r: tuple(str(_csv_value(r.get(k, ''), digits)) for k in key)
+    new = {cell(r) for r in rows}
+    return write_csv([r for r in old if cell(r) not in new] + rows, path, digits)

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_int, check_float, check_choice, check_path, atomic_path, write_csv
+from .core import check_int, check_float, check_choice, check_path, atomic_path, write_csv, default_device
 
 # %% auto #0
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure',
@@ -18,7 +18,8 @@ __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check
            'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
            'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
            'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'cpu_model',
-           'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
+           'machine_name', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments',
+           'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -377,6 +378,12 @@ def cpu_model() -> str:
     widest = next(([n] for f, n in (('avx512f', 'AVX-512'), ('avx2', 'AVX2')) if f in flags), [])
     isa = (['AMX'] if 'amx_tile' in flags else []) + widest
     return ', '.join([field('model name') or platform.machine(), *isa])
+
+# %% ../nbs/15_experiments.ipynb #c9a1e0f5
+def machine_name(device=None) -> str:
+    "What computes on `device` (default: `default_device`): the GPU's name and its host's `cpu_model` on CUDA, else `cpu_model()`."
+    dev = default_device(device)
+    return f'{torch.cuda.get_device_name(dev)} (host: {cpu_model()})' if dev.type == 'cuda' else cpu_model()
 
 # %% ../nbs/15_experiments.ipynb #ae52f728
 def provenance(notebook, parameters:dict) -> dict:

@@ -12,7 +12,7 @@ figures/annealing_benchmark.csv).
 import argparse, os, time
 import numpy as np, numba, torch
 from entropic_ae.core import tidy, write_csv
-from entropic_ae.experiments import cpu_model
+from entropic_ae.experiments import machine_name
 from entropic_ae.annealing import anneal, binary_perceptron
 
 def run(prob, y, sweeps, backend, device=None):
@@ -38,7 +38,7 @@ def main(argv=None):
     ap.add_argument('--out', default='figures/annealing_benchmark.csv')
     a = ap.parse_args(argv)
     torch.set_num_threads(a.torch_threads)
-    host = f'{cpu_model()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}'
+    load = round(os.getloadavg()[0], 1)     # the machine is shared: the load beside each row
     all_threads = numba.config.NUMBA_NUM_THREADS
     arms = [('numba', 1, None), ('numba', all_threads, None), ('torch', None, 'cpu')]
     if torch.cuda.is_available(): arms.append(('torch', None, 'cuda'))
@@ -58,7 +58,7 @@ def main(argv=None):
                     rates.setdefault(name, []).append(rate)
                     states.setdefault(sweeps, []).append((name, r))
                     rows.append(tidy('bench_annealing', rep, 0, 'moves_per_s', rate, N=N, P=prob.A.shape[2], B=B, y=a.y,
-                                     backend=name, hardware=torch.cuda.get_device_name() if dev == 'cuda' else host))
+                                     backend=name, machine=machine_name(dev or 'cpu'), load=load))
                 for sw, lst in states.items():                                  # same sweeps -> same trajectories
                     for name, r in lst[1:]: assert (r.w == lst[0][1].w).all(), f'{name} differs from {lst[0][0]}'
             numba.set_num_threads(all_threads)

@@ -26,14 +26,15 @@ add up to 2^N, and the backends must give identical histograms for the same netw
 run takes more than 60 s or the next one is predicted to (4x per step of 2), and reports the largest
 N done within 60 s (goal on one H200: N = 40, 2^39 states).
 
-The table (default figures/hopfield_benchmark.csv) is merged: rows of the same hardware, backend and
-N are replaced, others kept, so CPU and GPU results live in one file.
+The table (default figures/hopfield_benchmark.csv) is merged (`core.merge_csv`): rows of the same machine
+(`experiments.machine_name`), backend, couplings, run and N are replaced, others kept, so CPU and GPU results live in
+one file.
 """
-import argparse, os, time
+import argparse, time
 from pathlib import Path
-import numba, numpy as np, pandas as pd, torch
-from entropic_ae.core import tidy, write_csv
-from entropic_ae.experiments import cpu_model
+import numba, numpy as np, torch
+from entropic_ae.core import tidy, merge_csv
+from entropic_ae.experiments import machine_name
 from entropic_ae.hopfield import random_couplings, min_stability_histogram, counts_from_histogram, count_fixed_points, cuda
 
 D_LIST = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
@@ -55,10 +56,6 @@ def run_one(N, backend, low_bits=None, seed=0, couplings='pm1'):
     total = h.sum() if couplings == 'pm1' else h[-1]
     assert total == 2**N, f'{backend}: {couplings} enumeration covers {total} states, not 2^{N}'
     return dt, dc, h
-
-def hardware(backend):
-    if device_of(backend) == 'cuda': return torch.cuda.get_device_name()
-    return f'{cpu_model()}, {os.cpu_count()} cpus'
 
 def first_call(backend, couplings='pm1'):
     "Time of the first call (compiles, or loads the compiled kernel from numba's cache); None if the backend fails."
@@ -83,7 +80,7 @@ def compare(a, backends, rows, couplings='pm1'):
         for b in backends:
             best = min(times[b])
             threads = numba.get_num_threads() if b == 'numba' else 1 if b == 'numpy' else ''
-            extra = dict(N=N, backend=b, device=device_of(b), hardware=hardware(b), low_bits=a.low_bits or 'default', threads=threads, couplings=couplings)
+            extra = dict(N=N, backend=b, device=device_of(b), machine=machine_name(device_of(b)), low_bits=a.low_bits or 'default', threads=threads, couplings=couplings)
             rows += [tidy('bench_hopfield', r, 0, 'seconds', t, **extra) for r, t in enumerate(times[b])]
             rows += [tidy('bench_hopfield', r, 0, 'cpu_seconds', t, **extra) for r, t in enumerate(cpu[b])]
             rows += [tidy('bench_hopfield', 0, 0, 'enumerated_states_per_s', 2**(N-1)/best, **extra),
@@ -99,7 +96,7 @@ def compare(a, backends, rows, couplings='pm1'):
                 rows += [tidy('bench_hopfield', 0, 0, 'speedup_vs_numpy', ratio, **extra),
                          tidy('bench_hopfield', 0, 0, 'speedup_vs_numpy_interleaved_median', per_rep, **extra)]
                 line += f'; {ratio:.2f}x numpy (interleaved median {per_rep:.2f}x)'
-            print(line + f'  [{hardware(b)}]', flush=True)
+            print(line + f'  [{machine_name(device_of(b))}]', flush=True)
         print(f'       N={N:2d}: #FP at D={D_LIST}: {counts.tolist()}', flush=True)
 
 def minute(a, backend, rows, limit=60.0):
@@ -109,14 +106,14 @@ def minute(a, backend, rows, limit=60.0):
         if last is not None and 4*last > limit:
             print(f'{backend}: N={N} predicted {4*last:.0f} s > {limit:.0f} s; stop'); break
         dt, _, h = run_one(N, backend, a.low_bits)
-        extra = dict(N=N, backend=backend, device=device_of(backend), hardware=hardware(backend), low_bits=a.low_bits or 'default')
+        extra = dict(N=N, backend=backend, device=device_of(backend), machine=machine_name(device_of(backend)), low_bits=a.low_bits or 'default', couplings='pm1')
         rows += [tidy('bench_hopfield_minute', 0, 0, 'seconds', dt, **extra),
                  tidy('bench_hopfield_minute', 0, 0, 'enumerated_states_per_s', 2**(N-1)/dt, **extra)]
         print(f'{backend} N={N}: {dt:.2f} s, {2**(N-1)/dt:.3e} enumerated states/s; #FP at D={D_LIST}: '
               f'{counts_from_histogram(h, N, D_LIST).tolist()}', flush=True)
         if dt > limit: break
         best_N, last, N = N, dt, N + 2
-    extra = dict(backend=backend, device=device_of(backend), hardware=hardware(backend), low_bits=a.low_bits or 'default')
+    extra = dict(backend=backend, device=device_of(backend), machine=machine_name(device_of(backend)), low_bits=a.low_bits or 'default', couplings='pm1')
     rows.append(tidy('bench_hopfield_minute', 0, 0, 'largest_N_in_60s', best_N if best_N else float('nan'), **extra))
     print(f'{backend}: largest N enumerated within {limit:.0f} s: {best_N}')
 
@@ -140,7 +137,7 @@ def main(argv=None):
             for b in a.backends: first_call(b, c)                       # compile / load the Gaussian kernels too
     for b, t in firsts.items():
         if t is not None:
-            rows.append(tidy('bench_hopfield', 0, 0, 'first_call_seconds', t, N=12, backend=b, device=device_of(b), hardware=hardware(b)))
+            rows.append(tidy('bench_hopfield', 0, 0, 'first_call_seconds', t, N=12, backend=b, device=device_of(b), machine=machine_name(device_of(b)), couplings='pm1'))
             print(f'{b}: first call (compile or cache load) {t:.2f} s')
     backends = [b for b in a.backends if firsts[b] is not None]
     if HAS_CUDA and 'cuda' in a.backends and 'cuda' not in backends and 'torch' not in backends:
@@ -150,16 +147,6 @@ def main(argv=None):
     if a.minute:
         gpu = [b for b in backends if device_of(b) == 'cuda']
         minute(a, (gpu or backends)[-1], rows)
-    out = Path(a.out)
-    new = pd.DataFrame(rows)
-    if out.exists():
-        old = pd.read_csv(out)
-        if 'backend' not in old: old['backend'] = 'numpy'        # tables written before the compiled kernels
-        if 'couplings' not in old: old['couplings'] = 'pm1'      # ... and before the Gaussian family
-        old['couplings'] = old.couplings.fillna('pm1'); new['couplings'] = new.get('couplings', pd.Series('pm1', index=new.index)).fillna('pm1')
-        key = ['hardware', 'backend', 'couplings', 'run', 'N']
-        stale = old.set_index(key).index.isin(new.set_index(key).index)
-        new = pd.concat([old[~stale], new], ignore_index=True)
-    print('table:', write_csv(new.to_dict('records'), out))
+    print('table:', merge_csv(rows, Path(a.out), key=['machine', 'backend', 'couplings', 'run', 'N']))
 
 if __name__ == '__main__': main()

@@ -39,7 +39,7 @@ from functools import partial
 import torch
 from torch import nn
 from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tune_allocator, cpu_model
+from entropic_ae.experiments import tune_allocator, machine_name
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.optim import Replicated, LoopReplicated
 from entropic_ae.replicas import replicate
@@ -233,7 +233,7 @@ def main(argv=None):
     ae_data = (torch.rand(2048, N, device=device), None)
     conv_data = (torch.randn(1024, 3, 32, 32, device=device), torch.randint(0, 10, (1024,), device=device))
     rows, info = [], dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
-                          threads=torch.get_num_threads(), torch=torch.__version__, machine=cpu_model(),
+                          threads=torch.get_num_threads(), torch=torch.__version__, machine=machine_name(device),
                           allocator=allocator, clock=CLOCK.__name__)
     plain_ms = {}                                       # the plain one-model step timed beside each y, for the floor's ratio bound
     for model_name, ys, impls in [('ae', a.ys, ('stacked', 'stacked-shared', 'replicate-loop', 'replicate-vmap', 'models-loop')),

@@ -23,34 +23,24 @@ called first thing, unless `--raw-allocator`): ours and the peer share the proce
 Every pair is timed paired and interleaved (the order of the ways rotates every round) and reported as the median
 over rounds of the per-round ratio peer time / our time: the machine is shared, so only ratios mean anything. Results
 go to three CSVs (`--out-dir`, default figures/): bench_curvature_<device>.csv (eigenvalue), bench_trace_<device>.csv
-and bench_slice_<device>.csv. Each row names what ran it (`machine`: `experiments.cpu_model()`, or on CUDA the GPU and
-its host); a run replaces the rows of its own machine and keeps the other machines' rows.
+and bench_slice_<device>.csv. Each row names what ran it (`machine`: `experiments.machine_name`); a run replaces the rows of its own machine and
+keeps the other machines' rows (`core.merge_csv`).
 
     python tests/benchmarks/bench_sharpness.py                      # CPU, 1 thread (OMP_NUM_THREADS=1)
     python tests/benchmarks/bench_sharpness.py --device cuda
 """
 from __future__ import annotations
-import argparse, csv, statistics, time
+import argparse, statistics, time
 from pathlib import Path
 import torch
 from torch import nn
-from entropic_ae.core import default_device, write_csv
-from entropic_ae.experiments import tune_allocator, cpu_model
+from entropic_ae.core import default_device, merge_csv
+from entropic_ae.experiments import tune_allocator, machine_name
 from entropic_ae.data import random_features
 from entropic_ae.models import deep_ae, recon_error, cross_entropy
 from entropic_ae.vision import fake_images, image_classifier, small_convnet
 from entropic_ae.flatness import dataset_loss, _max_points as F_max_points
 from entropic_ae import sharpness as S
-
-def machine(dev) -> str:
-    "What ran the benchmark: the GPU (and its host) on CUDA, else the processor."
-    return f'{torch.cuda.get_device_name(dev)} (host: {cpu_model()})' if dev.type == 'cuda' else cpu_model()
-
-def write_table(rows:list[dict], path:Path, here:str) -> Path:
-    "`rows`, each tagged with machine `here`, replace that machine's earlier rows in `path`; other machines' rows stay."
-    old = list(csv.DictReader(open(path, newline='', encoding='utf-8'))) if path.exists() else []
-    others = [{**r, 'machine': r.get('machine') or 'not recorded (an earlier x86-64)'} for r in old]
-    return write_csv([r for r in others if r['machine'] != here] + [{**r, 'machine': here} for r in rows], path)
 
 def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
@@ -235,13 +225,13 @@ def main():
     if dev.type == 'cuda':           # full float32 products on both sides (TF32 would split the stack from the plain models)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, allocator {allocator}")
-    tag = 'cuda' if dev.type == 'cuda' else 'cpu'
+    tag, here = ('cuda' if dev.type == 'cuda' else 'cpu'), machine_name(dev)
     if 'curvature' not in a.skip:
         rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)
         for r, what in ((rows, 'curvature'), (trace_rows, 'trace')):
-            if r: print('wrote', write_table(r, Path(a.out_dir)/f'bench_{what}_{tag}.csv', machine(dev)))
+            if r: print('wrote', merge_csv([{**x, 'machine': here} for x in r], Path(a.out_dir)/f'bench_{what}_{tag}.csv', key=['machine']))
     if 'slice' not in a.skip:
         rows = []; slice_bench(a, dev, rows)
-        print('wrote', write_table(rows, Path(a.out_dir)/f'bench_slice_{tag}.csv', machine(dev)))
+        print('wrote', merge_csv([{**x, 'machine': here} for x in rows], Path(a.out_dir)/f'bench_slice_{tag}.csv', key=['machine']))
 
 if __name__ == '__main__': main()

@@ -25,7 +25,7 @@ rm -rf "$work"; mkdir -p "$out" "$work/logs" "$work/cells" "$work/bench"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$work/summary.txt"; }
 
-{ nvidia-smi -L; $py -c "import torch, entropic_ae, entropic_ae.experiments as E; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '|', E.cpu_model())"; } > "$work/logs/env.txt" 2>&1
+{ nvidia-smi -L; $py -c "import torch, entropic_ae, entropic_ae.experiments as E; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '|', E.machine_name())"; } > "$work/logs/env.txt" 2>&1
 say "environment: $(tail -1 "$work/logs/env.txt")"
 if [ -n "$smoke" ] || ! command -v nvidia-cuda-mps-control > /dev/null; then say "MPS not used"
 elif pgrep -x nvidia-cuda-mps-control > /dev/null; then say "MPS on (its daemon was already running)"
@@ -34,8 +34,8 @@ elif nvidia-cuda-mps-control -d >> "$work/logs/env.txt" 2>&1 &&
 else echo quit | nvidia-cuda-mps-control 2> /dev/null; say "MPS off (its daemon or a client under it did not start)"; fi
 
 # 1 and 3. the cells
-cell() { local c=$1; shift   # one eae-run in the background, stopped 40 s before the budget ends
-  timeout $(( $(left) - 40 )) $py -c 'import sys; from entropic_ae.experiments import main; sys.exit(main())' "$@" \
+cell() { local c=$1; shift   # one eae-run (python -m entropic_ae.sweeps: no installed script needed) in the background, stopped 40 s before the budget ends
+  timeout $(( $(left) - 40 )) $py -m entropic_ae.sweeps "$@" \
     --runs-dir "$work/cells/$c/runs" --figures-dir "$work/cells/$c" > "$work/logs/$c.log" 2>&1 &
   pids+=("$!:$c:$(date +%s)"); }
 pids=()

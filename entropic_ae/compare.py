@@ -24,7 +24,7 @@ from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoin
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
            'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se',
-           'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict']
+           'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict', 'Matched', 'matched_target']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -337,3 +337,25 @@ def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float|None=
     return {f'{names[0]}_mean': am, f'{names[0]}_se': ase, f'{names[1]}_mean': bm, f'{names[1]}_se': bse,
             'diff': m, 'diff_se': se, 'z': z, 'dof': dof, 'threshold': threshold,
             'ci_lo': m - threshold * se, 'ci_hi': m + threshold * se, 'status': verdict_status(z, threshold)}
+
+# %% ../nbs/10_compare.ipynb #5e7a1c02
+@dataclass(frozen=True)
+class Matched:
+    "The matched-loss comparison of one setting: its `target`, the `trials` in it, the trials `left_out` (they never reached it), and the mean `epochs` each arm needed."
+    target: float
+    trials: list
+    left_out: list
+    epochs: dict
+
+def matched_target(rows:pd.DataFrame, min_trials:int=2) -> Matched|None:
+    "The matched comparison in the `status` rows of one setting (every arm and trial): the smallest target every run reached, else the smallest that the most trials (at least `min_trials`) reached in every arm; None when none qualifies or `rows` have no targets."
+    min_trials = check_int('min_trials', min_trials, lo=1)
+    if 'target' not in rows: return None
+    if missing := sorted({'metric', 'status', 'trial', 'arm', 'epoch'} - set(rows.columns)): raise ValueError(f"rows lack the column(s) {missing}")
+    st = rows[(rows.metric == 'status') & rows.target.notna()]
+    done = {float(t): sorted(tr for tr, h in g.groupby('trial') if (h.status == 'reached').all()) for t, g in st.groupby('target')}
+    most = max(map(len, done.values()), default=0)
+    if most < min_trials: return None
+    t = min(x for x, trs in done.items() if len(trs) == most)
+    at = st[(st.target == t) & st.trial.isin(done[t])]
+    return Matched(t, done[t], sorted(set(st.trial) - set(done[t])), at.groupby('arm').epoch.mean().to_dict())

@@ -9,8 +9,11 @@
 # 2. Beside them, the speed benchmarks on the GPU: bench_replicas, bench_sharpness (PyHessian and the point loop),
 #    bench_flatness and bench_hopfield. Their timings share the GPU with the training processes: ratios only.
 # 3. With MNIST_SIZES="512 1024 ..." (and the files under $ENTROPIC_AE_DATA/MNIST/raw), the author's MNIST autoencoder
-#    runs (`mnist_autoencoders`, profile `full`, shallow [784, 15]): one process per size x arm of MNIST_ARMS (default
-#    "adamw sam"), ten seeds stacked in each.
+#    runs (`mnist_autoencoders`, profile `full`, MNIST_ARCH: shallow [784, 15] by default, or deep): one process per
+#    size x arm of MNIST_ARMS (default "adamw sam"), ten seeds stacked in each.
+# 4. With SWEEPS="nbs/experiments/sweeps/thesis_fig43.toml ..." each sweep file in turn, in one background process, its
+#    cells on SWEEP_WORKERS (default 4) Dask workers that share the GPU (finished cells are skipped on a rerun, and the
+#    tables of every finished cell are packed). SWEEP_ARGS adds options (e.g. "-p epochs 2" for a CPU check).
 # Everything that finished goes into OUT_DIR/results.tar.gz (figures/tables of each cell, executed notebooks, benchmark
 # CSVs, logs), and OUT_DIR/summary.txt says what ran, what finished and in how long. A process still running at the
 # budget's end is stopped and reported, not waited for.
@@ -43,9 +46,15 @@ pids=()
   cell ${arch}_$arm --only replication_flatness --profile thesis -p archs "['$arch']" -p arms "['$arm']" -p trials 5 -p threads 2 $smoke
 done; done
 for size in ${MNIST_SIZES:-}; do for arm in ${MNIST_ARMS:-adamw sam}; do
-  cell mnist_${size}_$arm --only mnist_autoencoders --profile full -p arch "'shallow'" -p sizes "[$size]" -p arms "['$arm']" \
+  cell mnist_${MNIST_ARCH:-shallow}_${size}_$arm --only mnist_autoencoders --profile full -p arch "'${MNIST_ARCH:-shallow}'" -p sizes "[$size]" -p arms "['$arm']" \
     -p ckpt_dir "''" -p threads 2 ${SMOKE_MNIST:-}
 done; done
+if [ -n "${SWEEPS:-}" ]; then   # the sweep files one after another, in one background process, stopped with the cells
+  ( for f in $SWEEPS; do [ "$(left)" -gt 60 ] || break
+      timeout $(( $(left) - 40 )) $py -m entropic_ae.sweeps --sweep "$f" --workers "${SWEEP_WORKERS:-4}" --runs-dir "$work/sweeps" ${SWEEP_ARGS:-}
+    done ) > "$work/logs/sweeps.log" 2>&1 &
+  pids+=("$!:sweeps:$(date +%s)")
+fi
 say "started the cells: ${pids[*]}"
 
 # 2. the benchmarks, one after another, each within what is left
@@ -64,5 +73,6 @@ for p in "${pids[@]}"; do IFS=: read -r pid c ts <<< "$p"; wait "$pid"; rc=$?
   done_csv=$(ls "$work/cells/$c"/*.csv 2>/dev/null | head -1)
   say "$c: exit $rc after $(( $(date +%s) - ts )) s or less; ${done_csv:+finished: }$(find "$work/cells/$c/runs" -name '*.ipynb' -exec grep -hoE '(trained and evaluated|total|in) [0-9]+ s' {} + 2>/dev/null | head -1)"
 done
+[ -d runs/sweeps ] && cp -r runs/sweeps "$work/repo_sweeps"   # sweep files that name their own runs_dir write there
 tar czf "$out/results.tar.gz" -C "$work" . && say "packed $(du -h "$out/results.tar.gz" | cut -f1)"
 cp "$work/summary.txt" "$out/summary.txt"

@@ -23,8 +23,9 @@ from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoin
 
 # %% auto #0
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
-           'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'per_trial', 'mean_se',
-           'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict', 'Matched', 'matched_target']
+           'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'comparison_rows',
+           'per_trial', 'mean_se', 'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict',
+           'Matched', 'matched_target']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -250,6 +251,17 @@ def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigm
         extra = {'dead_bottleneck_units': {}} if callable(getattr(m, 'encode', None)) else {}
         for q in evaluate(m, data, {**ms, **extra}, loss_fn=loss_fn, seed=noise_seeds, batch_size=batch_size, run=arm, epoch=epoch):
             rows.append(dict(q, replica=-1 if ev == 'barycentre' else 0, eval_on=ev, trial=q['replica'], arm=arm, final=True, **columns))
+    return rows
+
+# %% ../nbs/10_compare.ipynb #6c2d9e02
+def comparison_rows(models:dict, data, epoch:int, *, columns:dict|None=None, **kw) -> list[dict]:
+    "`final_rows` of the final `models` (comparison 'fixed epochs') and of their snapshot at each target loss, if any (comparison 'matched loss', with its target); `kw` go to `final_rows`."
+    if clash := [k for k in ('comparison', 'target') if k in _check_columns(columns)]:
+        raise ValueError(f"columns must not hold {clash}: comparison_rows sets them")
+    columns = columns or {}
+    rows = final_rows(models, data, epoch, columns=dict(columns, comparison='fixed epochs'), **kw)
+    for target, at in models.get('at_target', {}).items():
+        rows += final_rows(at, data, epoch, columns=dict(columns, comparison='matched loss', target=target), **kw)
     return rows
 
 # %% ../nbs/10_compare.ipynb #1b7ab7e8

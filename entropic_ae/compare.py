@@ -25,7 +25,7 @@ from .train import fit, evaluate, check_metrics, StopAtLoss, Recorder, Checkpoin
 __all__ = ['ARMS', 'TARGETS', 'BASES', 'PROTOCOLS', 'PROFILE_METRICS', 'arm_seeds', 'autoencoder_builder', 'TracedReplicated',
            'Protocol', 'as_protocol', 'train_arms', 'dead_bottleneck_units', 'final_rows', 'comparison_rows',
            'per_trial', 'mean_se', 'paired_diff', 't_critical', 'ci_halfwidth', 'verdict_status', 'paired_verdict',
-           'Matched', 'matched_target']
+           'common_trials', 'verdict_rows', 'Matched', 'matched_target']
 
 # %% ../nbs/10_compare.ipynb #e5fa78f7
 ARMS = ('adam', 'sam', 'replicated')   # also the training order
@@ -349,6 +349,26 @@ def paired_verdict(a, b, names:tuple[str, str]=('a', 'b'), threshold:float|None=
     return {f'{names[0]}_mean': am, f'{names[0]}_se': ase, f'{names[1]}_mean': bm, f'{names[1]}_se': bse,
             'diff': m, 'diff_se': se, 'z': z, 'dof': dof, 'threshold': threshold,
             'ci_lo': m - threshold * se, 'ci_hi': m + threshold * se, 'status': verdict_status(z, threshold)}
+
+# %% ../nbs/10_compare.ipynb #7d3e4f02
+def common_trials(rows:pd.DataFrame, *who:dict) -> pd.DataFrame:
+    "The rows of the trials that every group in `who` has; a group is a dict of column values, e.g. dict(arm='sam', eval_on='replicas')."
+    if not who or not all(isinstance(w, dict) and w for w in who): raise ValueError(f"who must be one or more non-empty dicts of column values, got {who!r}")
+    if missing := sorted({k for w in who for k in w} - set(rows.columns)): raise ValueError(f"rows lack the column(s) {missing} named in who")
+    has = lambda w: set(rows[np.logical_and.reduce([rows[k] == v for k, v in w.items()])].trial)
+    return rows[rows.trial.isin(set.intersection(*map(has, who)))]
+
+def verdict_rows(rows:pd.DataFrame, metrics:Sequence, others:Sequence[tuple[str, str]], ref:tuple[str, str]=('adam', 'replicas')) -> list[dict]:
+    "One `paired_verdict` row per metric and (arm, eval_on) in `others`: `ref` − other over the trials both have (none below 2); a metric is a name or (name, rise)."
+    out = []
+    for metric in metrics:
+        name, rise = (metric, False) if isinstance(metric, str) else metric
+        for arm, ev in others:
+            s = common_trials(rows, dict(arm=ref[0], eval_on=ref[1]), dict(arm=arm, eval_on=ev))
+            if s.trial.nunique() < 2: continue
+            a, b = (per_trial(s, name, rise=rise, arm=x, eval_on=e) for x, e in (ref, (arm, ev)))
+            out.append(dict(metric=name + ('_rise' if rise else ''), vs=f'{arm}/{ev}', n_trials=len(a), **paired_verdict(a, b, names=(ref[0], 'other'))))
+    return out
 
 # %% ../nbs/10_compare.ipynb #5e7a1c02
 @dataclass(frozen=True)

@@ -256,9 +256,8 @@ def final_rows(models:dict, data, epoch:int, *, energy_sigmas=None, denoise_sigm
 # %% ../nbs/10_compare.ipynb #6c2d9e02
 def comparison_rows(models:dict, data, epoch:int, *, columns:dict|None=None, **kw) -> list[dict]:
     "`final_rows` of the final `models` (comparison 'fixed epochs') and of their snapshot at each target loss, if any (comparison 'matched loss', with its target); `kw` go to `final_rows`."
-    if clash := [k for k in ('comparison', 'target') if k in _check_columns(columns)]:
-        raise ValueError(f"columns must not hold {clash}: comparison_rows sets them")
-    columns = columns or {}
+    columns = _check_columns(columns)
+    if clash := [k for k in ('comparison', 'target') if k in columns]: raise ValueError(f"columns must not hold {clash}: comparison_rows sets them")
     rows = final_rows(models, data, epoch, columns=dict(columns, comparison='fixed epochs'), **kw)
     for target, at in models.get('at_target', {}).items():
         rows += final_rows(at, data, epoch, columns=dict(columns, comparison='matched loss', target=target), **kw)

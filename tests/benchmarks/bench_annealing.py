@@ -42,6 +42,7 @@ def main(argv=None):
     all_threads = numba.config.NUMBA_NUM_THREADS
     arms = [('numba', 1, None), ('numba', all_threads, None), ('torch', None, 'cpu')]
     if torch.cuda.is_available(): arms.append(('torch', None, 'cuda'))
+    machine = {dev: machine_name(dev or 'cpu') for _, _, dev in arms}   # the table's name for what ran each arm
     anneal(binary_perceptron(11, 0.5, 2), y=a.y, budget=a.y*11)           # compile / load the cached kernel
     rows = []
     for N in a.N:
@@ -58,7 +59,7 @@ def main(argv=None):
                     rates.setdefault(name, []).append(rate)
                     states.setdefault(sweeps, []).append((name, r))
                     rows.append(tidy('bench_annealing', rep, 0, 'moves_per_s', rate, N=N, P=prob.A.shape[2], B=B, y=a.y,
-                                     backend=name, machine=machine_name(dev or 'cpu'), load=load))
+                                     backend=name, machine=machine[dev], load=load))
                 for sw, lst in states.items():                                  # same sweeps -> same trajectories
                     for name, r in lst[1:]: assert (r.w == lst[0][1].w).all(), f'{name} differs from {lst[0][0]}'
             numba.set_num_threads(all_threads)

@@ -226,12 +226,13 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(f"device {dev}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, allocator {allocator}")
     tag, here = ('cuda' if dev.type == 'cuda' else 'cpu'), machine_name(dev)
+    def save(rows, what):       # this machine's rows replace its earlier ones; other machines' rows stay
+        print('wrote', merge_csv([{**x, 'machine': here} for x in rows], Path(a.out_dir)/f'bench_{what}_{tag}.csv', key=['machine']))
     if 'curvature' not in a.skip:
         rows, trace_rows = [], []; curvature(a, dev, rows, trace_rows)
         for r, what in ((rows, 'curvature'), (trace_rows, 'trace')):
-            if r: print('wrote', merge_csv([{**x, 'machine': here} for x in r], Path(a.out_dir)/f'bench_{what}_{tag}.csv', key=['machine']))
+            if r: save(r, what)
     if 'slice' not in a.skip:
-        rows = []; slice_bench(a, dev, rows)
-        print('wrote', merge_csv([{**x, 'machine': here} for x in rows], Path(a.out_dir)/f'bench_slice_{tag}.csv', key=['machine']))
+        rows = []; slice_bench(a, dev, rows); save(rows, 'slice')
 
 if __name__ == '__main__': main()

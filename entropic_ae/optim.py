@@ -358,14 +358,14 @@ def state_dict(self:Wrapper) -> dict:
 # %% ../nbs/05_optim.ipynb #e20bdc5a
 @patch
 def load_state_dict(self:Wrapper, state_dict:dict):
-    "Load a state dict saved by this wrapper, or a plain base's (the wrapper's options then take their defaults)."
+    "Load a state dict saved by this wrapper, or a plain base's (the wrapper's options then take their defaults; an option the saved groups lack, the base's)."
     sd = dict(state_dict)
     extra = None if self.state_key is None else sd.pop(self.state_key, None)
     if extra is not None: self.set_extra_state(extra)
     self.base.load_state_dict(sd)
     for g in self.param_groups:
         self.check_group(g)
-        for k, v in self.own_defaults.items(): g.setdefault(k, v)
+        for k, v in {**self.base.defaults, **self.own_defaults}.items(): g.setdefault(k, v)
 
 # %% ../nbs/05_optim.ipynb #88362c5f
 @patch
@@ -570,37 +570,44 @@ def step(self:LoopReplicated):
                 if p.grad is not None: p.lerp_(c, w)
 
 # %% ../nbs/05_optim.ipynb #0923313d
-class EntropySGD(FitHooks, torch.optim.Optimizer):
-    "Entropy-SGD: an SGLD estimate ⟨w'⟩ of the local Gibbs mean around w, then an outer step along γ(w − ⟨w'⟩)."
+class EntropySGD(Wrapper):
+    "Entropy-SGD: an SGLD estimate ⟨w'⟩ of the local Gibbs mean around w, then a step of `base` (SGD by default) on ∇Φ = γ(w − ⟨w'⟩)."
+    state_key = 'entropy_sgd'
     fresh_batches = True   # every closure call wants a new minibatch (one per Langevin step); `train.fit` obliges
     needs_closure = True   # its step runs the closure L times: no wrapper can step it on a gradient in .grad
-    def __init__(self, params, lr:float=0.1, gamma:float|Scoping=0.03, L:int=5, inner_lr:float=0.1,
-                 noise:float=1e-4, alpha:float=0.75, momentum:float=0., nesterov:bool=False,
-                 weight_decay:float=0., scope:str='step', seed:int|None=None):
-        defaults = dict(lr=check_float('lr', lr, lo=0.), inner_lr=check_float('inner_lr', inner_lr, lo=0.),
-                        noise=check_float('noise', noise, lo=0.), alpha=check_float('alpha', alpha, lo=0., hi=1.),
-                        momentum=check_float('momentum', momentum, lo=0.), nesterov=bool(nesterov),
-                        weight_decay=check_float('weight_decay', weight_decay, lo=0.))
-        if nesterov and momentum == 0: raise ValueError("nesterov=True needs momentum > 0")
-        if isinstance(params, nn.Module): params = params.parameters()
-        super().__init__(params, defaults)
+    def __init__(self, params, base=torch.optim.SGD, lr:float=0.1, gamma:float|Scoping=0.03, L:int=5, inner_lr:float=0.1,
+                 noise:float=1e-4, alpha:float=0.75, scope:str='step', seed:int|None=None, **base_kw):
+        own = dict(inner_lr=check_float('inner_lr', inner_lr, lo=0.), noise=check_float('noise', noise, lo=0.),
+                   alpha=check_float('alpha', alpha, lo=0., hi=1.))
+        if base_kw.get('nesterov') and not base_kw.get('momentum'): raise ValueError("nesterov=True needs momentum > 0")
         self.L = check_int('L', L, lo=1)
         self.scope = check_choice('scope', scope, ('step', 'epoch'))
         self.schedule = copy.deepcopy(as_scoping(gamma))   # own copy: a partial(...) can be reused safely
         self.seed = int(torch.randint(0, 2**62, ())) if seed is None else check_int('seed', seed, lo=0)
         self._gens, self.t = {}, 0
+        super().__init__(params, base, own_defaults=own, lr=lr, **base_kw)
 
     gamma, gamma_history = Replicated.gamma, Replicated.gamma_history
 
     def epoch_end(self) -> float:
-        "End of an epoch: advances γ when `scope='epoch'` (with `scope='step'` γ already advances every step)."
+        "End of an epoch: the base's schedules advance, and so does γ when `scope='epoch'` (with `scope='step'` γ advances every step)."
+        Wrapper.epoch_end(self)
         return self.schedule.step() if self.scope == 'epoch' else self.gamma
+
 
 # %% ../nbs/05_optim.ipynb #1bad6191
 @patch
-def hyperparameters(self:EntropySGD) -> dict:
-    "The groups' options (lr, inner_lr, noise, alpha, momentum, ...), L, scope and the γ schedule (`gamma.*`); not the seed, which the state restores."
-    return {**FitHooks.hyperparameters(self), 'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
+def check_group(self:EntropySGD, group:dict):
+    "The Langevin options (`inner_lr`, `noise` ≥ 0, `alpha` in [0, 1]) where a group sets them, and the base's."
+    Wrapper.check_group(self, group)
+    for k, hi in (('inner_lr', None), ('noise', None), ('alpha', 1.)):
+        if k in group: check_float(k, group[k], lo=0., hi=hi)
+
+@patch
+def settings(self:EntropySGD) -> dict:
+    "L, scope and the γ schedule (`gamma.*`) for a checkpoint's comparison; not the seed, which the state restores."
+    return {'L': self.L, 'scope': self.scope, **prefixed('gamma.', self.schedule.hyperparameters())}
+
 
 # %% ../nbs/05_optim.ipynb #cdc119db
 @patch
@@ -614,60 +621,45 @@ def _noise(self:EntropySGD, p:Tensor) -> Tensor:
 @patch
 @torch.no_grad()
 def step(self:EntropySGD, closure=None):
-    "One outer step: L Langevin steps (one `closure` call each), then move the anchor. Returns the loss at the anchor."
+    "One outer step: L Langevin steps (one `closure` call each), then the base's step on ∇Φ at the anchor. Returns the loss at the anchor."
     if closure is None:
         raise ValueError("closure: EntropySGD.step needs a closure that zeroes the gradients, recomputes the "
                          "loss and calls backward()")
-    gamma = self.gamma
-    with torch.enable_grad(): loss = closure()
+    gamma, loss = self.gamma, self._loss(closure)
     groups = [(g, [p for p in g['params'] if p.grad is not None]) for g in self.param_groups]
     anchor = {p: p.clone() for _, ps in groups for p in ps}
     mean = {p: p.clone() for _, ps in groups for p in ps}
     for l in range(self.L):
-        if l > 0:
-            with torch.enable_grad(): closure()
+        if l > 0: self._loss(closure)
         for g, ps in groups:
-            eta, sd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise']
+            eta, sd, wd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise'], g.get('weight_decay', 0.)
             for p in ps:
                 d = p.grad.add(p - anchor[p], alpha=gamma)
-                if g['weight_decay']: d.add_(p, alpha=g['weight_decay'])
+                if wd: d.add_(p, alpha=wd)
                 p.add_(d, alpha=-eta)
                 if sd > 0: p.add_(self._noise(p), alpha=sd)
                 mean[p].lerp_(p, 1 - g['alpha'])
-    for g, ps in groups:
-        for p in ps:
-            x = anchor[p]
-            d = (x - mean[p]).mul_(gamma)               # ∇Φ at the anchor
-            p.copy_(x); p.grad.copy_(d)
-            if g['weight_decay']: d.add_(x, alpha=g['weight_decay'])
-            if g['momentum']:
-                st = self.state[p]
-                if 'momentum_buffer' not in st: st['momentum_buffer'] = d.clone()
-                else: st['momentum_buffer'].mul_(g['momentum']).add_(d)
-                buf = st['momentum_buffer']
-                d = d.add(buf, alpha=g['momentum']) if g['nesterov'] else buf
-            p.add_(d, alpha=-g['lr'])
+    for p, x in anchor.items(): p.grad.copy_(x - mean[p]).mul_(gamma); p.copy_(x)   # ∇Φ at the anchor, back at the anchor
+    self.base.step()
     self.t += 1
     if self.scope == 'step': self.schedule.step()
     return loss
 
+
 # %% ../nbs/05_optim.ipynb #f46e21b3
 @patch
-def state_dict(self:EntropySGD) -> dict:
-    sd = torch.optim.Optimizer.state_dict(self)
-    sd['entropy_sgd'] = dict(t=self.t, L=self.L, scope=self.scope, seed=self.seed, schedule=self.schedule.state_dict(),
-                             rng={k: g.get_state() for k, g in self._gens.items()})
-    return sd
+def get_extra_state(self:EntropySGD) -> dict:
+    "The step counter, L, scope, seed, the γ schedule and the noise streams' states."
+    return dict(t=self.t, L=self.L, scope=self.scope, seed=self.seed, schedule=self.schedule.state_dict(),
+                rng={k: g.get_state() for k, g in self._gens.items()})
+
 
 # %% ../nbs/05_optim.ipynb #0bf812a3
 @patch
-def load_state_dict(self:EntropySGD, state_dict:dict):
-    sd = dict(state_dict)
-    extra = sd.pop('entropy_sgd', None)
-    torch.optim.Optimizer.load_state_dict(self, sd)
-    if extra is None: return
+def set_extra_state(self:EntropySGD, extra:dict):
     self.t, self.L, self.scope, self.seed = int(extra['t']), int(extra['L']), extra['scope'], int(extra['seed'])
     self.schedule.load_state_dict(extra['schedule'])
     self._gens = {}
     for k, s in extra['rng'].items():
         self._gens[k] = torch.Generator(device=torch.device(k)); self._gens[k].set_state(s)
+

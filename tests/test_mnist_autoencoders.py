@@ -1,4 +1,4 @@
-"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and Entropy-SGD vs
+"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and Entropy-Adam vs
 AdamW at matched training loss): tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the
 stopping rule's two outcomes (reached / not reached) in the tables, a sweep cell resumed from its checkpoint and the
 summary mode gathering cells, a clean skip without the data, and a bad override refused before any work. (Each run is

@@ -356,18 +356,25 @@ def _orth(c:Tensor, V:Tensor) -> Tensor:
     return c
 
 # %% ../nbs/08_sharpness.ipynb #84349a4f
+def _dots64(a:Tensor, b:Tensor, chunk:int=1 << 18) -> Tensor:
+    "Σ_n a[i, y, n]·b[j, y, n] as [y, i, j], accumulated in float64 a chunk of n at a time (never a float64 copy of a whole basis)."
+    out = a.new_zeros(a.shape[1], a.shape[0], b.shape[0], dtype=torch.float64)
+    for s in range(0, a.shape[-1], chunk): out += torch.einsum('iyn,jyn->yij', a[..., s:s + chunk].double(), b[..., s:s + chunk].double())
+    return out
+
 def _krylov_model(matvec:Callable, g:Tensor, u:Tensor, k:int) -> tuple[Tensor, Tensor, Tensor]:
     "Orthonormal basis V [k, y, n] of the Krylov space of H from `g` and `u` (a random vector where it closes), B = VᵀHV [y, k, k] and Vᵀg [y, k] (float64)."
     y, n = g.shape; k = min(k, n)
-    V, todo, HV, gen = g.new_zeros(k, y, n), [g, u], [], make_generator(0, g.device)
+    V, todo, gen = g.new_zeros(k, y, n), [g, u], make_generator(0, g.device)
+    B = torch.zeros(y, k, k, dtype=torch.float64, device=g.device)
     for j in range(k):
         c0 = todo.pop(0); c = _orth(c0, V[:j])
         dead = c.norm(dim=1) <= math.sqrt(torch.finfo(g.dtype).eps) * c0.norm(dim=1)     # also where c0 = 0
         if dead.any(): c = torch.where(dead[:, None], _orth(torch.randn(y, n, generator=gen, device=g.device, dtype=g.dtype), V[:j]), c)
         V[j] = c / c.norm(dim=1, keepdim=True)
-        HV.append(matvec(V[j])); todo.append(HV[-1])
-    B = torch.einsum('iyn,jyn->yij', V.double(), torch.stack(HV).double())
-    return V, (B + B.mT) / 2, torch.einsum('jyn,yn->yj', V.double(), g.double())
+        hv = matvec(V[j]); todo.append(hv)                       # kept only until it is orthogonalised (two at a time)
+        B[:, :j + 1, j] = B[:, j, :j + 1] = _dots64(V[:j + 1], hv[None])[..., 0]    # row and column j: H is symmetric
+    return V, B, _dots64(V, g[None])[..., 0]
 
 # %% ../nbs/08_sharpness.ipynb #aa081a73
 def _tr_max(g:Tensor, B:Tensor, rho:float) -> Tensor:

@@ -268,6 +268,25 @@ def test_entropy_sgd_state_dict_roundtrip():
     train_stacked(m1, o1, X, idx_b); train_stacked(m2, o2, X, idx_b)
     for p, q in zip(m1.parameters(), m2.parameters()): assert torch.equal(p, q)
 
+def test_entropy_sgd_loads_a_state_dict_saved_before_it_was_a_wrapper():
+    "Up to 816a3e3 EntropySGD's groups held only its own options (no `dampening`, `maximize`, ...): such a checkpoint resumes exactly."
+    X, y = data(), 2
+    idx_a, idx_b = batches(4, y, seed=1), batches(4, y, seed=2)
+    make = lambda m, seed: EntropySGD(m, lr=0.3, gamma=Exponential(0.1, 0.2), L=3, inner_lr=0.05, noise=1e-2,
+                                      momentum=0.9, seed=seed)
+    m1 = stacked(y); o1 = make(m1, 5)
+    train_stacked(m1, o1, X, idx_a)
+    sd = roundtrip(dict(model=m1.state_dict(), opt=o1.state_dict()))
+    old_keys = {'lr', 'inner_lr', 'noise', 'alpha', 'momentum', 'nesterov', 'weight_decay', 'params'}
+    sd['opt']['param_groups'] = [{k: v for k, v in g.items() if k in old_keys} for g in sd['opt']['param_groups']]
+    m2 = stacked(y, seeds=[3, 4]); m2.load_state_dict(sd['model'])
+    o2 = make(m2, 99); o2.load_state_dict(sd['opt'])
+    g = o2.param_groups[0]
+    assert g['dampening'] == 0 and g['maximize'] is False and g['momentum'] == 0.9 and o2.t == 4
+    assert all('momentum_buffer' in o2.state[p] for p in m2.parameters())
+    train_stacked(m1, o1, X, idx_b); train_stacked(m2, o2, X, idx_b)
+    for p, q in zip(m1.parameters(), m2.parameters()): assert torch.equal(p, q)
+
 def test_entropy_sgd_lr_scheduler_and_grad():
     w = nn.Parameter(torch.ones(3))
     opt = EntropySGD([w], lr=0.4, gamma=1., L=2, noise=0.)

@@ -632,7 +632,8 @@ def step(self:EntropySGD, closure=None):
     for l in range(self.L):
         if l > 0: self._loss(closure)
         for g, ps in groups:
-            eta, sd, wd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise'], g.get('weight_decay', 0.)
+            eta, sd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise']
+            wd = 0. if g.get('decoupled_weight_decay') else g.get('weight_decay', 0.)   # AdamW's decay is the base's alone
             for p in ps:
                 d = p.grad.add(p - anchor[p], alpha=gamma)
                 if wd: d.add_(p, alpha=wd)

@@ -13,7 +13,7 @@ NB = 'mnist_autoencoders'
 TINY = dict(sizes=[256], held_out=16, trials=2, energy_sigmas=[0.0, 0.1], energy_draws=1, denoise_sigmas=[0.0, 0.5],
             denoise_draws=1, eval_bs=512, threads=1, device='cpu', y=2, L=2, sharp_n=16, hessian_iter=2, trace_probes=2, rho_steps=1)
 READS = [('adamw', 'network'), ('sam', 'network'), ('replicated', 'barycentre'), ('replicated', 'replica0'), ('esgd', 'network'),
-         ('adam', 'network')]
+         ('adam', 'network'), ('esgd_adamw', 'network')]
 
 def miniature_mnist(root):
     "A miniature MNIST: 280 training and 8 test images of random pixels."
@@ -33,10 +33,10 @@ def test_quick_runs_and_reports_every_trial(smoke_run, scale, status):
     df = pd.read_csv(out/f'{NB}_quick_shallow_256.csv')   # a run of other sizes than the profile's names them
     st = df[df.metric == 'stop_epoch']
     assert sorted(set(zip(st.arm, st['read']))) == sorted(READS)
-    assert len(st) == 6 * 2 and set(st.status) == {status}                       # 6 readings x 2 trials, none dropped
+    assert len(st) == 7 * 2 and set(st.status) == {status}                       # 7 readings x 2 trials, none dropped
     assert (st.value == (2 if status == 'not reached' else 1)).all()
     fin = df[df.metric.isin(['flatness_avg_diff', 'denoising_avg_diff', 'heldout_loss', 'train_loss'])]
-    assert len(fin) == 4 * 6 * 2 and np.isfinite(fin.value).all() and (fin.value > 0).all()
+    assert len(fin) == 4 * 7 * 2 and np.isfinite(fin.value).all() and (fin.value > 0).all()
     assert np.isfinite(df[df.metric.isin(['hessian_max', 'hessian_trace', 'rho_sharpness'])].value).all()
     le = df[(df.metric == 'local_energy') & (df.sigma == 0)].set_index(['arm', 'read', 'trial']).value
     tr = df[df.metric == 'train_loss'].set_index(['arm', 'read', 'trial']).value
@@ -44,7 +44,7 @@ def test_quick_runs_and_reports_every_trial(smoke_run, scale, status):
     vt = pd.read_csv(out/f'{NB}_quick_shallow_256_verdict.csv')
     assert {'ratio', 'diff', 'diff_se', 'z', 'status', 'kind', 'adamw_reached', 'other_reached', 'trials'} <= set(vt.columns)
     assert (vt.adamw_reached == (2 if status == 'reached' else 0)).all() and (vt.trials == 2).all()
-    assert vt['other'].nunique() == 5
+    assert vt['other'].nunique() == 6
     checks = vt[vt.kind == 'matching check']                                     # not claims: no holds/contradicted there
     assert set(checks.metric) == {'train_loss', 'stop_epoch', 'grad_evals'} and not checks.status.isin(['holds', 'contradicted']).any()
     loss = checks[checks.metric == 'train_loss'].set_index('other').status

@@ -1,13 +1,14 @@
-"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and Entropy-Adam vs
-AdamW at matched training loss): tiny papermill runs on a miniature MNIST written in torchvision's on-disk format, the
-stopping rule's two outcomes (reached / not reached) in the tables, a sweep cell resumed from its checkpoint and the
-summary mode gathering cells, a clean skip without the data, and a bad override refused before any work. (Each run is
-declared by a `smoke` marker and started up front by tests/conftest.py.)"""
+"""Smoke tests of nbs/experiments/mnist_autoencoders.ipynb (issue 19 part 1: SAM, replicated AdamW and the Entropy-Adam
+arms vs AdamW at matched training loss): a tiny papermill run on a miniature MNIST written in torchvision's on-disk format
+(every arm and reading in the tables, the stopping rule's not-reached outcome), the summary mode gathering per-cell
+tables, a clean skip without the data, and a bad override refused before any work. (The runs declared by a `smoke`
+marker are started up front by tests/conftest.py.)"""
 import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
 from entropic_ae import vision as V
+from conftest import EXP
 
 NB = 'mnist_autoencoders'
 TINY = dict(sizes=[256], held_out=16, trials=2, energy_sigmas=[0.0, 0.1], energy_draws=1, denoise_sigmas=[0.0, 0.5],
@@ -65,3 +66,28 @@ def test_bad_override_is_refused_before_any_work(smoke_run):
     with pytest.raises(pm.PapermillExecutionError, match='sizes must be a non-empty list'):
         smoke_run()
     assert not list(smoke_run.out.iterdir())
+
+def cell_table(folder, arm, arch='shallow', size=256, trials=3, seed=0):
+    "A per-cell table as a finished sweep cell writes it (synthetic values, every column the summary reads)."
+    rng, rows = np.random.default_rng(seed), []
+    c = dict(arch=arch, size=size, arm=arm, read='network', target=0.015, epoch_limit=12000, profile='full')
+    for t in range(trials):
+        rows += [dict(c, trial=t, metric=m, value=float(v), status='reached') for m, v in (('stop_epoch', 500 + t), ('grad_evals', 2000 + t))]
+        rows += [dict(c, trial=t, metric=m, value=float(rng.uniform(0.01, 1))) for m in
+                 ('train_loss', 'heldout_loss', 'flatness_avg_diff', 'denoising_avg_diff', 'hessian_max', 'hessian_trace', 'rho_sharpness')]
+        rows += [dict(c, trial=t, metric=m, sigma=s, value=float(rng.uniform(0.01, 1))) for m in ('local_energy', 'denoising') for s in (0., 0.1)]
+    rows += [dict(c, read='cost', trial=-1, metric=m, value=1.) for m in ('train_wall_s', 'train_cpu_s', 'measure_wall_s', 'measure_cpu_s')]
+    pd.DataFrame(rows).to_csv(folder/f'{NB}_full_{arch}_{size}_{arm}.csv', index=False)
+
+def test_summary_gathers_every_arm_and_skips_derived_tables(tmp_path):
+    "Summary mode reads the per-cell tables of every arm (names with '_' too: esgd_adamw), not the _cells/_verdict tables beside them."
+    cells = tmp_path/'cells'; cells.mkdir()
+    for arm in ('adamw', 'esgd_adamw', 'sam'): cell_table(cells, arm)
+    (cells/f'{NB}_full_shallow_256_sam_cells.csv').write_text('arch,size,arm,trials\nshallow,256,sam,3\n')   # a derived table
+    out = tmp_path/'out'; out.mkdir()
+    pm.execute_notebook(str(EXP/f'{NB}.ipynb'), str(tmp_path/f'{NB}.ipynb'), kernel_name='python3', cwd=str(EXP), progress_bar=False,
+                        parameters=dict(profile='full', mode='summary', gather=[str(cells)], figures_dir=str(out)))
+    got = pd.read_csv(out/f'{NB}_full_cells.csv')
+    assert sorted(got.arm) == ['adamw', 'esgd_adamw', 'sam'] and (got.trials == 3).all()
+    vt = pd.read_csv(out/f'{NB}_full_verdict.csv')
+    assert set(vt.other) == {'SAM(AdamW)', 'Entropy-AdamW'}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, ctypes, glob, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+import argparse, ast, ctypes, glob, hashlib, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +14,7 @@ from .core import check_int, check_float, check_choice, check_path, atomic_path,
 
 # %% auto #0
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure',
-           'gather_files', 'read_rows', 'write_rows', 'elbow', 'default_profile', 'experiments_dir',
+           'gather_files', 'read_rows', 'write_rows', 'ckpt_file', 'elbow', 'default_profile', 'experiments_dir',
            'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
            'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
            'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'cpu_model',
@@ -119,6 +119,15 @@ def write_rows(rows:list[dict], path, gathered=()) -> Path:
     path = check_path('path', path)
     if not any(Path(f).resolve() == path.resolve() for f in gathered): write_csv(rows, path)
     return path
+
+# %% ../nbs/15_experiments.ipynb #5e2b0c02
+def ckpt_file(folder, stem:str, settings:dict) -> Path:
+    "`folder/<stem>_<hash>.pt`: the checkpoint of the run that `settings` (a JSON-able dict) determine; other settings, another file."
+    if not isinstance(settings, dict): raise TypeError(f"settings must be a dict of what determines the run, got {settings!r}")
+    if not isinstance(stem, str) or not stem or '/' in stem: raise ValueError(f"stem must be a file-name prefix, got {stem!r}")
+    try: text = json.dumps(settings, sort_keys=True)
+    except TypeError as e: raise TypeError(f"settings must be JSON-able (numbers, strings, lists, dicts): {e}") from None
+    return check_path('folder', folder) / f"{stem}_{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
 
 # %% ../nbs/15_experiments.ipynb #3d995ad9
 def elbow(widths, errors) -> float:

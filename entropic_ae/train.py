@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #47a17091
 from __future__ import annotations
-import copy, hashlib, inspect, math, numbers, os, tempfile, warnings
+import copy, hashlib, inspect, math, numbers, os, tempfile, time, warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +24,8 @@ from .flatness import METRICS, dataset_loss, param_histograms
 
 # %% auto #0
 __all__ = ['EVAL_ON', 'BN_NETS', 'FitResult', 'check_metrics', 'check_eval_on', 'evaluate', 'CancelFit', 'Callback', 'Loop',
-           'Guard', 'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'LRSchedule', 'cosine_lr', 'cosine', 'step_lr',
-           'Checkpoint', 'fit']
+           'Guard', 'StopAtLoss', 'Schedules', 'Recorder', 'Progress', 'Timer', 'LRSchedule', 'cosine_lr', 'cosine',
+           'step_lr', 'Checkpoint', 'fit']
 
 # %% ../nbs/09_train.ipynb #43bc7069
 @dataclass
@@ -500,6 +500,19 @@ class Progress(Callback):
         if L.loss is not None and bool(L.active.any()):
             self.bar.set_postfix_str(f'epoch {L.epoch + 1}/{L.epochs}, loss {float(L.loss[L.active].mean()):.4g}', refresh=False)
     def after_fit(self, L): self.bar.close()
+
+# %% ../nbs/09_train.ipynb #9d1e7a02
+class Timer(Callback):
+    "Seconds spent in `fit`, wall clock (`wall`) and this process's CPU (`cpu`), summed over the resumes of a checkpointed run."
+    order = -20                                          # first: its clock starts before a checkpoint is loaded
+    def __init__(self): self.wall, self.cpu, self.t0 = 0., 0., None
+    def before_fit(self, L): self.wall, self.cpu, self.t0 = 0., 0., (time.perf_counter(), time.process_time())
+    def after_fit(self, L): self.wall, self.cpu = self.state_dict().values(); self.t0 = None
+    def state_dict(self) -> dict:
+        if self.t0 is None: return dict(wall=self.wall, cpu=self.cpu)
+        return dict(wall=self.wall + time.perf_counter() - self.t0[0], cpu=self.cpu + time.process_time() - self.t0[1])
+    def load_state_dict(self, sd:dict):
+        self.wall, self.cpu, self.t0 = float(sd['wall']), float(sd['cpu']), (time.perf_counter(), time.process_time())
 
 # %% ../nbs/09_train.ipynb #7a28d121
 class LRSchedule(Callback):

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import pytest
 from papermill import execute_notebook   # bound once: a test may monkeypatch papermill.execute_notebook while a run is going
+from entropic_ae.experiments import notebook_parameters
 
 EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 
@@ -38,8 +39,9 @@ def refuses():
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'smoke(notebook, data=None, before=None, **params): a papermill run of '
-                            'nbs/experiments/<notebook>.ipynb with figures_dir a fresh folder (which before(folder) may fill first) '
-                            'and data_root the folder data(folder) fills, read through the smoke_run fixture')
+                            'nbs/experiments/<notebook>.ipynb with figures_dir a fresh folder (which before(folder) may fill first), '
+                            'data_root the folder data(folder) fills and, where the notebook takes one, ckpt_dir a fresh folder '
+                            'beside it; read through the smoke_run fixture')
 
 def pytest_collection_modifyitems(session, config, items):
     "The smoke tests last (in their order), so the background lane runs kernels while the other tests run here."
@@ -72,6 +74,8 @@ class SmokeRuns:
         out = folder/'out'; out.mkdir(parents=True)
         if (make := params.pop('data', None)) is not None: params['data_root'] = str(self.data_root(make))
         if (before := params.pop('before', None)) is not None: before(out)
+        if 'ckpt_dir' in notebook_parameters(EXP/f'{name}.ipynb'):    # checkpoints in the run's own folder, never in the repository's runs/
+            params.setdefault('ckpt_dir', str(folder/'ckpt'))
         t0 = time.perf_counter()
         try:
             nb = execute_notebook(str(EXP/f'{name}.ipynb'), str(folder/f'{name}.ipynb'), kernel_name='python3', cwd=str(EXP),

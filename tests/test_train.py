@@ -9,7 +9,7 @@ from entropic_ae.models import shallow_ae, deep_ae, recon_error
 from entropic_ae.replicas import barycentre, replica
 from entropic_ae.optim import Replicated, EntropySGD, Exponential
 from entropic_ae.sam import SAM
-from entropic_ae.train import fit, FitResult, Recorder, Checkpoint, StopAtLoss
+from entropic_ae.train import fit, FitResult, Recorder, Checkpoint, StopAtLoss, Timer
 
 SEEDS = [3, 7, 11]
 # 48 patterns, bs 12: 4 steps per epoch
@@ -190,6 +190,19 @@ def test_resume_equals_uninterrupted(data, tmp_path, kind):
         assert (full.df.metric == 'gamma').sum() == 4
         assert full.optimizer.gamma_history == again.optimizer.gamma_history
     assert torch.load(ck, weights_only=True)['epoch'] == 4
+
+def test_timer_sums_the_seconds_of_a_resumed_run(data, tmp_path):
+    "A Timer's clocks travel in the checkpoint: the resumed run reports the saved seconds plus its own; a new fit starts at 0."
+    ck, t = tmp_path / 'ck.pt', Timer()
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=10, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck), t])
+    saved = torch.load(ck, weights_only=True)
+    assert list(saved['callbacks']) == ['0.Timer'] and saved['callbacks']['0.Timer']['wall'] > 0
+    saved['callbacks']['0.Timer'] = dict(wall=500., cpu=700.); torch.save(saved, ck)
+    fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=0, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck, resume=True), t])
+    assert 500 < t.wall < 560 and 700 < t.cpu < 760
+    fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW, cbs=[t])
+    assert 0 < t.wall < 60
 
 class CrashingSGD(torch.optim.SGD):
     def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0

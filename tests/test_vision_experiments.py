@@ -55,6 +55,7 @@ def test_talk_table_quick(smoke_run):
     assert spread['rsgd'] < spread['independent']                           # coupled replicas stay together
     table = pd.read_csv(out/'talk_table_quick_table.csv')
     assert list(table.source) == ['this run', 'talk', 'this run', 'talk']
+    assert len(list((out.parent/'ckpt').glob('quick_*.pt'))) == 2 * 5      # a checkpoint per (arch, arm), in the run's folder
 
 @smoke('talk_table', profile='full', data=miniature_images, widths=[2, 2], **TALK)
 def test_talk_table_full_on_tiny_cifar(smoke_run):
@@ -70,6 +71,21 @@ def test_sam_study_quick(smoke_run):
     assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
     assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
+
+def test_sam_study_resumes_from_its_checkpoints(tmp_path):
+    "A second run with the same ckpt_dir reads every arm back from its finished checkpoint: the same rows, and the first run's seconds."
+    kw = dict(profile='quick', device='cpu', threads=1, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16,
+              hessian_iter=3, arms=['sgd', 'sgd_sam'], ckpt_dir=str(tmp_path/'ckpt'))
+    stamps = lambda: {f.name: f.stat().st_mtime_ns for f in (tmp_path/'ckpt').glob('quick_*.pt')}
+    for i in (1, 2):
+        pm.execute_notebook(str(EXP/'sam_study.ipynb'), str(tmp_path/f'run{i}.ipynb'), kernel_name='python3', cwd=str(EXP),
+                            progress_bar=False, parameters=dict(figures_dir=str(tmp_path/f'out{i}'), **kw))
+        if i == 1: first = stamps()
+    assert len(first) == 2 * 2 and stamps() == first                  # one per (arch, arm), read back and not rewritten
+    a, b = (pd.read_csv(tmp_path/f'out{i}'/'sam_study_quick.csv') for i in (1, 2))
+    secs = lambda d: d[d.metric == 'seconds'].value.to_numpy()
+    assert (secs(b) >= 0.8 * secs(a)).all() and (secs(b) <= secs(a) + 1).all()    # the saved clock, not the read-back's
+    pd.testing.assert_frame_equal(a[a.metric != 'seconds'].reset_index(drop=True), b[b.metric != 'seconds'].reset_index(drop=True))
 
 @smoke('sam_study', profile='mnist_quick', data=miniature_images, widths=[2, 2], trials=2, epochs=1, bs=8,
        arms=['sgd', 'sgd_sam', 'sgd_2x'], n_sharp=8, hessian_iter=3)

@@ -63,6 +63,14 @@ def test_talk_table_full_on_tiny_cifar(smoke_run):
     assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
     assert ((vt.ci_lo <= vt['diff']) & (vt['diff'] <= vt.ci_hi)).all()                          # 95 % CI of each paired difference
 
+@smoke('talk_table', profile='mnist_narrow', data=miniature_images, widths=[2, 2], **TALK)
+def test_talk_table_mnist_narrow(smoke_run):
+    "Issue 19: all of a (miniature) MNIST with narrow networks, every arm checkpointed under the profile's name."
+    df, vt, out = run('talk_table', smoke_run, 'mnist_narrow')
+    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20 and (vt.profile == 'mnist_narrow').all()
+    assert df[df.metric == 'final_test_error'].trial.nunique() == 2
+    assert len(list((out.parent/'ckpt').glob('mnist_narrow_*.pt'))) == 2 * 5
+
 @smoke('sam_study', n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
 def test_sam_study_quick(smoke_run):
     df, vt, out = run('sam_study', smoke_run)

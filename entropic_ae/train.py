@@ -413,7 +413,8 @@ def _merge_one_target_states(sd) -> dict:
 # %% ../nbs/09_train.ipynb #e9aa070c
 def _one_stop_state(states:dict, keys:dict) -> dict:
     "TEMPORARY: a checkpoint's callback states with those of several one-target StopAtLoss given, as a list, to this run's one StopAtLoss."
-    old, new = [k for k in states if k.endswith('.StopAtLoss')], [k for k in keys if k.endswith('.StopAtLoss')]
+    stop = lambda k: k.split('.')[0] == 'StopAtLoss'
+    old, new = [k for k in states if stop(k)], [k for k in keys if stop(k)]
     if len(old) < 2 or len(new) != 1: return states
     return {**{k: v for k, v in states.items() if k not in old}, new[0]: [states[k] for k in old]}
 
@@ -621,8 +622,8 @@ def load(self:Checkpoint, L):
     L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['optimizer'])
     L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
     for g, s in zip(L.gens, ck['gens']): g.set_state(s)
-    keys = {f'{i}.{type(c).__name__}': c for i, c in enumerate(L.cbs)}
-    for k, sd in _one_stop_state(ck.get('callbacks', {}), keys).items():
+    keys = _callback_keys(L.cbs)
+    for k, sd in _one_stop_state(_renamed_states(ck.get('callbacks', {})), keys).items():
         if k not in keys: raise ValueError(f"resume: checkpoint {self.path} holds the state of callback {k}, which this run does not have")
         keys[k].load_state_dict(sd)
     torch.set_rng_state(ck['torch_rng'])
@@ -648,9 +649,25 @@ def check(self:Checkpoint, saved, L):
                               + '; '.join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ''))
 
 # %% ../nbs/09_train.ipynb #99e986b0
+def _class_keys(names) -> list[str]:
+    "Keys for callbacks of these class names: the name, and `Name.1`, `Name.2`, ... for the second and later of a class."
+    names = list(names)
+    return [f'{n}.{k}' if (k := names[:i].count(n)) else n for i, n in enumerate(names)]
+
+def _callback_keys(cbs) -> dict:
+    "The callbacks of a run by key: adding or removing a callback of another class moves no key."
+    return dict(zip(_class_keys(type(c).__name__ for c in cbs), cbs))
+
 def _callback_states(cbs) -> dict:
-    "The state of every callback that keeps one, keyed by its place and class (`'3.StopAtLoss'`)."
-    return {f'{i}.{type(c).__name__}': sd for i, c in enumerate(cbs) if (sd := c.state_dict()) is not None}
+    "The state of every callback that keeps one, under its key (`'StopAtLoss'`, `'Timer'`)."
+    return {k: sd for k, c in _callback_keys(cbs).items() if (sd := c.state_dict()) is not None}
+
+def _renamed_states(states:dict) -> dict:
+    "TEMPORARY: states saved under the earlier keys `'<place>.<class>'` (`'3.StopAtLoss'`) renamed to today's keys."
+    old = sorted((k for k in states if k.split('.')[0].isdigit()), key=lambda k: int(k.split('.')[0]))
+    new = _class_keys(k.split('.', 1)[1] for k in old)
+    return {**{k: v for k, v in states.items() if k not in old}, **{n: states[k] for k, n in zip(old, new)}}
+
 
 # %% ../nbs/09_train.ipynb #e662490f
 @patch

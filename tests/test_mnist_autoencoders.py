@@ -91,3 +91,15 @@ def test_summary_gathers_every_arm_and_skips_derived_tables(tmp_path):
     assert sorted(got.arm) == ['adamw', 'esgd_adamw', 'sam'] and (got.trials == 3).all()
     vt = pd.read_csv(out/f'{NB}_full_verdict.csv')
     assert set(vt.other) == {'SAM(AdamW)', 'Entropy-AdamW'}
+
+def test_a_cell_read_back_reports_the_seconds_it_trained(tmp_path):
+    "A second run with the same ckpt_dir reads the finished arm back; its cost rows carry the training seconds the checkpoint saved (the Timer's), not the read-back's."
+    miniature_mnist(tmp_path)
+    kw = dict(TINY, profile='quick', arms=['adamw'], max_epochs=2, ckpt_dir=str(tmp_path/'ckpt'), data_root=str(tmp_path))
+    for i in (1, 2):
+        pm.execute_notebook(str(EXP/f'{NB}.ipynb'), str(tmp_path/f'run{i}.ipynb'), kernel_name='python3', cwd=str(EXP),
+                            progress_bar=False, parameters=dict(figures_dir=str(tmp_path/f'out{i}'), **kw))
+    a, b = (pd.read_csv(tmp_path/f'out{i}'/f'{NB}_quick_shallow_256_adamw.csv').set_index('metric').value for i in (1, 2))
+    assert list((tmp_path/'ckpt').glob('*.pt')) and a['train_wall_s'] > 0
+    for k in ('train_wall_s', 'train_cpu_s'):          # the clock as last saved: all but fit's tail after the last checkpoint
+        assert 0.5 * a[k] <= b[k] <= a[k], (k, a[k], b[k])

@@ -197,12 +197,29 @@ def test_timer_sums_the_seconds_of_a_resumed_run(data, tmp_path):
     with pytest.raises(RuntimeError, match='simulated crash'):
         fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=10, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck), t])
     saved = torch.load(ck, weights_only=True)
-    assert list(saved['callbacks']) == ['0.Timer'] and saved['callbacks']['0.Timer']['wall'] > 0
-    saved['callbacks']['0.Timer'] = dict(wall=500., cpu=700.); torch.save(saved, ck)
+    assert list(saved['callbacks']) == ['Timer'] and saved['callbacks']['Timer']['wall'] > 0
+    saved['callbacks']['Timer'] = dict(wall=500., cpu=700.); torch.save(saved, ck)
     fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=0, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck, resume=True), t])
     assert 500 < t.wall < 560 and 700 < t.cpu < 760
     fit(ae(), data, epochs=1, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW, cbs=[t])
     assert 0 < t.wall < 60
+
+def test_callback_states_are_keyed_by_class_not_place(data, tmp_path):
+    "A resume with callbacks added before the Timer still gives it the saved clocks; so does a checkpoint keyed the old way ('0.Timer')."
+    from entropic_ae.train import _class_keys, _renamed_states
+    assert _class_keys(['StopAtLoss', 'Timer', 'StopAtLoss', 'StopAtLoss']) == ['StopAtLoss', 'Timer', 'StopAtLoss.1', 'StopAtLoss.2']
+    assert _renamed_states({'4.StopAtLoss': 'b', '3.StopAtLoss': 'a', '0.Timer': 't'}) == {'Timer': 't', 'StopAtLoss': 'a', 'StopAtLoss.1': 'b'}
+    ck = tmp_path / 'ck.pt'
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=10, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck), Timer()])
+    saved = torch.load(ck, weights_only=True)
+    for name, key in (('new.pt', 'Timer'), ('old.pt', '0.Timer')):
+        torch.save({**saved, 'callbacks': {key: dict(wall=500., cpu=700.)}}, tmp_path / name)
+        t = Timer()
+        fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=0, lr=1e-2), seeds=SEEDS, **KW,
+            cbs=[StopAtLoss(1e-9, stop=False), rec(), t, Checkpoint(tmp_path / name, resume=True)])
+        assert 500 < t.wall < 560, name
+        assert list(torch.load(tmp_path / name, weights_only=True)['callbacks']) == ['Timer', 'StopAtLoss']
 
 class CrashingSGD(torch.optim.SGD):
     def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0

@@ -80,6 +80,14 @@ def test_sam_study_quick(smoke_run):
     assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
 
+@smoke('sam_study', arms=['sgd'], n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=1, bs=32, n_sharp=16, hessian_iter=3)
+def test_sam_study_of_one_optimizer(smoke_run):
+    "A sweep cell runs one optimizer: its rows and table are written, and it says that the verdict needs the other arms' rows."
+    run = smoke_run()
+    df = pd.read_csv(run.out/'sam_study_quick.csv')
+    assert set(df.arm) == {'sgd'} and set(df.arch) == {'resnet18', 'vgg16_bn'}
+    assert (run.out/'sam_study_quick_table.csv').exists() and 'no claim compares two of the arms' in run.text
+
 def test_sam_study_resumes_from_its_checkpoints(tmp_path):
     "A second run with the same ckpt_dir reads every arm back from its finished checkpoint: the same rows, and the first run's seconds."
     kw = dict(profile='quick', device='cpu', threads=1, n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16,

@@ -341,7 +341,7 @@ def test_repository_mnist_experiments_declare_their_data(tmp_path):
     assert 'MNIST not found' in missing_data([nb], 'quick', tmp_path)[nb]
     tables = [find_notebook(n) for n in ('talk_table', 'sam_study')]
     for profile in ('mnist_quick', 'mnist_narrow', 'mnist_full'):              # every MNIST profile of the supervised tables
-        assert all('MNIST not found' in why for why in missing_data(tables, profile, tmp_path).values())
-        assert len(missing_data(tables, profile, tmp_path)) == 2
+        why = missing_data(tables, profile, tmp_path)
+        assert len(why) == 2 and all('MNIST not found' in w for w in why.values())
     for f in MNIST_FILES: (tmp_path/'MNIST'/'raw').mkdir(parents=True, exist_ok=True); (tmp_path/'MNIST'/'raw'/f).touch()
     assert missing_data([nb], 'quick', tmp_path) == {} and missing_data(tables, 'mnist_narrow', tmp_path) == {}

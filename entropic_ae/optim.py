@@ -5,6 +5,7 @@
 # %% ../nbs/05_optim.ipynb #3ca026d5
 from __future__ import annotations
 import copy, math, numbers
+from contextlib import contextmanager
 from functools import partial
 import torch
 from fastcore.basics import patch
@@ -618,6 +619,15 @@ def _noise(self:EntropySGD, p:Tensor) -> Tensor:
     return torch.randn(p.shape, generator=self._gens[key], device=p.device, dtype=p.dtype)
 
 # %% ../nbs/05_optim.ipynb #d247d2c5
+@contextmanager
+def _without_l2(groups):
+    "The groups' coupled weight decay (an L2 term of the loss) at 0 for the duration; a decoupled one (AdamW's) stays."
+    l2 = [(g, g['weight_decay']) for g in groups if g.get('weight_decay') and not g.get('decoupled_weight_decay')]
+    for g, _ in l2: g['weight_decay'] = 0.
+    try: yield
+    finally:
+        for g, wd in l2: g['weight_decay'] = wd
+
 @patch
 @torch.no_grad()
 def step(self:EntropySGD, closure=None):
@@ -641,7 +651,7 @@ def step(self:EntropySGD, closure=None):
                 if sd > 0: p.add_(self._noise(p), alpha=sd)
                 mean[p].lerp_(p, 1 - g['alpha'])
     for p, x in anchor.items(): p.grad.copy_(x - mean[p]).mul_(gamma); p.copy_(x)   # ∇Φ at the anchor, back at the anchor
-    self.base.step()
+    with _without_l2(self.param_groups): self.base.step()      # ∇Φ already holds the chain's L2 term: not twice
     self.t += 1
     if self.scope == 'step': self.schedule.step()
     return loss

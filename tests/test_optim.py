@@ -526,3 +526,20 @@ def test_coupled_step_is_the_written_out_algorithm(coupling, tmp_path):
     o2 = Replicated(again, **kw); o2.load_state_dict(torch.load(tmp_path / 'o.pt'))
     run(again, o2, grads[3:])
     assert all(torch.equal(a, b) for a, b in zip(again, ps))
+
+
+def test_entropy_sgd_counts_a_coupled_weight_decay_once():
+    "The L2 term is in the energy the chain samples; the outer SGD step is −η·γ(w − μ) alone (it was also −η·λ·w: 1/γ times the decay)."
+    lam, gamma, eta, inner, L = 0.5, 0.1, 10., 0.1, 2
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = EntropySGD([w], lr=eta, gamma=gamma, L=L, inner_lr=inner, noise=0., weight_decay=lam)
+    def closure():
+        opt.zero_grad(); loss = (w ** 2).sum() / 2; loss.backward(); return loss
+    w0 = w.detach().clone()
+    x, mu = w0.clone(), w0.clone()                      # the chain by hand: E = |w|²/2, plus λ|w|²/2, plus the coupling
+    for _ in range(L):
+        x = x - inner * (x + gamma * (x - w0) + lam * x)
+        mu = 0.75 * mu + 0.25 * x
+    opt.step(closure)
+    torch.testing.assert_close(w.detach(), w0 - eta * gamma * (w0 - mu), rtol=0, atol=1e-12)
+    assert opt.param_groups[0]['weight_decay'] == lam

@@ -619,10 +619,14 @@ def _noise(self:EntropySGD, p:Tensor) -> Tensor:
     return torch.randn(p.shape, generator=self._gens[key], device=p.device, dtype=p.dtype)
 
 # %% ../nbs/05_optim.ipynb #d247d2c5
+def _l2(g:dict) -> float:
+    "A group's coupled weight decay, an L2 term of the loss; 0 for none or for a decoupled one (AdamW's)."
+    return 0. if g.get('decoupled_weight_decay') else g.get('weight_decay', 0.)
+
 @contextmanager
 def _without_l2(groups):
     "The groups' coupled weight decay (an L2 term of the loss) at 0 for the duration; a decoupled one (AdamW's) stays."
-    l2 = [(g, g['weight_decay']) for g in groups if g.get('weight_decay') and not g.get('decoupled_weight_decay')]
+    l2 = [(g, g['weight_decay']) for g in groups if _l2(g)]
     for g, _ in l2: g['weight_decay'] = 0.
     try: yield
     finally:
@@ -643,7 +647,7 @@ def step(self:EntropySGD, closure=None):
         if l > 0: self._loss(closure)
         for g, ps in groups:
             eta, sd = g['inner_lr'], math.sqrt(g['inner_lr'])*g['noise']
-            wd = 0. if g.get('decoupled_weight_decay') else g.get('weight_decay', 0.)   # AdamW's decay is the base's alone
+            wd = _l2(g)                                                 # AdamW's decay is the base's alone
             for p in ps:
                 d = p.grad.add(p - anchor[p], alpha=gamma)
                 if wd: d.add_(p, alpha=wd)

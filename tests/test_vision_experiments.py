@@ -71,6 +71,20 @@ def test_talk_table_mnist_narrow(smoke_run):
     assert df[df.metric == 'final_test_error'].trial.nunique() == 2
     assert len(list((out.parent/'ckpt').glob('mnist_narrow_*.pt'))) == 2 * 5
 
+@smoke('talk_table', archs=['small_convnet'], widths=[4], arms=['baseline', 'esgd'], n_train=96, n_test=40, **TALK)
+def test_talk_table_of_some_arms(smoke_run):
+    "A sweep cell of some arms: only they train, the verdict keeps the claims between them, the table leaves the rest blank."
+    df, vt, out = run('talk_table', smoke_run)
+    assert set(df.arm) == {'baseline', 'esgd'} and len(vt) == 3 and vt.other.eq('esgd/replicas').all()   # error, δε, Hessian
+    table = pd.read_csv(out/'talk_table_quick_table.csv')
+    assert table.loc[0, 'eSGD'].startswith(tuple('0123456789')) and table.loc[0, ['rSGD', 'rSGD×y']].isna().all()
+
+@smoke('talk_table', arms=['sam'])
+def test_talk_table_bad_arm_fails_before_writing(smoke_run):
+    with pytest.raises(pm.PapermillExecutionError, match='arms must be a non-empty list from'):
+        smoke_run()
+    assert not list(smoke_run.out.glob('*'))
+
 @smoke('sam_study', n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=2, bs=32, n_sharp=16, hessian_iter=3)
 def test_sam_study_quick(smoke_run):
     df, vt, out = run('sam_study', smoke_run)

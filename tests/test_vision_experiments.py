@@ -91,7 +91,7 @@ def test_sam_study_quick(smoke_run):
     assert set(df.arm) == {'sgd', 'sgd_sam', 'adam', 'adam_sam', 'asam'}
     sh = df[df.metric == 'grad_sharpness']
     assert sorted(sh.epoch.unique()) == [0, 1, 2] and np.isfinite(sh.value).all()                # sharpness per epoch
-    assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 8
+    assert set(vt.claim.str.contains('flatter')) == {True, False} and len(vt) == 2 * 10
     assert 'study' in ' '.join(pd.read_csv(out/'sam_study_quick_table.csv').columns)
 
 @smoke('sam_study', arms=['sgd'], n_train=64, n_test=32, widths=[2, 2], trials=2, epochs=1, bs=32, n_sharp=16, hessian_iter=3)
@@ -161,7 +161,7 @@ def test_talk_table_gathers_committed_rows(smoke_run):
 @smoke('sam_study', gather='../../figures/sam_study_quick.csv')
 def test_sam_study_gathers_committed_rows(smoke_run):
     df, vt, out = run('sam_study', smoke_run)
-    assert len(df) == len(pd.read_csv(FIGURES/'sam_study_quick.csv')) and (vt.dof == 3).all() and len(vt) == 2 * 8
+    assert len(df) == len(pd.read_csv(FIGURES/'sam_study_quick.csv')) and (vt.dof == 3).all() and len(vt) == 2 * 10
 
 @smoke('real_autoencoders', gather='../../figures/real_autoencoders_quick.csv')
 def test_real_autoencoders_gathers_committed_rows(smoke_run):

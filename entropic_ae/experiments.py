@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_int, check_float, check_choice, check_path, atomic_path, write_csv, default_device
+from .train import Checkpoint
 
 # %% auto #0
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure',
-           'gather_files', 'read_rows', 'write_rows', 'ckpt_file', 'elbow', 'default_profile', 'experiments_dir',
-           'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant', 'notebook_profiles',
-           'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data', 'tuned_environ',
-           'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json', 'cpu_model',
-           'machine_name', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed', 'run_experiments',
-           'main']
+           'gather_files', 'read_rows', 'write_rows', 'ckpt_file', 'resumable', 'elbow', 'default_profile',
+           'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant',
+           'notebook_profiles', 'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data',
+           'tuned_environ', 'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json',
+           'cpu_model', 'machine_name', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed',
+           'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -128,6 +129,12 @@ def ckpt_file(folder, stem:str, settings:dict) -> Path:
     try: text = json.dumps(settings, sort_keys=True)
     except TypeError as e: raise TypeError(f"settings must be JSON-able (numbers, strings, lists, dicts): {e}") from None
     return check_path('folder', folder) / f"{stem}_{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
+
+# %% ../nbs/15_experiments.ipynb #5e2b0c06
+def resumable(folder, stem:str, settings:dict, every:int=1) -> list:
+    "`[Checkpoint(ckpt_file(folder, stem, settings), every, resume=True)]`: the callbacks that let a run continue after a kill; `[]` when `folder` is empty."
+    if folder in (None, ""): return []
+    return [Checkpoint(ckpt_file(folder, stem, settings), every=every, resume=True)]
 
 # %% ../nbs/15_experiments.ipynb #3d995ad9
 def elbow(widths, errors) -> float:

@@ -50,7 +50,7 @@ def test_talk_table_quick(smoke_run):
     assert df[(df.arm == 'baseline_long') & (df.metric == 'final_test_error')].epoch.max() == 2      # y x epochs
     cost = df[df.metric == 'grad_evals_per_trial'].set_index(['arch', 'arm']).value
     assert cost[('resnet18', 'rsgd')] == 2 * cost[('resnet18', 'baseline')] == cost[('resnet18', 'esgd')]
-    assert len(vt) == 2 * 10                                                # 8 claims + 2 on the top Hessian eigenvalue
+    assert len(vt) == 2 * 12                                                # 9 claims + 3 on the top Hessian eigenvalue
     assert (df[df.metric == 'hessian_max'].value > 0).all()
     spread = df[df.metric == 'relative_spread'].groupby('arm').value.mean()
     assert spread['rsgd'] < spread['independent']                           # coupled replicas stay together
@@ -61,14 +61,14 @@ def test_talk_table_quick(smoke_run):
 @smoke('talk_table', profile='full', data=miniature_images, widths=[2, 2], **TALK)
 def test_talk_table_full_on_tiny_cifar(smoke_run):
     df, vt, _ = run('talk_table', smoke_run, 'full')
-    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20
+    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 24
     assert ((vt.ci_lo <= vt['diff']) & (vt['diff'] <= vt.ci_hi)).all()                          # 95 % CI of each paired difference
 
 @smoke('talk_table', profile='mnist_narrow', data=miniature_images, widths=[2, 2], **TALK)
 def test_talk_table_mnist_narrow(smoke_run):
     "Issue 19: all of a (miniature) MNIST with narrow networks, every arm checkpointed under the profile's name."
     df, vt, out = run('talk_table', smoke_run, 'mnist_narrow')
-    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 20 and (vt.profile == 'mnist_narrow').all()
+    assert set(df.arch) == {'small_convnet', 'resnet18'} and len(vt) == 24 and (vt.profile == 'mnist_narrow').all()
     assert df[df.metric == 'final_test_error'].trial.nunique() == 2
     assert len(list((out.parent/'ckpt').glob('mnist_narrow_*.pt'))) == 2 * 5
 

@@ -5,6 +5,7 @@
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
 import argparse, ast, ctypes, glob, hashlib, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -17,10 +18,10 @@ from .train import Checkpoint
 __all__ = ['RUNNER_OWNED', 'ALLOCATOR_TUNABLES', 'Params', 'parse_value', 'check_bound', 'resolve_params', 'save_figure',
            'gather_files', 'read_rows', 'write_rows', 'ckpt_file', 'resumable', 'elbow', 'default_profile',
            'experiments_dir', 'experiment_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_constant',
-           'notebook_profiles', 'notebook_bounds', 'check_parameters', 'notebook_requires', 'missing_data',
-           'tuned_environ', 'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now', 'write_json',
-           'cpu_model', 'machine_name', 'provenance', 'output_paths', 'execute_atomic', 'ExperimentFailed',
-           'run_experiments', 'main']
+           'notebook_profiles', 'notebook_bounds', 'check_parameters', 'reads_no_data', 'notebook_requires',
+           'missing_data', 'tuned_environ', 'use_tuned_allocator', 'tune_allocator', 'check_writable', 'utc_now',
+           'write_json', 'cpu_model', 'machine_name', 'provenance', 'output_paths', 'Busy', 'exclusive',
+           'execute_atomic', 'ExperimentFailed', 'run_experiments', 'main']
 
 # %% ../nbs/15_experiments.ipynb #603667ca
 class Params(dict):
@@ -278,9 +279,20 @@ def check_parameters(path, profile:str, params:dict) -> dict:
         return out
     except (TypeError, ValueError) as e: raise type(e)(f"{path.stem}: {e}") from None
 
+# %% ../nbs/15_experiments.ipynb #9e19a0f1
+def reads_no_data(path, profile:str, params:dict) -> bool:
+    "Whether the run of the notebook at `path` with `profile` and `params` matches every entry of its `NO_DATA_WITH` (`True`: any non-empty value)."
+    want = notebook_constant(path, 'NO_DATA_WITH')
+    if want is None: return False
+    if not isinstance(want, dict) or not want:
+        raise ValueError(f"{Path(path).stem}: NO_DATA_WITH must be a non-empty dict parameter -> value, got {want!r}")
+    given = {**(notebook_profiles(path) or {}).get(profile, {}), **params}
+    return all(bool(given.get(k)) if v is True else given.get(k) == v for k, v in want.items())
+
 # %% ../nbs/15_experiments.ipynb #9e19a002
-def notebook_requires(path, profile:str) -> list[str]:
-    "The data sets the notebook reads under `profile`: its `REQUIRES` (a list, or a dict profile -> list), read as literals; `[]` without one."
+def notebook_requires(path, profile:str, params:dict|None=None) -> list[str]:
+    "The data sets the notebook reads under `profile` with `params`: its `REQUIRES` (a list, or a dict profile -> list), read as literals; `[]` without one, or when the run matches its `NO_DATA_WITH`."
+    if reads_no_data(path, profile, params or {}): return []
     r = notebook_constant(path, 'REQUIRES')
     if isinstance(r, dict): r = r.get(profile, [])
     if r is None: return []
@@ -289,12 +301,12 @@ def notebook_requires(path, profile:str) -> list[str]:
     return list(r)
 
 # %% ../nbs/15_experiments.ipynb #3fbc6c14
-def missing_data(notebooks, profile:str, data_root=None) -> dict:
-    "{notebook path: what is missing and how to provide it} for each notebook whose `REQUIRES` names a data set not under the data root."
+def missing_data(notebooks, profile:str, data_root=None, params:dict|None=None) -> dict:
+    "{notebook path: what is missing and how to provide it} for each notebook whose `REQUIRES` (for a run with `params`) names a data set not under the data root."
     from entropic_ae.vision import IMAGE_SETS, DataMissing, find_files
     out = {}
     for nb in map(Path, notebooks):
-        for name in notebook_requires(nb, profile):
+        for name in notebook_requires(nb, profile, params):
             if name not in IMAGE_SETS: raise ValueError(f"{nb.stem}: REQUIRES names {name!r}, not a data set of vision.IMAGE_SETS {sorted(IMAGE_SETS)}")
             try: find_files(name, data_root)
             except DataMissing as e: out[nb] = str(e); break
@@ -429,17 +441,44 @@ def _move_tree(src:Path, dst:Path) -> list[str]:
 
 # %% ../nbs/15_experiments.ipynb #130a7e45
 def output_paths(out_notebook:Path) -> dict:
-    "The files a run of `out_notebook` leaves beside it: provenance, failure record, failed copy, and the staging folder."
+    "The files a run of `out_notebook` leaves beside it: provenance, failure record, failed copy, lock, and the staging folder."
     s = out_notebook.name.removesuffix('.ipynb')
     return dict(provenance=out_notebook.with_name(f'{s}.provenance.json'), failed=out_notebook.with_name(f'{s}.failed.json'),
-                failed_nb=out_notebook.with_name(f'{s}.failed.ipynb'), staging=out_notebook.parent/'.staging', stem=s)
+                failed_nb=out_notebook.with_name(f'{s}.failed.ipynb'), lock=out_notebook.with_name(f'{s}.lock'),
+                staging=out_notebook.parent/'.staging', stem=s)
+
+# %% ../nbs/15_experiments.ipynb #fa0446aa
+class Busy(RuntimeError):
+    "Another process holds the lock of this run."
+
+@contextmanager
+def exclusive(path:Path):
+    "Hold an exclusive lock on `path` (created if missing) while the block runs; raise `Busy`, naming the holder, if another process holds it."
+    import fcntl
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); raise Busy(f"{path.name} is held by {f.read().strip() or 'another process'}") from None
+        f.truncate(0); f.write(f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n"); f.flush()
+        yield path
 
 # %% ../nbs/15_experiments.ipynb #77de0b76
 def execute_atomic(notebook, out_notebook, figures_dir, parameters:dict, profile:str, start_timeout:int=180,
                    record:dict|None=None, progress:bool=False) -> dict:
-    "Run `notebook` with papermill (a bar of its cells with `progress`); only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record."
+    "Run `notebook` with papermill (a bar of its cells with `progress`); only a complete run replaces `out_notebook` and files in `figures_dir`. Returns its record; a run of the same `out_notebook` in progress elsewhere is left alone (`Busy`)."
+    out_notebook = Path(out_notebook).resolve()
+    try:
+        with exclusive(output_paths(out_notebook)['lock']):
+            return _execute_staged(notebook, out_notebook, figures_dir, parameters, profile, start_timeout, record, progress)
+    except Busy as e:
+        return dict(record or {}, profile=profile, output=str(out_notebook), status='failed', retryable=False,
+                    error=f'Busy: {e}: a run of the same notebook into the same place is in progress', end=utc_now(), wall_s=0.)
+
+def _execute_staged(notebook, out_notebook, figures_dir, parameters, profile, start_timeout, record, progress) -> dict:
+    "`execute_atomic`'s run, under its lock: papermill into a fresh staging folder, then every output moved into place."
     import papermill as pm
-    notebook, out_notebook, figures_dir = Path(notebook).resolve(), Path(out_notebook).resolve(), Path(figures_dir).resolve()
+    notebook, figures_dir = Path(notebook).resolve(), Path(figures_dir).resolve()
     o = output_paths(out_notebook)
     for old in o['staging'].glob(f"{o['stem']}-*"): shutil.rmtree(old, ignore_errors=True)   # left by a killed run
     stage = o['staging']/f"{o['stem']}-{uuid.uuid4().hex[:8]}"
@@ -485,7 +524,7 @@ def run_experiments(profile:str|None=None, only=None, runs_dir='runs', figures_d
     checked = {nb: check_parameters(nb, profile, dict(params or {})) for nb in nbs}
     out_dir, fig_dir = Path(runs_dir).resolve()/profile, Path(figures_dir).resolve()
     check_writable(runs_dir=out_dir, figures_dir=fig_dir)
-    skipped = missing_data(nbs, profile, (params or {}).get('data_root'))
+    skipped = missing_data(nbs, profile, (params or {}).get('data_root'), params)
     if skipped:                                  # said before any kernel starts, not after the other notebooks' minutes of work
         print(f"eae-run: skipping {len(skipped)} of {len(nbs)} experiment notebook(s) whose data is missing "
               f"({', '.join(nb.stem for nb in skipped)}); the others run:", file=sys.stderr)

@@ -335,7 +335,7 @@ def test_main_job_skips_what_lacks_data_and_says_so_first(toy, monkeypatch, caps
     assert ran == ['a_toy', 'b_mnist'] and 'skipping' not in capsys.readouterr().err
 
 def test_repository_mnist_experiments_declare_their_data(tmp_path):
-    "The MNIST notebooks say so in REQUIRES, so the runner can skip them on a machine without the files."
+    "The MNIST notebooks say so in REQUIRES, so the runner can skip them on a machine without the files, and say which runs (gather, summary) read none."
     from entropic_ae.experiments import find_notebook, missing_data
     nb = find_notebook('mnist_autoencoders')
     assert 'MNIST not found' in missing_data([nb], 'quick', tmp_path)[nb]
@@ -343,5 +343,7 @@ def test_repository_mnist_experiments_declare_their_data(tmp_path):
     for profile in ('mnist_quick', 'mnist_narrow', 'mnist_full'):              # every MNIST profile of the supervised tables
         why = missing_data(tables, profile, tmp_path)
         assert len(why) == 2 and all('MNIST not found' in w for w in why.values())
+        assert missing_data(tables, profile, tmp_path, {'gather': 'rows*.csv'}) == {}     # a gather reads no data: not skipped
+    assert missing_data([nb], 'full', tmp_path, {'mode': 'summary'}) == {}
     for f in MNIST_FILES: (tmp_path/'MNIST'/'raw').mkdir(parents=True, exist_ok=True); (tmp_path/'MNIST'/'raw'/f).touch()
     assert missing_data([nb], 'quick', tmp_path) == {} and missing_data(tables, 'mnist_narrow', tmp_path) == {}

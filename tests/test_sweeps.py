@@ -157,6 +157,25 @@ def test_dead_kernel_is_retried_a_bounded_number_of_times(tmp_path):
     assert len(s['done']) == 1 and json.loads(output_paths(s['done'][0].out_notebook)['provenance'].read_text())['attempt'] == 1
 
 
+def test_a_cell_running_elsewhere_is_not_run_twice(tmp_path):
+    "A cell whose lock another sweep holds is reported Busy, its staging folder untouched, and not retried; once free, it runs."
+    from entropic_ae.experiments import exclusive
+    nb, markers = tiny(tmp_path), tmp_path/'markers'
+    markers.mkdir()
+    cells = plan_cells([dict(notebooks=[str(nb)], params=dict(marker_dir=str(markers)), grid=dict(seed=[0, 1]))], 'quick', tmp_path/'sweep')
+    busy = output_paths(cells[0].out_notebook)
+    with exclusive(busy['lock']):                                 # the other sweep, mid-cell
+        (busy['staging']/f"{busy['stem']}-0123abcd").mkdir(parents=True)
+        s = run_sweep(cells, tmp_path/'sweep', workers=0, retries=2, progress=False)
+    rec = s['records'][cells[0].id]
+    assert [c.id for c in s['failed']] == [cells[0].id] and len(s['done']) == 1 and rec['retryable'] is False
+    assert rec['error'].startswith(f"Busy: {busy['lock'].name} is held by pid {os.getpid()}") and 'attempt' in rec and rec['attempt'] == 0
+    assert (busy['staging']/f"{busy['stem']}-0123abcd").exists() and not (markers/'started-0').exists() and not busy['failed'].exists()
+    assert 'Busy' in pd.read_csv(tmp_path/'sweep'/'cells.csv').set_index('cell').error[cells[0].id]
+    s = run_sweep(cells, tmp_path/'sweep', workers=0, progress=False)
+    assert ([c.id for c in s['done']], len(s['skipped'])) == ([cells[0].id], 1)
+
+
 def _bad_calls(tmp_path):
     from entropic_ae import sweeps as S
     nb = tiny(tmp_path)

@@ -8,7 +8,6 @@ import pandas as pd
 import papermill as pm
 import pytest
 from entropic_ae import vision as V
-from entropic_ae.experiments import missing_data
 
 EXP = Path(__file__).resolve().parent.parent/'nbs'/'experiments'
 
@@ -164,13 +163,8 @@ def test_sam_study_gathers_committed_rows(smoke_run):
     df, vt, out = run('sam_study', smoke_run)
     assert len(df) == len(pd.read_csv(FIGURES/'sam_study_quick.csv')) and (vt.dof == 3).all() and len(vt) == 2 * 10
 
-def on_mnist(name, **params):
-    "The smoke marker of a run of `name` that reads real MNIST under the data root; a skip saying how to provide it where it is missing."
-    if why := missing_data([EXP/f'{name}.ipynb'], 'mnist_narrow').get(EXP/f'{name}.ipynb'): return pytest.mark.skip(reason=why)
-    return smoke(name, profile='mnist_narrow', **params)
-
 def check_regathered(name, smoke_run):
-    "The committed per-cell rows of `name`'s all-of-MNIST sweep, gathered by today's code: every row, and the committed verdict."
+    "The committed per-cell rows of `name`'s all-of-MNIST sweep, gathered by today's code with no data set at hand: every row, and the committed verdict."
     df, vt, out = run(name, smoke_run, 'mnist_narrow')
     cells = sorted((FIGURES/f'{name}_mnist_narrow_cells').glob('*.csv'))
     assert len(cells) >= 2 and len(df) == sum(len(pd.read_csv(f)) for f in cells)
@@ -178,10 +172,10 @@ def check_regathered(name, smoke_run):
     assert list(vt.claim) == list(old.claim) and list(vt.status) == list(old.status)       # the reading quotes these
     assert np.allclose(vt.z, old.z, rtol=1e-4) and np.allclose(vt['diff'], old['diff'], rtol=1e-4, atol=1e-9)
 
-@on_mnist('talk_table', gather='../../figures/talk_table_mnist_narrow_cells/*.csv')
+@smoke('talk_table', profile='mnist_narrow', data_root='/nowhere/entropic_ae', gather='../../figures/talk_table_mnist_narrow_cells/*.csv')
 def test_talk_table_mnist_narrow_cells_give_the_committed_verdict(smoke_run): check_regathered('talk_table', smoke_run)
 
-@on_mnist('sam_study', gather='../../figures/sam_study_mnist_narrow_cells/*.csv')
+@smoke('sam_study', profile='mnist_narrow', data_root='/nowhere/entropic_ae', gather='../../figures/sam_study_mnist_narrow_cells/*.csv')
 def test_sam_study_mnist_narrow_cells_give_the_committed_verdict(smoke_run): check_regathered('sam_study', smoke_run)
 
 @smoke('real_autoencoders', gather='../../figures/real_autoencoders_quick.csv')

@@ -67,12 +67,12 @@ def test_bad_override_is_refused_before_any_work(smoke_run):
         smoke_run()
     assert not list(smoke_run.out.iterdir())
 
-def cell_table(folder, arm, arch='shallow', size=256, trials=3, seed=0, levels=None):
+def cell_table(folder, arm, arch='shallow', size=256, trials=3, seed=0, levels=None, status='reached'):
     "A per-cell table as a finished sweep cell writes it (synthetic values, every column the summary reads; `levels`: metric -> value x (1 + t/100) in trial t)."
     rng, rows = np.random.default_rng(seed), []
     c = dict(arch=arch, size=size, arm=arm, read='network', target=0.015, epoch_limit=12000, profile='full')
     for t in range(trials):
-        rows += [dict(c, trial=t, metric=m, value=float(v), status='reached') for m, v in (('stop_epoch', 500 + t), ('grad_evals', 2000 + t))]
+        rows += [dict(c, trial=t, metric=m, value=float(v), status=status) for m, v in (('stop_epoch', 500 + t), ('grad_evals', 2000 + t))]
         rows += [dict(c, trial=t, metric=m, value=float(levels[m] * (1 + t / 100) if levels else rng.uniform(0.01, 1))) for m in
                  ('train_loss', 'heldout_loss', 'flatness_avg_diff', 'denoising_avg_diff', 'hessian_max', 'hessian_trace', 'rho_sharpness')]
         rows += [dict(c, trial=t, metric=m, sigma=s, value=float(rng.uniform(0.01, 1))) for m in ('local_energy', 'denoising') for s in (0., 0.1)]
@@ -94,10 +94,11 @@ def test_summary_gathers_every_arm_and_skips_derived_tables(tmp_path):
 
 MEASURES = ('flatness_avg_diff', 'denoising_avg_diff', 'hessian_max', 'hessian_trace', 'rho_sharpness')
 def test_summary_counts_where_each_flatness_measure_agrees_with_the_held_out_loss(tmp_path):
-    "SAM: flatter by every measure and a lower held-out loss; Entropy-AdamW: flatter but for its trace, and a higher held-out loss."
+    "SAM: flatter by every measure and a lower held-out loss; Entropy-AdamW: flatter but for its trace, and a higher held-out loss; Adam, at its epoch cap, not counted."
     cells = tmp_path/'cells'; cells.mkdir()
     level = lambda flat, held, trace: {'train_loss': 0.015, 'heldout_loss': held, **dict.fromkeys(MEASURES, flat), 'hessian_trace': trace}
     for arm, lv in (('adamw', level(1., 1., 1.)), ('sam', level(0.5, 0.9, 0.5)), ('esgd_adamw', level(0.5, 1.1, 2.))): cell_table(cells, arm, levels=lv)
+    cell_table(cells, 'adam', levels=level(0.5, 1.1, 0.5), status='epoch limit')        # not at matched loss
     out = tmp_path/'out'; out.mkdir()
     pm.execute_notebook(str(EXP/f'{NB}.ipynb'), str(tmp_path/f'{NB}.ipynb'), kernel_name='python3', cwd=str(EXP), progress_bar=False,
                         parameters=dict(profile='full', mode='summary', gather=[str(cells)], figures_dir=str(out)))

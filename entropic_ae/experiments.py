@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_experiments.ipynb #ed3c3c0f
 from __future__ import annotations
-import argparse, ast, ctypes, glob, hashlib, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
+import argparse, ast, ctypes, functools, glob, hashlib, json, numbers, os, re, platform, shutil, socket, subprocess, sys, tempfile, time, traceback, uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -215,20 +215,25 @@ def _literal(node, consts:dict, seen=()):
     raise ValueError(f"{ast.unparse(node)[:80]!r} is not a literal")
 
 # %% ../nbs/15_experiments.ipynb #3250e9c0
-def notebook_constant(path, name:str):
-    "The value of the notebook's top-level assignment to `name`, read as a literal without running anything; `None` if absent."
+@functools.lru_cache(maxsize=64)
+def _assignments(path:str, stamp:tuple) -> dict:
+    "{name: expression} of the notebook's top-level assignments to one name (the last wins), parsed once per version `stamp` of the file."
     import nbformat
-    consts = {}
-    try: cells = nbformat.read(str(path), as_version=4).cells
-    except (OSError, ValueError) as e: raise ValueError(f"cannot read notebook {path}: {e}") from None   # missing, not UTF-8, not JSON
-    for cell in cells:
+    out = {}
+    for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type != 'code': continue
         try: body = ast.parse(cell.source).body
         except SyntaxError: continue
         for node in body:
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and (node.targets[0].id.isupper() or node.targets[0].id == name)):
-                consts[node.targets[0].id] = node.value
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                out[node.targets[0].id] = node.value
+    return out
+
+def notebook_constant(path, name:str):
+    "The value of the notebook's top-level assignment to `name`, read as a literal without running anything; `None` if absent."
+    try: st = os.stat(path); assigned = _assignments(str(path), (st.st_mtime_ns, st.st_size, st.st_ino))
+    except (OSError, ValueError) as e: raise ValueError(f"cannot read notebook {path}: {e}") from None   # missing, not UTF-8, not JSON
+    consts = {k: v for k, v in assigned.items() if k.isupper() or k == name}
     if name not in consts: return None
     try: return _literal(consts[name], consts)
     except (ValueError, RecursionError) as e:

@@ -5,7 +5,7 @@
 # %% ../nbs/11a_images.ipynb #972a0e9b
 from __future__ import annotations
 import gzip, math, numbers, os, pickle, struct, zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -17,8 +17,8 @@ from .data import check_data, check_float_dtype
 
 # %% auto #0
 __all__ = ['ENV_VAR', 'IMAGE_SETS', 'data_root', 'ImageSet', 'DataMissing', 'DataCorrupt', 'find_files', 'read_idx', 'write_idx',
-           'read_cifar', 'write_cifar', 'ImageData', 'load_images', 'load_digits', 'fake_images', 'crop_flip',
-           'DeviceLoader']
+           'read_cifar', 'write_cifar', 'ImageData', 'load_images', 'load_digits', 'load_image_set', 'fake_images',
+           'crop_flip', 'DeviceLoader']
 
 # %% ../nbs/11a_images.ipynb #7954facc
 ENV_VAR = 'ENTROPIC_AE_DATA'
@@ -281,6 +281,17 @@ def load_digits(test_fraction:float=0.2, seed:int=0, *, normalize:bool=True, fla
         test[idx[:round(test_fraction * len(idx))]] = True
     mean, std = float(x[~test].mean()), float(x[~test].std())
     return _as_image_data('digits', (x[~test], x[test]), (t[~test], t[test]), (1, 8, 8), 10, (mean,), (std,), normalize, flatten, device, dtype)
+
+# %% ../nbs/11a_images.ipynb #c550f3a8
+def load_image_set(name:str, root=None, *, n_train:int=0, n_test:int=0, **kwargs) -> ImageData:
+    "The image set `name` (`'digits'`, or one of `IMAGE_SETS` read from `root`), cut to its first `n_train` training and `n_test` test images (0: all)."
+    name = check_choice('name', name, ['digits', *IMAGE_SETS])
+    n_train, n_test = check_int('n_train', n_train, lo=0), check_int('n_test', n_test, lo=0)
+    d = load_digits(**kwargs) if name == 'digits' else load_images(name, root, **kwargs)
+    for arg, n, have, split in (('n_train', n_train, len(d.x_train), 'train'), ('n_test', n_test, len(d.x_test), 'test')):
+        if n > have: raise ValueError(f"{arg}={n} exceeds the {have} {split} images of {name}")
+    a, b = n_train or None, n_test or None
+    return replace(d, x_train=d.x_train[:a], t_train=d.t_train[:a], x_test=d.x_test[:b], t_test=d.t_test[:b])
 
 # %% ../nbs/11a_images.ipynb #e61d8a9a
 def _image_shape(shape, name:str='shape') -> tuple[int, int, int]:

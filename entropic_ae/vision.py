@@ -25,7 +25,7 @@ __all__ = ['CLASSIFIERS', 'RECIPES', 'channels_last_', 'ImageModel', 'image_clas
 
 # %% ../nbs/11c_vision.ipynb #b65606bf
 from .images import (ENV_VAR, IMAGE_SETS, ImageSet, DataMissing, DataCorrupt, data_root, find_files, read_idx, write_idx,
-                                read_cifar, write_cifar, ImageData, load_images, load_digits, fake_images, crop_flip, DeviceLoader,
+                                read_cifar, write_cifar, ImageData, load_images, load_digits, load_image_set, fake_images, crop_flip, DeviceLoader,
                                 _image_shape, _check_fill)
 from .convnets import BasicBlock, ResNet, resnet18, VGG, VGG16, vgg16_bn, small_convnet, ConvAE
 

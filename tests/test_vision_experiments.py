@@ -117,7 +117,7 @@ def test_sam_study_resumes_from_its_checkpoints(tmp_path):
     assert (secs(b) >= 0.8 * secs(a)).all() and (secs(b) <= secs(a) + 1).all()    # the saved clock, not the read-back's
     pd.testing.assert_frame_equal(a[a.metric != 'seconds'].reset_index(drop=True), b[b.metric != 'seconds'].reset_index(drop=True))
 
-@smoke('sam_study', profile='mnist_quick', data=miniature_images, widths=[2, 2], trials=2, epochs=1, bs=8,
+@smoke('sam_study', profile='mnist_quick', data=miniature_images, n_train=0, n_test=0, widths=[2, 2], trials=2, epochs=1, bs=8,
        arms=['sgd', 'sgd_sam', 'sgd_2x'], n_sharp=8, hessian_iter=3)
 def test_sam_study_mnist(smoke_run):
     "Issue 19: the MNIST profile (here on a miniature MNIST), with the equal-cost arm SGD 2x epochs and confidence intervals."

@@ -290,8 +290,8 @@ def load_image_set(name:str, root=None, *, n_train:int=0, n_test:int=0, **kwargs
     d = load_digits(**kwargs) if name == 'digits' else load_images(name, root, **kwargs)
     for arg, n, have, split in (('n_train', n_train, len(d.x_train), 'train'), ('n_test', n_test, len(d.x_test), 'test')):
         if n > have: raise ValueError(f"{arg}={n} exceeds the {have} {split} images of {name}")
-    a, b = n_train or None, n_test or None
-    return replace(d, x_train=d.x_train[:a], t_train=d.t_train[:a], x_test=d.x_test[:b], t_test=d.t_test[:b])
+    cut = lambda v, n: v[:n].clone() if 0 < n < len(v) else v         # a copy, so that the whole set can be freed
+    return replace(d, x_train=cut(d.x_train, n_train), t_train=cut(d.t_train, n_train), x_test=cut(d.x_test, n_test), t_test=cut(d.t_test, n_test))
 
 # %% ../nbs/11a_images.ipynb #e61d8a9a
 def _image_shape(shape, name:str='shape') -> tuple[int, int, int]:

@@ -333,7 +333,9 @@ class StopAtLoss(Callback):
 def loss(self:StopAtLoss, L) -> Tensor:
     "This step's full training-set loss [y] or [groups], as `evaluate` records it: the Recorder's if it has just measured it (`L.measured`), else measured here, once for every target."
     key = (L.step, self.on, self.batch_size, self.groups if self.on == 'barycentre' else None)
-    if key not in L.measured: L.measured[key] = _train_loss(L.model, L.x, L.t, L.loss_fn, self.on, self.groups, L.active, self.batch_size)
+    if key not in L.measured:                                   # a new step: earlier steps' losses are stale, let them go
+        L.measured = {k: v for k, v in L.measured.items() if k[0] == L.step}
+        L.measured[key] = _train_loss(L.model, L.x, L.t, L.loss_fn, self.on, self.groups, L.active, self.batch_size)
     return L.measured[key]
 
 

@@ -399,26 +399,10 @@ def state_dict(self:StopAtLoss) -> dict:
 # %% ../nbs/09_train.ipynb #0b0266c8
 @patch
 def load_state_dict(self:StopAtLoss, sd:dict):
-    if isinstance(sd, list) or 'target' in sd: sd = _merge_one_target_states(sd)     # TEMPORARY, see below
     for k in ('targets', 'on'):
         if sd.get(k, getattr(self, k)) != getattr(self, k):
             raise ValueError(f"resume: the checkpoint's StopAtLoss has {k}={sd[k]!r}, this run's has {k}={getattr(self, k)!r}")
     self.reached, self.snapshots = sd['reached'].cpu().clone(), [dict(s) for s in sd['snapshots']]
-
-# %% ../nbs/09_train.ipynb #d1c9dbee
-def _merge_one_target_states(sd) -> dict:
-    "TEMPORARY: the states of one-target StopAtLoss callbacks (one, or a list) as one multi-target state."
-    sds = sorted(sd if isinstance(sd, list) else [sd], key=lambda s: -s['target'])
-    return dict(targets=[s['target'] for s in sds], reached=torch.stack([s['reached'].cpu() for s in sds]),
-                snapshots=[s['snapshot'] for s in sds], **({'on': sds[0]['on']} if 'on' in sds[0] else {}))
-
-# %% ../nbs/09_train.ipynb #e9aa070c
-def _one_stop_state(states:dict, keys:dict) -> dict:
-    "TEMPORARY: a checkpoint's callback states with those of several one-target StopAtLoss given, as a list, to this run's one StopAtLoss."
-    stop = lambda k: k.split('.')[0] == 'StopAtLoss'
-    old, new = [k for k in states if stop(k)], [k for k in keys if stop(k)]
-    if len(old) < 2 or len(new) != 1: return states
-    return {**{k: v for k, v in states.items() if k not in old}, new[0]: [states[k] for k in old]}
 
 # %% ../nbs/09_train.ipynb #52973ee8
 class Schedules(Callback):
@@ -625,7 +609,7 @@ def load(self:Checkpoint, L):
     L.rows, L.start, L.step, L.active = list(ck['rows']), int(ck['epoch']), int(ck['step']), ck['active'].to(L.dev)
     for g, s in zip(L.gens, ck['gens']): g.set_state(s)
     keys = _callback_keys(L.cbs)
-    for k, sd in _one_stop_state(_renamed_states(ck.get('callbacks', {})), keys).items():
+    for k, sd in ck.get('callbacks', {}).items():
         if k not in keys: raise ValueError(f"resume: checkpoint {self.path} holds the state of callback {k}, which this run does not have")
         keys[k].load_state_dict(sd)
     torch.set_rng_state(ck['torch_rng'])
@@ -663,13 +647,6 @@ def _callback_keys(cbs) -> dict:
 def _callback_states(cbs) -> dict:
     "The state of every callback that keeps one, under its key (`'StopAtLoss'`, `'Timer'`)."
     return {k: sd for k, c in _callback_keys(cbs).items() if (sd := c.state_dict()) is not None}
-
-def _renamed_states(states:dict) -> dict:
-    "TEMPORARY: states saved under the earlier keys `'<place>.<class>'` (`'3.StopAtLoss'`) renamed to today's keys."
-    old = sorted((k for k in states if k.split('.')[0].isdigit()), key=lambda k: int(k.split('.')[0]))
-    new = _class_keys(k.split('.', 1)[1] for k in old)
-    return {**{k: v for k, v in states.items() if k not in old}, **{n: states[k] for k, n in zip(old, new)}}
-
 
 # %% ../nbs/09_train.ipynb #e662490f
 @patch

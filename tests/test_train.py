@@ -205,21 +205,19 @@ def test_timer_sums_the_seconds_of_a_resumed_run(data, tmp_path):
     assert 0 < t.wall < 60
 
 def test_callback_states_are_keyed_by_class_not_place(data, tmp_path):
-    "A resume with callbacks added before the Timer still gives it the saved clocks; so does a checkpoint keyed the old way ('0.Timer')."
-    from entropic_ae.train import _class_keys, _renamed_states
+    "A resume with callbacks added before the Timer still gives it the saved clocks."
+    from entropic_ae.train import _class_keys
     assert _class_keys(['StopAtLoss', 'Timer', 'StopAtLoss', 'StopAtLoss']) == ['StopAtLoss', 'Timer', 'StopAtLoss.1', 'StopAtLoss.2']
-    assert _renamed_states({'4.StopAtLoss': 'b', '3.StopAtLoss': 'a', '0.Timer': 't'}) == {'Timer': 't', 'StopAtLoss': 'a', 'StopAtLoss.1': 'b'}
     ck = tmp_path / 'ck.pt'
     with pytest.raises(RuntimeError, match='simulated crash'):
         fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=10, lr=1e-2), seeds=SEEDS, **KW, cbs=[Checkpoint(ck), Timer()])
     saved = torch.load(ck, weights_only=True)
-    for name, key in (('new.pt', 'Timer'), ('old.pt', '0.Timer')):
-        torch.save({**saved, 'callbacks': {key: dict(wall=500., cpu=700.)}}, tmp_path / name)
-        t = Timer()
-        fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=0, lr=1e-2), seeds=SEEDS, **KW,
-            cbs=[StopAtLoss(1e-9, stop=False), rec(), t, Checkpoint(tmp_path / name, resume=True)])
-        assert 500 < t.wall < 560, name
-        assert list(torch.load(tmp_path / name, weights_only=True)['callbacks']) == ['Timer', 'StopAtLoss']
+    torch.save({**saved, 'callbacks': {'Timer': dict(wall=500., cpu=700.)}}, ck)
+    t = Timer()
+    fit(ae(), data, epochs=4, opt_func=partial(CrashingAdam, at=0, lr=1e-2), seeds=SEEDS, **KW,
+        cbs=[StopAtLoss(1e-9, stop=False), rec(), t, Checkpoint(ck, resume=True)])
+    assert 500 < t.wall < 560
+    assert list(torch.load(ck, weights_only=True)['callbacks']) == ['Timer', 'StopAtLoss']
 
 class CrashingSGD(torch.optim.SGD):
     def __init__(self, params, at=10, **kw): super().__init__(params, **kw); self.at, self.n = at, 0
@@ -459,24 +457,18 @@ def test_one_stop_at_loss_equals_one_per_target():
     with pytest.raises(ValueError, match='name one'): one.at_target(a.model)
     with pytest.raises(ValueError, match='targets'): one.at_target(a.model, 0.07)
 
-def test_one_stop_at_loss_resumes_and_reads_old_checkpoints(tmp_path):
-    "A run stopped after 3 epochs and resumed has the uninterrupted run's snapshots; so has one resumed from a checkpoint written with one StopAtLoss per target."
+def test_one_stop_at_loss_resumes(tmp_path):
+    "A run stopped after 3 epochs and resumed has the uninterrupted run's snapshots."
     full = StopAtLoss(TARGETS5, stop=False)
     a = _deep_run([full])
     first = StopAtLoss(TARGETS5, stop=False)
     _deep_run([first, Checkpoint(tmp_path / 'ck.pt')], epochs=3)
-    ck = torch.load(tmp_path / 'ck.pt', weights_only=True)
-    (sd,) = ck['callbacks'].values()
-    old = {f'{3 + k}.StopAtLoss': dict(target=t, on='replicas', reached=sd['reached'][k], snapshot=sd['snapshots'][k])
-           for k, t in enumerate(sd['targets'])}                          # the layout of one callback per target
-    torch.save({**ck, 'callbacks': old}, tmp_path / 'old.pt')
-    for f in ('ck.pt', 'old.pt'):
-        again = StopAtLoss(TARGETS5, stop=False)
-        b = _deep_run([again, Checkpoint(tmp_path / f, resume=True)])
-        assert torch.equal(again.reached, full.reached)
-        for t in TARGETS5:
-            for x, y in zip(full.at_target(a.model, t).state_dict().values(), again.at_target(b.model, t).state_dict().values()):
-                assert torch.equal(x, y)
+    again = StopAtLoss(TARGETS5, stop=False)
+    b = _deep_run([again, Checkpoint(tmp_path / 'ck.pt', resume=True)])
+    assert torch.equal(again.reached, full.reached)
+    for t in TARGETS5:
+        for x, y in zip(full.at_target(a.model, t).state_dict().values(), again.at_target(b.model, t).state_dict().values()):
+            assert torch.equal(x, y)
     with pytest.raises(ValueError, match='targets'):
         _deep_run([StopAtLoss(TARGETS5[:2], stop=False), Checkpoint(tmp_path / 'ck.pt', resume=True)])
 

@@ -273,6 +273,7 @@ def fit(self:Loop):
                 self.opt.step(stats_once(self.model, self.closure(idx)))
                 self.step += 1
                 self('after_step')
+            self.measured = {}                  # the end-of-epoch losses only: none kept from earlier epochs
             self('after_epoch')
     except CancelFit: pass
     self('after_fit')
@@ -333,9 +334,7 @@ class StopAtLoss(Callback):
 def loss(self:StopAtLoss, L) -> Tensor:
     "This step's full training-set loss [y] or [groups], as `evaluate` records it: the Recorder's if it has just measured it (`L.measured`), else measured here, once for every target."
     key = (L.step, self.on, self.batch_size, self.groups if self.on == 'barycentre' else None)
-    if key not in L.measured:                                   # a new step: earlier steps' losses are stale, let them go
-        L.measured = {k: v for k, v in L.measured.items() if k[0] == L.step}
-        L.measured[key] = _train_loss(L.model, L.x, L.t, L.loss_fn, self.on, self.groups, L.active, self.batch_size)
+    if key not in L.measured: L.measured[key] = _train_loss(L.model, L.x, L.t, L.loss_fn, self.on, self.groups, L.active, self.batch_size)
     return L.measured[key]
 
 
@@ -465,7 +464,6 @@ def after_fit(self:Recorder, L):   # stopped early (every replica diverged): rec
 def share(self:Recorder, L, rows:list[dict]):
     "Put the `train_loss` values just recorded on fit's data in `L.measured`, keyed as `StopAtLoss.loss` reads them (nan: not evaluated)."
     if self.metrics.get('train_loss') != {}: return
-    L.measured = {}
     for on, n, col in (('replicas', L.y, 'replica'), ('barycentre', self.n_groups, 'group')):
         if on not in self.on: continue
         v = torch.full((n,), math.nan, dtype=L.x.dtype)

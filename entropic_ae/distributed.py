@@ -334,7 +334,7 @@ def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int
     "`Loop` over this rank's replicas `mine` of the whole axis `seeds`; with shared minibatches each replica draws its group's first replica's order, wherever that replica lives."
     y = len(seeds)
     rep = _replicated(opt)
-    shared = rep is not None and getattr(rep, 'batches', 'own') == 'shared'
+    shared = rep is not None and rep.batches == 'shared'
     if shared: rep.batches = 'own'                 # `Loop` would group the local slice alone: its streams are set below
     try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs, x_test, t_test)
     finally:

@@ -399,7 +399,7 @@ def state_dict(self:StopAtLoss) -> dict:
 @patch
 def load_state_dict(self:StopAtLoss, sd:dict):
     for k in ('targets', 'on'):
-        if sd.get(k, getattr(self, k)) != getattr(self, k):
+        if sd[k] != getattr(self, k):
             raise ValueError(f"resume: the checkpoint's StopAtLoss has {k}={sd[k]!r}, this run's has {k}={getattr(self, k)!r}")
     self.reached, self.snapshots = sd['reached'].cpu().clone(), [dict(s) for s in sd['snapshots']]
 

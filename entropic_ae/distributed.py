@@ -23,7 +23,7 @@ from .train import (FitResult, CancelFit, Callback, Loop, Guard, Schedules, Reco
 
 # %% auto #0
 __all__ = ['setup', 'rank_world', 'replica_slice', 'barrier', 'all_gather_object', 'DistributedReplicated', 'active_everywhere',
-           'RankGuard', 'RankRecorder', 'RankCheckpoint', 'fit_ranks', 'main']
+           'RankGuard', 'RankRecorder', 'RankCheckpoint', 'RankLoop', 'fit_ranks', 'main']
 
 # %% ../nbs/18_distributed.ipynb #5342d87c
 def setup(backend:str|None=None, timeout:float=120., **kw) -> tuple[int, int]:
@@ -241,8 +241,7 @@ class RankGuard(Guard):
         except CancelFit: pass                  # this rank's replicas are all out: it keeps stepping for the others' coupling
     def after_step(self, L):
         super().after_step(L)
-        L.active_all = active_everywhere(L)
-        if not bool(L.active_all.any()): raise CancelFit()
+        if not L.left(): raise CancelFit()
 
 # %% ../nbs/18_distributed.ipynb #5b0e2c71
 class RankRecorder(Recorder):
@@ -318,25 +317,27 @@ def commit(self:RankCheckpoint, epoch:int):
             for f in d.glob('*'): f.unlink(missing_ok=True)
             d.rmdir()
 
-# %% ../nbs/18_distributed.ipynb #3821d662
-@patch
-def after_fit(self:RankCheckpoint, L):
-    "A run that stopped because no replica is left anywhere is saved (on every rank: the decision uses the exchanged active set)."
-    if not bool(getattr(L, 'active_all', L.active).any()): self.save(L, L.epoch + 1)
-
 # %% ../nbs/18_distributed.ipynb #8ddbc40e
 def _global_rows(rows:list[dict], first:int, rank:int) -> list[dict]:
     "A rank's tidy rows with replica numbers on the whole axis; the per-run rows (replica -1) kept by rank 0 only."
     return [dict(r, replica=r['replica'] + first) if r['replica'] >= 0 else r for r in rows if r['replica'] >= 0 or rank == 0]
 
+# %% ../nbs/18_distributed.ipynb #c2715a02
+class RankLoop(Loop):
+    "`Loop` on one rank: a replica is left if it is active on any rank."
+    def left(self) -> bool:
+        "Whether any replica of any rank is still active (a collective); the whole axis's flags are kept in `active_all`."
+        self.active_all = active_everywhere(self)
+        return bool(self.active_all.any())
+
 # %% ../nbs/18_distributed.ipynb #58db6b0c
-def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int, loss_fn, run, cbs, x_test=None, t_test=None) -> Loop:
-    "`Loop` over this rank's replicas `mine` of the whole axis `seeds`; with shared minibatches each replica draws its group's first replica's order, wherever that replica lives."
+def _rank_loop(model, opt, x, t, seeds:list[int], mine:range, bs:int, epochs:int, loss_fn, run, cbs, x_test=None, t_test=None) -> RankLoop:
+    "`RankLoop` over this rank's replicas `mine` of the whole axis `seeds`; with shared minibatches each replica draws its group's first replica's order, wherever that replica lives."
     y = len(seeds)
     rep = _replicated(opt)
     shared = rep is not None and rep.batches == 'shared'
     if shared: rep.batches = 'own'                 # `Loop` would group the local slice alone: its streams are set below
-    try: L = Loop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs, x_test, t_test)
+    try: L = RankLoop(model.train(), opt, x, t, [seeds[r] for r in mine], bs, epochs, loss_fn, run, cbs, x_test, t_test)
     finally:
         if shared: rep.batches = 'shared'
     if shared:                                     # each replica draws its group's first replica's order, wherever that lives
@@ -381,7 +382,7 @@ def fit_ranks(make_model:Callable, data, y:int, epochs:int, bs:int=64, opt_func:
     L = _rank_loop(model, opt_func(params), x, t, seeds, mine, bs, epochs, loss_fn, run, [RankGuard(), Schedules(), *cbs], x_test, t_test)
     L.fit()
     rows = sum(all_gather_object('fit_ranks: gathering the rows', _global_rows(L.rows, mine.start, rank_world()[0])), [])
-    return FitResult(model, L.opt, rows, active_everywhere(L), L.epoch + 1 if L.epochs > L.start else L.start)
+    return FitResult(model, L.opt, rows, active_everywhere(L), L.epoch + 1)
 
 # %% ../nbs/18_distributed.ipynb #87e0a143
 def _parser():

@@ -261,12 +261,25 @@ def closure(self:Loop, idx:Tensor) -> Callable:
         return loss.detach()
     return closure
 
+# %% ../nbs/09_train.ipynb #b3f1c2a0
+@patch
+def left(self:Loop) -> bool:
+    "Whether any replica is still active."
+    return bool(self.active.any())
+
+@patch(as_prop=True)
+def ran(self:Loop) -> bool:
+    "Whether this call of `fit` ran an epoch (after the loop): a resumed run may have had none left."
+    return self.epoch >= self.start
+
 # %% ../nbs/09_train.ipynb #7a9ae879
 @patch
 def fit(self:Loop):
     "Run the epochs' steps between the callbacks' events; a callback ends the run early by raising `CancelFit`."
     try:
-        self('before_fit')
+        self('before_fit')                       # a resume sets `start` and the active set here
+        self.epoch = self.start - 1              # the last epoch done, until the loop runs one
+        if not self.left(): raise CancelFit()    # a resumed run whose replicas have all stopped has nothing to do
         for self.epoch in range(self.start, self.epochs):
             self('before_epoch')
             for idx in self.minibatches():
@@ -456,8 +469,8 @@ def after_epoch(self:Recorder, L):
 
 # %% ../nbs/09_train.ipynb #c7043f7f
 @patch
-def after_fit(self:Recorder, L):   # stopped early (every replica diverged): record where it stopped
-    if L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
+def after_fit(self:Recorder, L):   # stopped early (every replica diverged or reached its target): record where it stopped
+    if L.ran and L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
 
 # %% ../nbs/09_train.ipynb #7a0c7de0
 @patch
@@ -661,8 +674,8 @@ def after_epoch(self:Checkpoint, L):
 
 # %% ../nbs/09_train.ipynb #5c05a356
 @patch
-def after_fit(self:Checkpoint, L):
-    if not bool(L.active.any()): self.save(L, L.epoch + 1)
+def after_fit(self:Checkpoint, L):   # stopped early: save where it stopped (a run that ran no epoch changed nothing)
+    if L.ran and not L.left(): self.save(L, L.epoch + 1)
 
 # %% ../nbs/09_train.ipynb #522514d0
 def _check_seeds(seeds, model, y) -> list[int]:
@@ -694,5 +707,5 @@ def fit(model:nn.Module, data, epochs:int, bs:int=64, opt_func:Callable=partial(
     L = Loop(model.train(), opt_func(params), x, t, seeds, bs, epochs, loss_fn, rec.run,
              [Guard(), Schedules(), *cbs, *([] if given else [rec])], x_test, t_test)
     L.fit()
-    return FitResult(model, L.opt, L.rows, L.active.cpu(), L.epoch + 1 if L.epochs > L.start else L.start)
+    return FitResult(model, L.opt, L.rows, L.active.cpu(), L.epoch + 1)
 

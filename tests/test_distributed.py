@@ -7,7 +7,8 @@ checkpoint settings as `fit`'s callbacks (`Recorder`, `Checkpoint` in `cbs`). Sc
 each with a replica that dies mid-run; six replicas in two groups that span ranks, coupled every second step; the
 same groups with the lagged coupling and one minibatch order per group (`batches='shared'`); six replicas in three
 groups, so that a rank's two replicas are not a multiple of the groups; a run with `Checkpoint(path, resume=True)`
-killed while saving (after every rank wrote its part, before the epoch was recorded) and resumed; a rank that dies,
+killed while saving (after every rank wrote its part, before the epoch was recorded), resumed, and started again once
+finished (one rank without a replica left: it used to save alone and wait for the others); a rank that dies,
 which must make the others stop with a clear error within the process group's timeout. One spawn runs them all.
 Bad callbacks are refused before any work (one process, no spawn).
 """
@@ -86,6 +87,8 @@ def run_ranks(name, tmp):
         D.barrier('test: before resuming')
         res = go(tr, ck())
         tr.steps['latest_after_kill'], tr.steps['parts_after_kill'] = latest, parts
+        again = go(Trace(), ck())              # the finished run started again; rank 0 has no replica left, the others have
+        tr.steps['rerun'] = (repr(again.rows) == repr(res.rows), again.epochs, again.active.tolist(), (tmp/'ckpt.ranks'/'LATEST').read_text())
     return tr.steps, res.optimizer.gamma_history, res.active, res.rows
 
 def worker(rank, tmp):
@@ -158,6 +161,8 @@ def test_ranks_equal_the_stacked_run(ranks, name):
         assert out[0][name][0]['latest_after_kill'] == 'epoch 1\n'
         assert out[0][name][0]['parts_after_kill'] == ['rank-0.pt', 'rank-1.pt', 'rank-2.pt']
         assert min(s for s in out[0][name][0] if isinstance(s, int)) == 4    # resumed after epoch 1 (3 steps)
+        for r in range(WORLD):                    # started again when finished: the same result on every rank, no hang, no new save
+            assert out[r][name][0]['rerun'] == (True, 3, active.tolist(), 'epoch 3\n'), out[r][name][0]['rerun']
 
 def test_rank_death_stops_the_others_with_a_clear_error(ranks):
     tmp = ranks[0]

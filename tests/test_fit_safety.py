@@ -122,6 +122,24 @@ def test_resume_extends_a_finished_run(data, tmp_path, kind):
     assert more.epochs == 3 and torch.load(ck, weights_only=True)['epoch'] == 3
     with pytest.raises(ValueError, match=r'epochs=3.*epochs=1'): run(1, Checkpoint(ck, resume=True))
 
+@pytest.mark.parametrize('target', [0.02, 1e9], ids=['some not reached', 'all stopped'])
+def test_rerun_of_a_finished_run_changes_nothing(data, tmp_path, target):
+    "The same finished run started again with resume=True trains nothing: the same rows (no status row dated epoch 1), the same epochs and weights, and a checkpoint still at its last epoch (it was rewritten as epoch 1 when every replica had stopped)."
+    from entropic_ae.train import StopAtLoss
+    ck = tmp_path / 'ck.pt'
+    run = lambda: fit(ae(), data, epochs=4, opt_func=partial(torch.optim.Adam, lr=1e-2), seeds=SEEDS, **KW,
+                      cbs=[StopAtLoss(target), Checkpoint(ck, resume=True)])
+    first = run()
+    saved = torch.load(ck, weights_only=True)['epoch']
+    st = first.df[first.df.metric == 'status']
+    assert set(st.status) == ({'not reached'} if target < 1 else {'reached'}) and set(st.epoch) == {first.epochs}
+    for _ in range(2):
+        again = run()
+        pd.testing.assert_frame_equal(first.df, again.df)
+        assert again.epochs == first.epochs and torch.equal(again.active, first.active)
+        for a, b in zip(first.model.parameters(), again.model.parameters()): assert torch.equal(a, b)
+        assert torch.load(ck, weights_only=True)['epoch'] == saved == first.epochs
+
 # ---------------------------------------------------------------- D3: batch-norm statistics move once per step under fit
 from entropic_ae.replicas import replicate
 

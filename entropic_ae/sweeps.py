@@ -160,6 +160,8 @@ def visible_gpus() -> list[str]:
     return [v.strip() for v in vis.split(',') if v.strip()][:n] if vis else [str(i) for i in range(n)]
 
 # %% ../nbs/16_sweeps.ipynb #bd429965
+_HTTP = '127.0.0.1:0'   # the scheduler's HTTP routes: on this host only, on a free port (no dashboard; none taken from another cluster)
+
 def local_cluster(n_workers:int|None=None, gpus=None):
     "A local Dask cluster for papermill cells: one single-threaded worker process per GPU (own CUDA_VISIBLE_DEVICES), else per core."
     import dask, distributed
@@ -169,11 +171,11 @@ def local_cluster(n_workers:int|None=None, gpus=None):
     env = {'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', str(max(1, available_cpus() // n)))}
     with dask.config.set({'distributed.scheduler.allowed-failures': 0, 'distributed.scheduler.worker-saturation': 1.0}):
         if not gpus: return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
-                                                     dashboard_address=None, silence_logs=logging.ERROR)
+                                                     dashboard_address=None, scheduler_kwargs=dict(dashboard_address=_HTTP), silence_logs=logging.ERROR)
         workers = {i: dict(cls=distributed.Nanny, options=dict(nthreads=1, silence_logs=logging.ERROR,
                            env={**env, 'CUDA_VISIBLE_DEVICES': gpus[i % len(gpus)]})) for i in range(n)}
         return distributed.SpecCluster(workers=workers, silence_logs=logging.ERROR,
-                                       scheduler=dict(cls=distributed.Scheduler, options=dict(dashboard_address=None)))
+                                       scheduler=dict(cls=distributed.Scheduler, options=dict(dashboard=False, dashboard_address=_HTTP)))
 
 # %% ../nbs/16_sweeps.ipynb #4474ccbe
 def _worker_name():

@@ -124,6 +124,20 @@ def test_bad_sweep_is_refused_before_any_work(tmp_path, capsys, case):
     assert time.time() - t0 < 20
     assert not list((tmp_path/'markers').iterdir()) and not (tmp_path/'runs').exists()   # no kernel ran, nothing written
 
+def test_local_clusters_leave_port_8787_alone():
+    "With the dashboard's usual port taken (another sweep's cluster), a local cluster, CPU or GPU, starts without a warning: its scheduler's HTTP routes take a free port (they used to try 8787 and warn, into the chapters' outputs)."
+    import socket, warnings
+    taken = socket.socket()
+    try: taken.bind(('127.0.0.1', 8787)); taken.listen()
+    except OSError: pass                                       # already taken: the same situation
+    try:
+        for kw in (dict(n_workers=1), dict(gpus=['0'])):
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter('always')
+                with local_cluster(**kw) as cluster: port = cluster.scheduler_info['services']['dashboard']
+            assert port != 8787 and not [x for x in w if '8787' in str(x.message)], (kw, port, [str(x.message) for x in w])
+    finally: taken.close()
+
 def test_gpu_workers_and_cli_on_a_running_scheduler(tmp_path):
     """With GPUs (here pretended: ids only) the local cluster has one worker per GPU, each with its own
     CUDA_VISIBLE_DEVICES; `eae-run --scheduler ADDRESS` runs a grid on such a running cluster."""

@@ -470,7 +470,7 @@ def after_epoch(self:Recorder, L):
 # %% ../nbs/09_train.ipynb #c7043f7f
 @patch
 def after_fit(self:Recorder, L):   # stopped early (every replica diverged or reached its target): record where it stopped
-    if L.ran and L.epoch + 1 < L.epochs and not bool(L.active.any()): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
+    if L.ran and L.epoch + 1 < L.epochs and not L.left(): L.rows.append(tidy(L.run, -1, L.epoch + 1, 'stopped', L.step))
 
 # %% ../nbs/09_train.ipynb #7a0c7de0
 @patch

@@ -20,6 +20,12 @@
 # THESIS=0 skips part 1; BENCHES="replicas sharpness flatness hopfield" (the default) names the benchmarks to run ("" for
 # none); SMOKE="-p N 16 -p D 4 ..." and SMOKE_MNIST="-p max_epochs 2 ..." add notebook parameters to every thesis or
 # MNIST cell (a CPU check of this script with tiny settings).
+# The lent machine has torch but neither the Jupyter stack nor Dask, and sees only the checkout: carry both. Here,
+# download papermill, nbclient, ipykernel, distributed, fastcore and their missing needs as cp312 wheels into .whl/
+# (git-ignored), copy MNIST/raw into an ignored .data/, and keep the checkout under the transfer limit (move figures/
+# aside during the call); there, `pip install --no-deps --target /tmp/site .whl/*.whl`, PYTHONPATH=/tmp/site and
+# ENTROPIC_AE_DATA=$PWD/.data before this script. Four shallow MNIST cells at 16384 and 32768 images took 270-350 s
+# side by side on one H100 under MPS (2026-12-06).
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}; budget=${2:-540}; t0=$(date +%s)
 left() { echo $(( budget - $(date +%s) + t0 )); }
@@ -31,7 +37,7 @@ say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$work/summary.txt"; }
 { nvidia-smi -L; $py -c "import torch, entropic_ae, entropic_ae.experiments as E; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '|', E.machine_name())"; } > "$work/logs/env.txt" 2>&1
 say "environment: $(tail -1 "$work/logs/env.txt")"
 if [ -n "$smoke" ] || ! command -v nvidia-cuda-mps-control > /dev/null; then say "MPS not used"
-elif pgrep -x nvidia-cuda-mps-control > /dev/null; then say "MPS on (its daemon was already running)"
+elif pgrep -f nvidia-cuda-mps-control > /dev/null; then say "MPS on (its daemon was already running)"   # -f: -x matches only 15 characters of a name
 elif nvidia-cuda-mps-control -d >> "$work/logs/env.txt" 2>&1 &&
      timeout 60 $py -c "import torch; print(torch.ones(1, device='cuda').sum().item())" >> "$work/logs/env.txt" 2>&1; then say "MPS on"
 else echo quit | nvidia-cuda-mps-control 2> /dev/null; say "MPS off (its daemon or a client under it did not start)"; fi

@@ -20,12 +20,9 @@
 # THESIS=0 skips part 1; BENCHES="replicas sharpness flatness hopfield" (the default) names the benchmarks to run ("" for
 # none); SMOKE="-p N 16 -p D 4 ..." and SMOKE_MNIST="-p max_epochs 2 ..." add notebook parameters to every thesis or
 # MNIST cell (a CPU check of this script with tiny settings).
-# The lent machine has torch but neither the Jupyter stack nor Dask, and sees only the checkout: carry both. Here,
-# download papermill, nbclient, ipykernel, distributed, fastcore and their missing needs as cp312 wheels into .whl/
-# (git-ignored), copy MNIST/raw into an ignored .data/, and keep the checkout under the transfer limit (move figures/
-# aside during the call); there, `pip install --no-deps --target /tmp/site .whl/*.whl`, PYTHONPATH=/tmp/site and
-# ENTROPIC_AE_DATA=$PWD/.data before this script. Four shallow MNIST cells at 16384 and 32768 images took 270-350 s
-# side by side on one H100 under MPS (2026-12-06).
+# The lent machine has torch but neither the Jupyter stack nor Dask, and sees only the checkout: `gpu_carry.sh pack`
+# beside this file prepares what to carry (its header gives the device call), `gpu_carry.sh unpack` restores figures/.
+# Four shallow MNIST cells at 16384 and 32768 images took 270-350 s side by side on one H100 under MPS (2026-12-06).
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}; budget=${2:-540}; t0=$(date +%s)
 left() { echo $(( budget - $(date +%s) + t0 )); }

@@ -24,7 +24,7 @@ pack)
   spec=$(for p in $pkgs; do v=$(.venv/bin/pip show "$p" 2>/dev/null | awk '/^Version/{print $2}'); echo "$p${v:+==$v}"; done)
   .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 $spec 2>&1 | grep -v '^WARNING: Location' || true
+    --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 $spec 2> >(grep -v '^WARNING: Location' >&2)
   raw=${ENTROPIC_AE_DATA:?set ENTROPIC_AE_DATA to the data root}/MNIST/raw
   mkdir -p .data/MNIST/raw && cp "$raw"/*.gz .data/MNIST/raw/ && chmod -R u+w .data
   mv figures "$stash"
